@@ -1,0 +1,248 @@
+"""The contracts every defense, bypass and generator plugin fulfils.
+
+A plugin is a class with a `name`, a `version`, paper/licence metadata and a
+`Params` dataclass of its settings. Its `version` and params enter every cache key,
+so changing either recomputes what depends on it. Tensors are NCHW in [-1, 1].
+Conditions are tensors shaped (T, N, ...): one edit target t for each image n.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import sys
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from bench.errors import ConfigError, WeightsError
+from bench.io import load_tensors, save_tensors, tensors_sha256
+
+
+@dataclasses.dataclass
+class NoParams:
+    pass
+
+
+def _coerce(value, default):
+    """Accept an int where a float is expected (CLI values are parsed as JSON)."""
+    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def build_params(params_cls, overrides: dict | None, owner: str):
+    """Validate user overrides against a Params dataclass and return an instance."""
+    overrides = dict(overrides or {})
+    fields = {f.name: f for f in dataclasses.fields(params_cls)}
+    for key in overrides:
+        if key not in fields:
+            close = difflib.get_close_matches(key, fields, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"{owner} has no parameter {key!r}{hint} "
+                              f"(parameters: {', '.join(fields) or 'none'})")
+    defaults = params_cls()
+    values = {}
+    for key, value in overrides.items():
+        default = getattr(defaults, key)
+        value = _coerce(value, default)
+        if default is not None and value is not None and type(value) is not type(default):
+            raise ConfigError(f"{owner} parameter {key!r} must be {type(default).__name__}, "
+                              f"got {value!r}")
+        values[key] = value
+    return params_cls(**values)
+
+
+class Plugin:
+    """Common metadata and parameter handling."""
+
+    name: ClassVar[str] = ""
+    version: ClassVar[str] = "1"
+    paper: ClassVar[str] = ""
+    licence: ClassVar[str] = "MIT (this implementation)"
+    Params: ClassVar[type] = NoParams
+
+    def __init__(self, **params: Any):
+        self.params = build_params(self.Params, params, f"{self.kind_name} {self.name!r}")
+
+    kind_name: ClassVar[str] = "plugin"
+
+    def identity(self) -> dict:
+        """What determines this plugin's results: goes into cache keys and run.json."""
+        return {"name": self.name, "version": self.version,
+                "params": dataclasses.asdict(self.params)}
+
+
+class Defense(Plugin):
+    """A proactive defense: perturbs images so that a generator's edits fail.
+
+    `protect` returns one protected image per (target, image): shape (T, N, 3, H, W),
+    with |x_protected - x| <= eps and values in [-1, 1]. A defense that makes one
+    perturbation per image (or one for all images) returns it expanded over targets.
+    """
+
+    kind_name = "defense"
+    randomised: ClassVar[bool] = True
+
+    def protect(self, x: torch.Tensor, generator: "Generator", conditions: torch.Tensor,
+                seed: int) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class Bypass(Plugin):
+    """An attacker's bypass: either an input purifier or a patch of the generator.
+
+    Purifiers implement `purify(x) -> x`; patches implement `patch(generator) -> generator`.
+    Trainable bypasses implement `fit`, whose result (a dict of tensors plus
+    JSON-able info) the runner caches, and `load_state` to restore it.
+    """
+
+    kind_name = "bypass"
+    kind: ClassVar[str] = "purifier"  # or "patch"
+    trainable: ClassVar[bool] = False
+    differentiable: ClassVar[bool] = True
+
+    def purify(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def patch(self, generator: "Generator") -> "Generator":
+        raise NotImplementedError
+
+    def fit(self, generator: "Generator", images: torch.Tensor, conditions: torch.Tensor,
+            seed: int, device: torch.device) -> tuple[dict[str, torch.Tensor], dict]:
+        raise NotImplementedError
+
+    def load_state(self, state: dict[str, torch.Tensor], info: dict) -> None:
+        raise NotImplementedError
+
+
+class Generator(nn.Module):
+    """A face-editing generator: `forward(x, condition) -> y`.
+
+    Subclasses define `configs` (named architecture settings, incl. 'official'),
+    `official_checkpoint` facts, `attribute_names` (the labels its targets need) and
+    `targets(labels)`, which turns N x A labels into (T, N, ...) conditions.
+    """
+
+    name: ClassVar[str] = ""
+    version: ClassVar[str] = "1"
+    paper: ClassVar[str] = ""
+    licence: ClassVar[str] = ""
+    configs: ClassVar[dict[str, dict]] = {}
+    # file name, wrapper key (None for a bare state dict), resolution, where to get it
+    official_checkpoint: ClassVar[dict] = {}
+    optional_state_keys: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, **config):
+        super().__init__()
+        self.config = dict(config)
+        self._weight_hash: str | None = None
+
+    # --- the editing contract -------------------------------------------------------
+    @property
+    def attribute_names(self) -> list[str]:
+        raise NotImplementedError
+
+    def target_names(self) -> list[str]:
+        raise NotImplementedError
+
+    def targets(self, labels: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    # --- identity -------------------------------------------------------------------
+    def weight_hash(self) -> str:
+        """Content hash of the weights this generator was loaded with."""
+        if self._weight_hash is None:
+            self._weight_hash = tensors_sha256(self.state_dict())
+        return self._weight_hash
+
+    def identity(self) -> dict:
+        return {"name": self.name, "version": self.version, "config": self.config,
+                "weights_sha256": self.weight_hash()}
+
+    # --- loading --------------------------------------------------------------------
+    @classmethod
+    def from_config(cls, config: str | dict) -> "Generator":
+        if isinstance(config, str):
+            if config not in cls.configs:
+                raise ConfigError(f"generator {cls.name!r} has no config {config!r} "
+                                  f"(configs: {', '.join(cls.configs)})")
+            config = cls.configs[config]
+        return cls(**config)
+
+    @classmethod
+    def shipped_weights_path(cls, resolution: int) -> Path:
+        module_dir = Path(sys.modules[cls.__module__].__file__).parent
+        return module_dir / "weights" / f"{cls.name}_{resolution}.safetensors"
+
+    def load_state_strict(self, state: dict[str, torch.Tensor], source: str) -> None:
+        state = dict(state)
+        own = self.state_dict()
+        for key in self.optional_state_keys_present(own):
+            state.setdefault(key, own[key])
+        try:
+            self.load_state_dict(state, strict=True)
+        except RuntimeError as err:
+            first = str(err).strip().splitlines()
+            detail = " ".join(line.strip() for line in first[:3])
+            raise WeightsError(f"{source} does not fit {self.name} {self.config}: {detail}") from None
+        self._weight_hash = None
+
+    def optional_state_keys_present(self, own: dict) -> list[str]:
+        return [k for k in own if k.rsplit(".", 1)[-1] in self.optional_state_keys]
+
+    @classmethod
+    def load_official(cls, path: str | Path, config: str | dict = "official") -> "Generator":
+        """Load an official checkpoint (torch pickle, read with weights_only=True)."""
+        path = Path(path)
+        if not path.exists():
+            raise WeightsError(
+                f"official {cls.name} checkpoint not found at {path}; "
+                f"run `bench download {cls.name}` to see where to get "
+                f"{cls.official_checkpoint.get('file', 'it')}")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # pickle, zip and unsupported-global errors alike
+            raise WeightsError(f"cannot read checkpoint {path}: {err}".splitlines()[0]) from None
+        key = cls.official_checkpoint.get("key")
+        if key is not None:
+            if not isinstance(state, dict) or key not in state:
+                raise WeightsError(f"{path} is not a {cls.name} checkpoint: no {key!r} entry")
+            state = state[key]
+        model = cls.from_config(config)
+        model.load_state_strict(state, str(path))
+        return model
+
+    @classmethod
+    def load_file(cls, path: str | Path) -> "Generator":
+        """Load weights saved by `save` (safetensors with the config in its metadata)."""
+        path = Path(path)
+        if not path.exists():
+            raise WeightsError(f"{cls.name} weights not found at {path}")
+        tensors, meta = load_tensors(path)
+        if meta.get("generator") != cls.name:
+            raise WeightsError(f"{path} holds weights of {meta.get('generator')!r}, not {cls.name!r}")
+        model = cls(**meta["config"])
+        model.load_state_strict(tensors, str(path))
+        model.metadata = meta
+        return model
+
+    @classmethod
+    def load(cls, weights: str, resolution: int) -> "Generator":
+        """'shipped' (the project's small trained weights), a .safetensors file, or an
+        official checkpoint path."""
+        if weights == "shipped":
+            path = cls.shipped_weights_path(resolution)
+            if not path.exists():
+                raise WeightsError(f"no shipped {cls.name} weights for {resolution} px ({path}); "
+                                   f"train them with `bench train-generator {cls.name}`")
+            return cls.load_file(path)
+        if str(weights).endswith(".safetensors"):
+            return cls.load_file(weights)
+        return cls.load_official(weights)
+
+    def save(self, path: str | Path, meta: dict | None = None) -> None:
+        save_tensors(path, self.state_dict(),
+                     {"generator": self.name, "config": self.config, **(meta or {})})

@@ -1,0 +1,95 @@
+"""Plugin registry over Python entry points.
+
+Every defense, bypass, generator and metric, built-in or third-party, is an entry
+point in one of the groups below, loaded lazily: listing names imports nothing.
+"""
+
+from __future__ import annotations
+
+import difflib
+import warnings
+from importlib.metadata import EntryPoint, entry_points
+
+from bench.errors import ConfigError
+
+GROUPS = {
+    "defenses": "bench.defenses",
+    "bypasses": "bench.bypasses",
+    "generators": "bench.generators",
+    "metrics": "bench.metrics",
+}
+SINGULAR = {"defenses": "defense", "bypasses": "bypass", "generators": "generator",
+            "metrics": "metric"}
+
+
+class PluginImportError(ConfigError):
+    """A registered plugin whose module fails to import."""
+
+
+class Registry:
+    """Name -> plugin class for one entry-point group."""
+
+    def __init__(self, kind: str):
+        if kind not in GROUPS:
+            raise ConfigError(f"unknown plugin kind {kind!r}; choose one of {', '.join(GROUPS)}")
+        self.kind = kind
+        self._entries: dict[str, EntryPoint] = {ep.name: ep for ep in entry_points(group=GROUPS[kind])}
+        self._loaded: dict[str, type] = {}
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def entry(self, name: str) -> EntryPoint:
+        if name not in self._entries:
+            close = difflib.get_close_matches(name, self._entries, n=3, cutoff=0.5)
+            hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+            raise ConfigError(f"unknown {SINGULAR[self.kind]} {name!r}{hint} (installed: {', '.join(self.names()) or 'none'})")
+        return self._entries[name]
+
+    def get(self, name: str) -> type:
+        """The plugin class; raises PluginImportError if its module fails to import."""
+        if name not in self._loaded:
+            ep = self.entry(name)
+            try:
+                self._loaded[name] = ep.load()
+            except Exception as err:  # any error inside a third-party module
+                raise PluginImportError(
+                    f"{self.kind} plugin {name!r} ({ep.value}) failed to import: "
+                    f"{type(err).__name__}: {err}") from err
+        return self._loaded[name]
+
+    def resolve(self, spec: str | list[str]) -> list[str]:
+        """'all' or a comma list -> validated names in the given order.
+
+        With 'all', plugins that fail to import are reported and left out; a plugin
+        named explicitly must import.
+        """
+        parts = spec if isinstance(spec, list) else [p.strip() for p in spec.split(",") if p.strip()]
+        names: list[str] = []
+        for part in parts:
+            if part == "all":
+                for name in self.names():
+                    try:
+                        self.get(name)
+                    except PluginImportError as err:
+                        warnings.warn(str(err), stacklevel=2)
+                        continue
+                    names.append(name)
+            else:
+                self.get(part)
+                names.append(part)
+        return list(dict.fromkeys(names))
+
+    def describe(self) -> list[dict]:
+        """One row per plugin: name, entry point, and version/paper where it imports."""
+        rows = []
+        for name in self.names():
+            row = {"name": name, "entry_point": self._entries[name].value}
+            try:
+                cls = self.get(name)
+                row.update(version=getattr(cls, "version", ""), paper=getattr(cls, "paper", ""),
+                           status="ok")
+            except PluginImportError as err:
+                row.update(status=f"import failed: {err.__cause__}")
+            rows.append(row)
+        return rows

@@ -1,0 +1,101 @@
+"""Shared pieces of the generators' training recipes: data sampling, resumable
+checkpoints, loss logs and progress bars."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from bench.io import atomic_torch_save
+
+
+class BatchSampler:
+    """Random batches (with horizontal flips) from images held in memory as uint8."""
+
+    def __init__(self, images_uint8: np.ndarray, labels: torch.Tensor, batch_size: int,
+                 seed: int, flip: bool = True):
+        self.images = torch.from_numpy(images_uint8).permute(0, 3, 1, 2).contiguous()
+        self.labels = labels.float()
+        self.batch_size = batch_size
+        self.flip = flip
+        self.rng = torch.Generator().manual_seed(seed)
+
+    def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = torch.randint(len(self.images), (self.batch_size,), generator=self.rng)
+        x = self.images[idx].float() / 127.5 - 1.0
+        if self.flip:
+            flip = torch.rand(self.batch_size, generator=self.rng) < 0.5
+            x[flip] = x[flip].flip(-1)
+        return x, self.labels[idx]
+
+    def state(self) -> torch.Tensor:
+        return self.rng.get_state()
+
+    def restore(self, state: torch.Tensor) -> None:
+        self.rng.set_state(state)
+
+
+@dataclass
+class TrainingRun:
+    """A resumable training loop's bookkeeping in one output folder.
+
+    `checkpoint.pt` (written atomically every `checkpoint_every` iterations) holds the
+    modules, optimisers, sampler RNG state and iteration; `losses.jsonl` the loss log;
+    `samples/` the progress images.
+    """
+
+    out_dir: Path
+    total_iters: int
+    checkpoint_every: int = 500
+    log_every: int = 50
+
+    def __post_init__(self):
+        self.out_dir = Path(self.out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.checkpoint_path = self.out_dir / "checkpoint.pt"
+        self.log_path = self.out_dir / "losses.jsonl"
+
+    def resume(self, modules: dict, optimisers: dict, sampler: BatchSampler) -> int:
+        """Restore the last checkpoint if there is one; return the iteration to start at."""
+        if not self.checkpoint_path.exists():
+            return 0
+        state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
+        for name, module in modules.items():
+            module.load_state_dict(state["modules"][name])
+        for name, opt in optimisers.items():
+            opt.load_state_dict(state["optimisers"][name])
+        sampler.restore(state["sampler_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        return int(state["iteration"])
+
+    def save(self, iteration: int, modules: dict, optimisers: dict, sampler: BatchSampler) -> None:
+        atomic_torch_save(self.checkpoint_path, {
+            "iteration": iteration,
+            "modules": {k: m.state_dict() for k, m in modules.items()},
+            "optimisers": {k: o.state_dict() for k, o in optimisers.items()},
+            "sampler_rng": sampler.state(),
+            "torch_rng": torch.get_rng_state(),
+        })
+
+    def progress(self, start: int, desc: str) -> tqdm:
+        return tqdm(range(start, self.total_iters), initial=start, total=self.total_iters,
+                    desc=desc, unit="it", dynamic_ncols=True, mininterval=2.0)
+
+    def log(self, iteration: int, losses: dict[str, float], started: float) -> None:
+        row = {"iteration": iteration, "seconds": round(time.time() - started, 1),
+               **{k: round(float(v), 5) for k, v in losses.items()}}
+        with open(self.log_path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+
+def gradient_penalty(critic_out: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
+    """WGAN-GP: (||d critic / d x_hat||_2 - 1)^2, averaged over the batch."""
+    grad = torch.autograd.grad(critic_out.sum(), x_hat, create_graph=True)[0]
+    norms = grad.flatten(1).norm(2, dim=1)
+    return ((norms - 1) ** 2).mean()

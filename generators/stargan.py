@@ -1,0 +1,236 @@
+"""StarGAN (Choi et al., CVPR 2018): multi-domain face attribute editing.
+
+Architecture and checkpoint layout follow yunjey/stargan (model.py): a conv-down,
+residual, deconv-up generator fed with the image and the target label tiled
+spatially. The official test code runs the generator in training mode, so its
+InstanceNorms use per-image statistics; here they always do (see
+:class:`InstanceNormInputStats`), which also keeps inference from touching buffers.
+
+Targets (official `create_labels`): for a hair colour, that colour is set and the
+other hair colours cleared; Male and Young are flipped -> 5 targets per image.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bench.plugins import Generator
+
+ATTRIBUTES = ["Black_Hair", "Blond_Hair", "Brown_Hair", "Male", "Young"]
+HAIR_COLOURS = {"Black_Hair", "Blond_Hair", "Brown_Hair", "Gray_Hair"}
+
+
+class InstanceNormInputStats(nn.InstanceNorm2d):
+    """InstanceNorm2d with the official layout (affine, running stats kept) that always
+    normalises with the input's own statistics, as the official test code does."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.instance_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
+
+
+def norm(channels: int) -> nn.Module:
+    return InstanceNormInputStats(channels, affine=True, track_running_stats=True)
+
+
+class ResidualBlock(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.main = nn.Sequential(
+            nn.Conv2d(channels, channels, 3, 1, 1, bias=False), norm(channels), nn.ReLU(inplace=True),
+            nn.Conv2d(channels, channels, 3, 1, 1, bias=False), norm(channels))
+
+    def forward(self, x):
+        return x + self.main(x)
+
+
+class StarGAN(Generator):
+    name = "stargan"
+    version = "1"
+    paper = "Choi et al., StarGAN, CVPR 2018"
+    licence = "architecture after yunjey/stargan (MIT); weights: see the weights file"
+    configs = {
+        "official": dict(conv_dim=64, repeat_num=6, attributes=ATTRIBUTES),
+        "quick": dict(conv_dim=32, repeat_num=3, attributes=ATTRIBUTES),
+    }
+    official_checkpoint = {"file": "200000-G.ckpt", "key": None, "resolution": 256,
+                           "source": "yunjey/stargan download.sh pretrained-celeba-256x256"}
+    # Checkpoints from PyTorch 0.4 predate this buffer; current PyTorch fills it in.
+    optional_state_keys = ("num_batches_tracked",)
+
+    def __init__(self, conv_dim: int = 64, repeat_num: int = 6, attributes=ATTRIBUTES):
+        super().__init__(conv_dim=conv_dim, repeat_num=repeat_num, attributes=list(attributes))
+        c_dim = len(attributes)
+        layers = [nn.Conv2d(3 + c_dim, conv_dim, 7, 1, 3, bias=False), norm(conv_dim), nn.ReLU(inplace=True)]
+        ch = conv_dim
+        for _ in range(2):
+            layers += [nn.Conv2d(ch, ch * 2, 4, 2, 1, bias=False), norm(ch * 2), nn.ReLU(inplace=True)]
+            ch *= 2
+        layers += [ResidualBlock(ch) for _ in range(repeat_num)]
+        for _ in range(2):
+            layers += [nn.ConvTranspose2d(ch, ch // 2, 4, 2, 1, bias=False), norm(ch // 2), nn.ReLU(inplace=True)]
+            ch //= 2
+        layers += [nn.Conv2d(ch, 3, 7, 1, 3, bias=False), nn.Tanh()]
+        self.main = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        c = c.to(x.dtype).view(c.size(0), c.size(1), 1, 1).expand(-1, -1, x.size(2), x.size(3))
+        return self.main(torch.cat([x, c], dim=1))
+
+    @property
+    def attribute_names(self) -> list[str]:
+        return self.config["attributes"]
+
+    def target_names(self) -> list[str]:
+        return list(self.attribute_names)
+
+    def targets(self, labels: torch.Tensor) -> torch.Tensor:
+        """N x A labels (0/1) -> (A, N, A) target labels, one per attribute."""
+        names = self.attribute_names
+        hair = [i for i, n in enumerate(names) if n in HAIR_COLOURS]
+        out = []
+        for i, attr in enumerate(names):
+            c = labels.clone().float()
+            if attr in HAIR_COLOURS:
+                c[:, hair] = 0
+                c[:, i] = 1
+            else:
+                c[:, i] = 1 - c[:, i]
+            out.append(c)
+        return torch.stack(out)
+
+    # ------------------------------------------------------------------ training
+    @dataclass
+    class TrainParams:
+        """The StarGAN recipe (solver.py defaults) with sizes for small CPU runs."""
+        resolution: int = 64
+        conv_dim: int = 32
+        repeat_num: int = 3
+        d_conv_dim: int = 32
+        d_repeat_num: int = 5  # final critic map of resolution / 2**5 = 2 px at 64 px
+        batch_size: int = 16
+        iters: int = 12000
+        lr_g: float = 1e-4
+        lr_d: float = 1e-4
+        beta1: float = 0.5
+        beta2: float = 0.999
+        n_critic: int = 5
+        lambda_cls: float = 1.0
+        lambda_rec: float = 10.0
+        lambda_gp: float = 10.0
+        decay_fraction: float = 0.5  # linear lr decay over the last half (official: 100k of 200k)
+        train_start: int = 0
+        train_stop: int = 27000
+        seed: int = 1234
+        checkpoint_every: int = 500
+
+    @classmethod
+    def train_recipe(cls, params: "StarGAN.TrainParams", faceset, out_dir: Path, device: torch.device,
+              export: Path | None = None, command: str = "") -> "StarGAN":
+        from bench.figures import save_edit_grid
+        from bench.training import BatchSampler, TrainingRun, gradient_penalty
+
+        torch.manual_seed(params.seed)
+        train_set = faceset.subset(params.train_start, params.train_stop)
+        G = cls(conv_dim=params.conv_dim, repeat_num=params.repeat_num).to(device)
+        D = Discriminator(params.resolution, params.d_conv_dim, len(ATTRIBUTES), params.d_repeat_num).to(device)
+        G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
+        g_opt = torch.optim.Adam(G.parameters(), params.lr_g, (params.beta1, params.beta2))
+        d_opt = torch.optim.Adam(D.parameters(), params.lr_d, (params.beta1, params.beta2))
+        sampler = BatchSampler(train_set.load_uint8(progress=True), train_set.labels(ATTRIBUTES),
+                               params.batch_size, params.seed)
+        run = TrainingRun(out_dir, params.iters, params.checkpoint_every)
+        modules, optimisers = {"G": G, "D": D}, {"G": g_opt, "D": d_opt}
+        start = run.resume(modules, optimisers, sampler)
+        fixed_x = faceset.subset(params.train_stop, params.train_stop + 8).load()
+        fixed_labels = faceset.subset(params.train_stop, params.train_stop + 8).labels(ATTRIBUTES)
+        decay_start = params.iters * (1 - params.decay_fraction)
+        started, losses = time.time(), {}
+        bar = run.progress(start, f"train {cls.name}")
+        for it in bar:
+            frac = max(0.0, (it - decay_start) / max(1.0, params.iters - decay_start))
+            for opt, lr in ((g_opt, params.lr_g), (d_opt, params.lr_d)):
+                for group in opt.param_groups:
+                    group["lr"] = lr * (1 - frac)
+            x, c_org = next(sampler)
+            x = x.to(device).contiguous(memory_format=torch.channels_last)
+            c_org = c_org.to(device)
+            c_trg = c_org[torch.randperm(c_org.size(0))]
+            losses.update(_discriminator_step(G, D, d_opt, x, c_org, c_trg, params, gradient_penalty))
+            if (it + 1) % params.n_critic == 0:
+                losses.update(_generator_step(G, D, g_opt, x, c_org, c_trg, params))
+            if (it + 1) % run.log_every == 0:
+                run.log(it + 1, losses, started)
+                bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items() if k in ("D/adv", "G/rec", "G/cls")})
+            if (it + 1) % params.checkpoint_every == 0 or it + 1 == params.iters:
+                run.save(it + 1, modules, optimisers, sampler)
+                save_edit_grid(G.eval(), fixed_x.to(device), fixed_labels.to(device),
+                               run.out_dir / "samples" / f"{it + 1:06d}.png")
+                G.train()
+        G = G.to(memory_format=torch.contiguous_format).cpu().eval()
+        if export is not None:
+            G.save(export, {"training": {**asdict(params), "data": train_set.identity(),
+                                         "command": command,
+                                         "seconds_this_session": round(time.time() - started)}})
+        return G
+
+
+class Discriminator(nn.Module):
+    """PatchGAN critic with an auxiliary attribute classifier (official layout)."""
+
+    def __init__(self, image_size: int = 128, conv_dim: int = 64, c_dim: int = 5, repeat_num: int = 6):
+        super().__init__()
+        layers = [nn.Conv2d(3, conv_dim, 4, 2, 1), nn.LeakyReLU(0.01)]
+        ch = conv_dim
+        for _ in range(1, repeat_num):
+            layers += [nn.Conv2d(ch, ch * 2, 4, 2, 1), nn.LeakyReLU(0.01)]
+            ch *= 2
+        self.main = nn.Sequential(*layers)
+        kernel = image_size // 2 ** repeat_num
+        if kernel < 1:
+            raise ValueError(f"image_size {image_size} too small for {repeat_num} down-samplings")
+        self.conv1 = nn.Conv2d(ch, 1, 3, 1, 1, bias=False)
+        self.conv2 = nn.Conv2d(ch, c_dim, kernel, bias=False)
+
+    def forward(self, x):
+        h = self.main(x)
+        return self.conv1(h), self.conv2(h).view(x.size(0), -1)
+
+
+def _classification_loss(logits, target):
+    return F.binary_cross_entropy_with_logits(logits, target, reduction="sum") / logits.size(0)
+
+
+def _discriminator_step(G, D, opt, x, c_org, c_trg, p, gradient_penalty) -> dict:
+    out_src, out_cls = D(x)
+    loss_real = -out_src.mean()
+    loss_cls = _classification_loss(out_cls, c_org)
+    with torch.no_grad():
+        fake = G(x, c_trg)
+    loss_fake = D(fake)[0].mean()
+    alpha = torch.rand(x.size(0), 1, 1, 1, device=x.device)
+    x_hat = (alpha * x + (1 - alpha) * fake).requires_grad_(True)
+    loss_gp = gradient_penalty(D(x_hat)[0], x_hat)
+    loss = loss_real + loss_fake + p.lambda_cls * loss_cls + p.lambda_gp * loss_gp
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return {"D/adv": (loss_real + loss_fake).item(), "D/cls": loss_cls.item(), "D/gp": loss_gp.item()}
+
+
+def _generator_step(G, D, opt, x, c_org, c_trg, p) -> dict:
+    fake = G(x, c_trg)
+    out_src, out_cls = D(fake)
+    loss_adv = -out_src.mean()
+    loss_cls = _classification_loss(out_cls, c_trg)
+    loss_rec = (x - G(fake, c_org)).abs().mean()
+    loss = loss_adv + p.lambda_rec * loss_rec + p.lambda_cls * loss_cls
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return {"G/adv": loss_adv.item(), "G/cls": loss_cls.item(), "G/rec": loss_rec.item()}
