@@ -52,6 +52,69 @@ def cmd_train_generator(args) -> int:
     return 0
 
 
+def default_output_dir() -> Path:
+    from datetime import datetime
+
+    return Path("bench-results") / datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+def latest_run_dir() -> Path:
+    runs = sorted(p for p in Path("bench-results").glob("*") if (p / "cells.jsonl").exists())
+    if not runs:
+        raise BenchError("no runs under ./bench-results; pass a run folder or run `bench run` first")
+    return runs[-1]
+
+
+def resolved_config(args) -> dict:
+    from bench.config import merge, parse_overrides
+    from bench.profiles import get_profile
+
+    config = get_profile(args.profile)
+    flags = {"seed": args.seed, "device": args.device, "limit": args.limit}
+    config.update({k: v for k, v in flags.items() if v is not None})
+    if args.data:
+        config["data"] = {"path": str(Path(args.data).expanduser().resolve()), "dataset": args.dataset}
+    if args.no_cache:
+        config["cache"] = False
+    return merge(config, parse_overrides(args.set))
+
+
+def cmd_run(args) -> int:
+    from bench.report import write_report
+    from bench.runner import run
+
+    config = resolved_config(args)
+    output = Path(args.output) if args.output else default_output_dir()
+    command = "bench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    run(config, output, args.defenses, args.bypass, args.generators, command)
+    print(write_report(output))
+    print(f"results in {output}/ (cells.jsonl, run.json, table1.csv, report.md)")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from bench.report import write_report
+
+    for run_dir in args.runs or [latest_run_dir()]:
+        print(write_report(Path(run_dir), Path(args.output) if args.output else None))
+    return 0
+
+
+def cmd_download(args) -> int:
+    from bench.registry import Registry
+
+    registry = Registry("generators")
+    for name in args.names or registry.names():
+        cls = registry.get(name)
+        facts = cls.official_checkpoint
+        path = cls.official_weights_path()
+        state = "present" if path.exists() else "missing"
+        print(f"{name}: {facts.get('file')} ({state}) -> {path}\n    source: {facts.get('source')}")
+    print("This machine cannot download; fetch the files elsewhere and place them at the paths above "
+          "(or set BENCH_WEIGHTS to the folder holding <generator>/<file>).")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bench", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -60,6 +123,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("kind", nargs="?", choices=["defenses", "bypasses", "generators", "metrics"])
     p.add_argument("-v", "--verbose", action="store_true", help="import each plugin to show its version")
     p.set_defaults(func=cmd_ls)
+
+    p = sub.add_parser("run", help="run defenses x bypasses x generators and score every cell")
+    p.add_argument("--defenses", default="all", help="comma list or 'all' (default: all)")
+    p.add_argument("--bypass", default="all", help="comma list or 'all' (default: all)")
+    p.add_argument("--generators", default="all", help="comma list or 'all' (default: all)")
+    p.add_argument("--profile", default="quick", help="quick (default), ci or paper")
+    p.add_argument("--data", help="data folder (default: the profile's)")
+    p.add_argument("--dataset", choices=DATASET_KINDS, default="celebahq", help="layout of --data")
+    p.add_argument("--limit", type=int, help="number of evaluation images")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, ...")
+    p.add_argument("--output", help="results folder (default: bench-results/<time>)")
+    p.add_argument("--no-cache", action="store_true", help="recompute everything, store nothing")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a setting, e.g. bypasses.lora.rank=16 or splits.eval=[0,100]")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("report", help="tables (CSV, Markdown) from one or more run folders")
+    p.add_argument("runs", nargs="*", help="run folders (default: the newest under ./bench-results)")
+    p.add_argument("--output", help="write tables here instead of into each run folder")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("download", help="where the official checkpoints of the paper profile go")
+    p.add_argument("names", nargs="*", help="generators (default: all)")
+    p.set_defaults(func=cmd_download)
 
     p = sub.add_parser("train-generator", help="train a generator with its own recipe (resumable)")
     p.add_argument("name")

@@ -55,6 +55,17 @@ def build_params(params_cls, overrides: dict | None, owner: str):
     return params_cls(**values)
 
 
+def weights_root() -> Path:
+    """Where official checkpoints live: $BENCH_WEIGHTS or the user data folder."""
+    import os
+
+    if "BENCH_WEIGHTS" in os.environ:
+        return Path(os.environ["BENCH_WEIGHTS"]).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("deepfake-defense-bench")) / "weights"
+
+
 class Plugin:
     """Common metadata and parameter handling."""
 
@@ -230,9 +241,15 @@ class Generator(nn.Module):
         return model
 
     @classmethod
+    def official_weights_path(cls) -> Path:
+        return weights_root() / cls.name / cls.official_checkpoint.get("file", f"{cls.name}.ckpt")
+
+    @classmethod
     def load(cls, weights: str, resolution: int) -> "Generator":
-        """'shipped' (the project's small trained weights), a .safetensors file, or an
-        official checkpoint path."""
+        """'shipped' (the project's small trained weights), 'official' (the official
+        checkpoint under the weights folder), a .safetensors file, or a checkpoint path."""
+        if weights == "official":
+            return cls.load_official(cls.official_weights_path())
         if weights == "shipped":
             path = cls.shipped_weights_path(resolution)
             if not path.exists():

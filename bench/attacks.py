@@ -1,0 +1,63 @@
+"""L-inf projected gradient descent, the core of most defenses and of adversarial
+fine-tuning. Images live in [-1, 1]; every step is projected to the eps-ball around
+the clean image and to [-1, 1].
+
+The loss function returns one value per sample, so samples (image x target pairs,
+flattened into the batch) are optimised independently and in one batched pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+
+def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
+    """Clip to the L-inf ball of radius eps around x, then to the image range [-1, 1]."""
+    return torch.max(torch.min(x_adv, x + eps), x - eps).clamp(-1.0, 1.0)
+
+
+def random_start(x: torch.Tensor, eps: float, seed: int | None) -> torch.Tensor:
+    """x + U(-eps, eps), drawn on the CPU from `seed` so every device gives the same start."""
+    rng = torch.Generator().manual_seed(seed) if seed is not None else None
+    noise = torch.rand(x.shape, generator=rng, dtype=torch.float32) * 2 - 1
+    return project(x + eps * noise.to(x.device, x.dtype), x, eps)
+
+
+def pgd(x: torch.Tensor, loss_fn: Callable[[torch.Tensor], torch.Tensor], eps: float,
+        step_size: float, steps: int, x_init: torch.Tensor | None = None,
+        maximize: bool = True) -> torch.Tensor:
+    """Sign-gradient ascent (or descent) of loss_fn(x_adv) -> per-sample losses.
+
+    Starts from x_init (e.g. `random_start(x, eps, seed)`) or from x itself. Returns the
+    perturbed images, detached, with |x_adv - x| <= eps and in [-1, 1].
+    """
+    x = x.detach()
+    x_adv = x.clone() if x_init is None else project(x_init.detach(), x, eps)
+    direction = 1.0 if maximize else -1.0
+    for _ in range(steps):
+        x_adv.requires_grad_(True)
+        loss = loss_fn(x_adv)
+        (grad,) = torch.autograd.grad(loss.sum(), x_adv)
+        x_adv = project(x_adv.detach() + direction * step_size * grad.sign(), x, eps)
+    return x_adv.detach()
+
+
+def per_sample_mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Mean squared error of each sample: (N, ...) x (N, ...) -> (N,)."""
+    return (a.float() - b.float()).pow(2).flatten(1).mean(1)
+
+
+def chunked(fn: Callable[..., torch.Tensor], *tensors: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """fn applied to aligned slices of the tensors (dim 0), results concatenated."""
+    n = tensors[0].size(0)
+    outs = [fn(*(t[i:i + batch_size] for t in tensors)) for i in range(0, n, batch_size)]
+    return torch.cat(outs) if outs else tensors[0][:0]
+
+
+def flatten_targets(x: torch.Tensor, conditions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """x (N, ...) and conditions (T, N, ...) -> both flattened to (T*N, ...), target-major."""
+    t = conditions.size(0)
+    xs = x.unsqueeze(0).expand(t, *x.shape).reshape(t * x.size(0), *x.shape[1:])
+    return xs, conditions.reshape(-1, *conditions.shape[2:])

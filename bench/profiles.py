@@ -1,0 +1,65 @@
+"""Run profiles. Every setting can be overridden on the command line
+(`--set key=value`, dotted keys for nested settings: `--set bypasses.lora.rank=16`).
+
+- quick (default): CPU, offline, the project's small generators at 64 px.
+- ci: the smallest sizes, for tests.
+- paper: 256 px, official checkpoints, the paper's sizes; meant for a GPU.
+
+Splits are index ranges [start, stop) into the data set's order. The CelebA-HQ
+ranges follow ../shared/data/README.md: 27001-28000 fine-tune the bypasses and
+29001-30000 evaluate (images 1-27000 trained the shipped generators).
+"""
+
+from __future__ import annotations
+
+import copy
+
+from bench.config import merge
+from bench.errors import ConfigError
+
+METRICS = ["l2", "ssim", "dsr"]
+
+QUICK = {
+    "profile": "quick",
+    "resolution": 64,
+    "device": "auto",
+    "seed": 0,
+    "data": {"path": None, "dataset": "celebahq"},
+    "splits": {"finetune": [27000, 28000], "eval": [29000, 30000]},
+    "limit": 32,            # evaluation images
+    "finetune_limit": 256,  # images that fit trainable bypasses (paper: 1,000)
+    "batch_size": 32,       # images x targets per forward pass
+    "metrics": METRICS,
+    "cache": True,
+    "generators": {"stargan": {"weights": "shipped"}},
+    "defenses": {},          # per-plugin parameter overrides, e.g. {"disrupting": {"steps": 20}}
+    "bypasses": {"lora": {"batch_size": 8}},
+}
+
+CI = merge(QUICK, {
+    "profile": "ci",
+    "limit": 4,
+    "finetune_limit": 8,
+    "defenses": {"disrupting": {"steps": 3}},
+    "bypasses": {"lora": {"batch_size": 4, "pgd_steps": 2}, "jpeg": {}},
+})
+
+PAPER = merge(QUICK, {
+    "profile": "paper",
+    "resolution": 256,
+    # images_256 holds the first 1,500 CelebA-HQ faces: the first 1,000 fine-tune, the rest evaluate
+    "splits": {"finetune": [0, 1000], "eval": [1000, 1500]},
+    "limit": 500,
+    "finetune_limit": 1000,
+    "batch_size": 8,
+    "generators": {"stargan": {"weights": "official"}},
+    "bypasses": {"lora": {"batch_size": 4}},
+})
+
+PROFILES = {"quick": QUICK, "ci": CI, "paper": PAPER}
+
+
+def get_profile(name: str) -> dict:
+    if name not in PROFILES:
+        raise ConfigError(f"unknown profile {name!r}; choose one of {', '.join(PROFILES)}")
+    return copy.deepcopy(PROFILES[name])

@@ -1,0 +1,64 @@
+"""What goes into every result file so a run can be reproduced: versions, git hash,
+environment, seeds and the resolved configuration."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+import sys
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import torch
+
+import bench
+
+PACKAGES = ["torch", "torchvision", "numpy", "piq", "safetensors", "pillow"]
+
+
+def git_state() -> dict:
+    """Commit and dirty flag of the checkout the bench package runs from, if any."""
+    root = Path(bench.__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
+                                text=True, timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5).stdout.strip() != ""
+        return {"commit": commit, "dirty": dirty}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+
+
+def package_versions() -> dict:
+    out = {}
+    for name in PACKAGES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def environment(device: torch.device) -> dict:
+    env = {"python": sys.version.split()[0], "platform": platform.platform(),
+           "machine": platform.machine(), "device": str(device), "torch_threads": torch.get_num_threads(),
+           "packages": package_versions()}
+    if device.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(device)
+    return env
+
+
+def run_metadata(config: dict, names: dict, plugins: dict, device: torch.device, command: str) -> dict:
+    return {
+        "schema_version": bench.RESULT_SCHEMA_VERSION,
+        "harness_version": bench.__version__,
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": command,
+        "git": git_state(),
+        "environment": environment(device),
+        "seed": config["seed"],
+        "config": config,
+        "selected": names,
+        "plugins": plugins,
+    }

@@ -1,0 +1,223 @@
+"""Run the matrix generators x defenses x bypasses and score every cell.
+
+Data flow: images -> conditions -> clean outputs y (cached) -> each defense's protected
+images (cached) -> each bypass (purify, or patch the generator once: cached) ->
+outputs -> metrics -> one row per (generator, defense, bypass, scenario, metric).
+The rows of defense "none" score each bypass on clean inputs (its benign impact).
+
+The runner knows no method by name: everything comes from the registry. The steps
+run one after the other, because torch already uses every core for each of them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from bench.attacks import chunked, flatten_targets
+from bench.cache import Cache, images_identity
+from bench.data import FaceSet, load_faceset
+from bench.device import autocast, resolve_device
+from bench.errors import ConfigError
+from bench.io import atomic_write_json, atomic_write_text
+from bench.registry import Registry
+from bench.provenance import run_metadata
+
+SCENARIO = "standard"
+
+
+@dataclass
+class Split:
+    faces: FaceSet
+    images: torch.Tensor
+    identity: dict
+
+
+@dataclass
+class RunState:
+    config: dict
+    device: torch.device
+    cache: Cache
+    rows: list = field(default_factory=list)
+    plugins: dict = field(default_factory=dict)
+    fits: dict = field(default_factory=dict)
+
+
+def resolve_names(config: dict, kind: str, spec: str | list[str]) -> list[str]:
+    return Registry(kind).resolve(spec)
+
+
+def load_split(config: dict, name: str, limit: int) -> Split:
+    data = config["data"]
+    if not data.get("path"):
+        raise ConfigError("no data set given: pass --data PATH (with --dataset celeba|celebahq|folder)")
+    faces = load_faceset(data["path"], data["dataset"], config["resolution"])
+    start, stop = config["splits"][name]
+    part = faces.subset(start, stop)
+    part = part.subset(0, limit) if limit else part
+    if len(part) == 0:
+        raise ConfigError(f"the {name} split [{start}, {stop}) of {faces.root} is empty "
+                          f"({len(faces)} images); set --set splits.{name}=[START,STOP]")
+    images = part.load(progress=len(part) > 200)
+    return Split(part, images, {**part.identity(), **images_identity(part.ids, images)})
+
+
+def batched_generate(generator, x: torch.Tensor, conditions: torch.Tensor, batch_size: int,
+                     device: torch.device) -> torch.Tensor:
+    """x: (N, ...) or (T, N, ...) inputs; conditions (T, N, ...) -> outputs (T, N, 3, H, W)."""
+    t = conditions.size(0)
+    if x.dim() == 4:
+        xs, cs = flatten_targets(x, conditions)
+    else:
+        xs, cs = x.reshape(-1, *x.shape[2:]), conditions.reshape(-1, *conditions.shape[2:])
+    with torch.no_grad(), autocast(device):
+        out = chunked(lambda xb, cb: generator(xb.to(device), cb.to(device)).float().cpu(), xs, cs,
+                      batch_size=batch_size)
+    return out.view(t, -1, *out.shape[1:])
+
+
+def cached_tensor(state: RunState, kind: str, parts: dict, compute) -> tuple[torch.Tensor, bool, dict]:
+    hit = state.cache.get(kind, parts)
+    if hit is not None:
+        return hit[0]["value"], True, hit[1]
+    started = time.time()
+    value, info = compute()
+    info = {**info, "seconds": time.time() - started}
+    state.cache.put(kind, parts, {"value": value}, info)
+    return value, False, info
+
+
+def score(state: RunState, outputs, references, base: dict, seconds: float, cache_hit: bool) -> None:
+    metrics = Registry("metrics")
+    o = outputs.reshape(-1, *outputs.shape[2:])
+    r = references.reshape(-1, *references.shape[2:])
+    for name in state.config["metrics"]:
+        metric = metrics.get(name)
+        values = chunked(metric.per_pair, o, r, batch_size=256)
+        state.rows.append({**base, "metric": name, "value": float(values.mean()), "n": int(values.numel()),
+                           "higher_is_better": metric.spec.higher_is_better,
+                           "threshold": metric.spec.threshold, "cache_hit": cache_hit,
+                           "seconds": round(seconds, 3)})
+
+
+def make_plugin(kind: str, name: str, config: dict):
+    cls = Registry(kind).get(name)
+    return cls(**config[kind].get(name, {}))
+
+
+def fit_bypass(state: RunState, bypass, generator, finetune: Split, base_parts: dict):
+    """Fit a trainable bypass once per generator (cached); returns the info dict."""
+    conditions = generator.targets(finetune.faces.labels(generator.attribute_names))
+    parts = {"step": "fit", **base_parts, "bypass": bypass.identity(), "images": finetune.identity,
+             "seed": state.config["seed"]}
+    hit = state.cache.get("fit", parts)
+    if hit is not None:
+        bypass.load_state(*hit)
+        return {**hit[1], "cache_hit": True}
+    started = time.time()
+    tensors, info = bypass.fit(generator, finetune.images, conditions, state.config["seed"], state.device)
+    info = {**info, "seconds": time.time() - started}
+    state.cache.put("fit", parts, tensors, info)
+    return {**info, "cache_hit": False}
+
+
+def bypass_outputs(bypass, generator, patched, x, conditions, config, device):
+    if bypass.kind == "patch":
+        return batched_generate(patched, x, conditions, config["batch_size"], device)
+    t = conditions.size(0)
+    inputs = x if x.dim() == 5 else x.unsqueeze(0).expand(t, *x.shape)
+    purified = chunked(lambda b: bypass.purify(b.to(device)).cpu(), inputs.reshape(-1, *x.shape[-3:]),
+                       batch_size=config["batch_size"]).view(inputs.shape)
+    return batched_generate(generator, purified, conditions, config["batch_size"], device)
+
+
+def run_generator(state: RunState, gen_name: str, defenses: list[str], bypasses: list[str],
+                  evaluation: Split, finetune: Split | None) -> None:
+    config, device = state.config, state.device
+    gen_cls = Registry("generators").get(gen_name)
+    generator = gen_cls.load(config["generators"].get(gen_name, {}).get("weights", "shipped"),
+                             config["resolution"]).to(device).eval().requires_grad_(False)
+    state.plugins.setdefault("generators", {})[gen_name] = generator.identity()
+    conditions = generator.targets(evaluation.faces.labels(generator.attribute_names))
+    base_parts = {"generator": generator.identity()}
+    image_parts = {**base_parts, "images": evaluation.identity,
+                   "conditions": images_identity([], conditions)["pixels_sha256"]}
+
+    clean, _, _ = cached_tensor(state, "clean", {"step": "clean", **image_parts},
+                                lambda: (batched_generate(generator, evaluation.images, conditions,
+                                                          config["batch_size"], device), {}))
+    prepared = {}
+    for b_name in bypasses:
+        bypass = make_plugin("bypasses", b_name, config)
+        state.plugins.setdefault("bypasses", {})[b_name] = bypass.identity()
+        patched = None
+        if bypass.trainable:
+            info = fit_bypass(state, bypass, generator, finetune, base_parts)
+            state.fits[(gen_name, b_name)] = info
+            for metric in ("train_seconds", "trainable_params"):
+                if metric in info:
+                    state.rows.append({"generator": gen_name, "defense": "none", "bypass": b_name,
+                                       "scenario": SCENARIO, "metric": metric, "value": float(info[metric]),
+                                       "n": 1, "higher_is_better": False, "threshold": None,
+                                       "cache_hit": info["cache_hit"], "seconds": 0.0})
+        if bypass.kind == "patch":
+            patched = bypass.patch(generator).to(device)
+        prepared[b_name] = (bypass, patched)
+        started = time.time()
+        outputs = bypass_outputs(bypass, generator, patched, evaluation.images, conditions, config, device)
+        score(state, outputs, clean, {"generator": gen_name, "defense": "none", "bypass": b_name,
+                                      "scenario": SCENARIO}, time.time() - started, False)
+
+    for d_name in tqdm(defenses, desc=f"{gen_name}: defenses", unit="defense", disable=len(defenses) < 2):
+        defense = make_plugin("defenses", d_name, config)
+        state.plugins.setdefault("defenses", {})[d_name] = defense.identity()
+        parts = {"step": "protect", **image_parts, "defense": defense.identity(), "seed": config["seed"]}
+
+        def protect():
+            with autocast(device):
+                x_adv = defense.protect(evaluation.images.to(device), generator, conditions.to(device),
+                                        config["seed"])
+            return x_adv.float().cpu(), {}
+
+        protected, hit, info = cached_tensor(state, "protect", parts, protect)
+        for b_name, (bypass, patched) in prepared.items():
+            started = time.time()
+            outputs = bypass_outputs(bypass, generator, patched, protected, conditions, config, device)
+            score(state, outputs, clean, {"generator": gen_name, "defense": d_name, "bypass": b_name,
+                                          "scenario": SCENARIO},
+                  time.time() - started + (0 if hit else info.get("seconds", 0)), hit)
+
+
+def run(config: dict, output_dir: Path, defenses: str | list[str], bypasses: str | list[str],
+        generators: str | list[str], command: str = "") -> Path:
+    started = time.time()
+    torch.manual_seed(config["seed"])
+    device = resolve_device(config["device"])
+    names = {"defenses": resolve_names(config, "defenses", defenses),
+             "bypasses": resolve_names(config, "bypasses", bypasses),
+             "generators": resolve_names(config, "generators", generators)}
+    Registry("metrics").resolve(config["metrics"])
+    state = RunState(config, device, Cache(enabled=config["cache"]))
+    evaluation = load_split(config, "eval", config["limit"])
+    needs_fit = any(Registry("bypasses").get(b).trainable for b in names["bypasses"])
+    finetune = load_split(config, "finetune", config["finetune_limit"]) if needs_fit else None
+    output_dir.mkdir(parents=True, exist_ok=True)
+    for gen_name in names["generators"]:
+        run_generator(state, gen_name, names["defenses"], names["bypasses"], evaluation, finetune)
+    meta = run_metadata(config, names, state.plugins, device, command)
+    meta["data"] = {"eval": evaluation.identity, "finetune": finetune.identity if finetune else None}
+    meta["fits"] = {f"{g}/{b}": {k: v for k, v in info.items() if k != "loss_curve"}
+                    for (g, b), info in state.fits.items()}
+    meta["wall_seconds"] = round(time.time() - started, 2)
+    meta["cache_hits"] = sum(r["cache_hit"] for r in state.rows)
+    atomic_write_text(output_dir / "cells.jsonl", "".join(json.dumps(r) + "\n" for r in state.rows))
+    atomic_write_json(output_dir / "run.json", meta)
+    for (g, b), info in state.fits.items():
+        if "loss_curve" in info:
+            atomic_write_json(output_dir / f"loss_curve_{g}_{b}.json", info["loss_curve"])
+    return output_dir

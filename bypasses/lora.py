@@ -1,0 +1,243 @@
+"""LoRA patching (the paper; public code ZOMIN28/LoRA-Patching).
+
+A gated LoRA block is inserted into every Conv2d, ConvTranspose2d and Linear layer of
+the frozen generator (norm layers frozen too):
+
+    z = l(z_prev) + scale * sigmoid(g) * B(A * z_prev)
+
+- Conv2d: A is a (rank, in, kh, kw) convolution with the layer's stride, padding and
+  dilation; B a 1x1 channel mix (out, rank).
+- ConvTranspose2d: A is an (in, rank, kh, kw) transposed convolution with the layer's
+  stride, padding and output padding; B a 1x1 mix.
+- Linear: A (rank, in), B (out, rank), scaled by plain alpha as in the public code.
+- One learnable scalar gate g per layer (init -1). `scaling` chooses the conv scale:
+  alpha/sqrt(rank) (public code, default), alpha/rank (its README) or alpha (the
+  paper's formula). A and B are both Kaiming-uniform initialised (public code), so the
+  patched model differs from the original at step 0; `b_init=zeros` is the usual LoRA.
+
+Training (Eq. 2): for each batch and each target, PGD (eps 0.05, 10 steps of 0.01, random
+start) against the CURRENT patched model, then one Adam step (lr 1e-3, betas 0.5/0.999)
+on MSE(Mp(x), y) + MSE(Mp(x_adv), y) with y = M_orig(x). The PGD maximises the
+distance to y (the paper's Eq. 2, default) or to Mp(x) (`pgd_reference=patched`, the
+public code). The pixel loss is the only term for now.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from bench.attacks import per_sample_mse, pgd, random_start
+from bench.errors import ConfigError
+from bench.plugins import Bypass
+
+LORA_KEYS = ("lora_A", "lora_B", "gate")
+SCALINGS = {"sqrt_rank": lambda a, r: a / math.sqrt(r), "rank": lambda a, r: a / r, "none": lambda a, r: a}
+
+
+class _LoRABase(nn.Module):
+    def _init_lora(self, a_shape, out_features, rank, scale, gated, gate_init, b_init):
+        self.lora_B = nn.Parameter(torch.empty(out_features, rank))
+        self.lora_A = nn.Parameter(torch.empty(*a_shape))
+        self.gate = nn.Parameter(torch.tensor(float(gate_init))) if gated else None
+        self.scale = scale
+        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
+        if b_init == "zeros":
+            nn.init.zeros_(self.lora_B)
+        else:
+            nn.init.kaiming_uniform_(self.lora_B, a=math.sqrt(5))
+
+    def _gain(self):
+        return self.scale * torch.sigmoid(self.gate) if self.gate is not None else self.scale
+
+    def _mix(self, h: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(h, self.lora_B[:, :, None, None])
+
+
+class LoRAConv2d(_LoRABase):
+    def __init__(self, conv: nn.Conv2d, rank, scale, gated, gate_init, b_init):
+        super().__init__()
+        self._init_lora((rank, conv.in_channels, *conv.kernel_size), conv.out_channels,
+                        rank, scale, gated, gate_init, b_init)
+        self.orig_conv = conv
+
+    def forward(self, x):
+        c = self.orig_conv
+        if c.padding_mode != "zeros":
+            h = F.conv2d(F.pad(x, c._reversed_padding_repeated_twice, mode=c.padding_mode),
+                         self.lora_A, None, c.stride, 0, c.dilation)
+        else:
+            h = F.conv2d(x, self.lora_A, None, c.stride, c.padding, c.dilation)
+        return c(x) + self._gain() * self._mix(h)
+
+
+class LoRAConvTranspose2d(_LoRABase):
+    def __init__(self, conv: nn.ConvTranspose2d, rank, scale, gated, gate_init, b_init):
+        super().__init__()
+        self._init_lora((conv.in_channels, rank, *conv.kernel_size), conv.out_channels,
+                        rank, scale, gated, gate_init, b_init)
+        self.orig_conv = conv
+
+    def forward(self, x):
+        c = self.orig_conv
+        h = F.conv_transpose2d(x, self.lora_A, None, c.stride, c.padding, c.output_padding, 1, c.dilation)
+        return c(x) + self._gain() * self._mix(h)
+
+
+class LoRALinear(_LoRABase):
+    def __init__(self, linear: nn.Linear, rank, scale, gated, gate_init, b_init):
+        super().__init__()
+        self._init_lora((rank, linear.in_features), linear.out_features, rank, scale, gated,
+                        gate_init, b_init)
+        self.orig_linear = linear
+
+    def forward(self, x):
+        return self.orig_linear(x) + self._gain() * F.linear(F.linear(x, self.lora_A), self.lora_B)
+
+
+def inject_lora(model: nn.Module, rank: int = 8, alpha: float = 2.0, scaling: str = "sqrt_rank",
+                gated: bool = True, gate_init: float = -1.0, b_init: str = "kaiming") -> list[str]:
+    """Wrap every Conv2d / ConvTranspose2d / Linear of `model` in place; freeze all else.
+
+    Returns the names of the wrapped layers. Initialisation draws from torch's global RNG.
+    """
+    conv_scale = SCALINGS[scaling](alpha, rank)
+    wrapped = []
+    for name, module in list(model.named_modules()):
+        for child_name, child in list(module.named_children()):
+            if isinstance(child, nn.ConvTranspose2d):
+                new = LoRAConvTranspose2d(child, rank, conv_scale, gated, gate_init, b_init)
+            elif isinstance(child, nn.Conv2d):
+                new = LoRAConv2d(child, rank, conv_scale, gated, gate_init, b_init)
+            elif isinstance(child, nn.Linear):
+                new = LoRALinear(child, rank, alpha, gated, gate_init, b_init)
+            else:
+                continue
+            setattr(module, child_name, new)
+            wrapped.append(f"{name}.{child_name}" if name else child_name)
+    for pname, param in model.named_parameters():
+        param.requires_grad_(pname.rsplit(".", 1)[-1] in LORA_KEYS)
+    return wrapped
+
+
+def patch_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Only the LoRA and gate tensors: what a patch file holds."""
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()
+            if k.rsplit(".", 1)[-1] in LORA_KEYS}
+
+
+def count_trainable(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+class LoRAPatching(Bypass):
+    name = "lora"
+    version = "1"
+    paper = "LoRA patching (IEEE SPL 2026, arXiv 2510.03747)"
+    kind = "patch"
+    trainable = True
+
+    @dataclass
+    class Params:
+        rank: int = 8
+        alpha: float = 2.0
+        scaling: str = "sqrt_rank"
+        gated: bool = True
+        gate_init: float = -1.0
+        b_init: str = "kaiming"
+        epochs: int = 1
+        batch_size: int = 4
+        lr: float = 1e-3
+        beta1: float = 0.5
+        beta2: float = 0.999
+        eps: float = 0.05
+        pgd_steps: int = 10
+        pgd_step_size: float = 0.01
+        pgd_reference: str = "original"
+        loss: str = "pixel"
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        p = self.params
+        checks = {"scaling": (p.scaling, tuple(SCALINGS)), "b_init": (p.b_init, ("kaiming", "zeros")),
+                  "pgd_reference": (p.pgd_reference, ("original", "patched")), "loss": (p.loss, ("pixel",))}
+        for key, (value, allowed) in checks.items():
+            if value not in allowed:
+                raise ConfigError(f"lora parameter {key} must be one of {allowed}, got {value!r}")
+        self.state: dict[str, torch.Tensor] | None = None
+
+    def _inject(self, model: nn.Module) -> nn.Module:
+        p = self.params
+        inject_lora(model, p.rank, p.alpha, p.scaling, p.gated, p.gate_init, p.b_init)
+        model._weight_hash = None  # the copy's weights differ from the original's
+        return model
+
+    def fresh_patched(self, generator, seed: int):
+        """A copy of `generator` with a newly initialised patch (the original is untouched)."""
+        torch.manual_seed(seed)
+        return self._inject(copy.deepcopy(generator)).train(False)
+
+    def fit(self, generator, images, conditions, seed, device):
+        p = self.params
+        original = generator.eval().requires_grad_(False)
+        patched = self.fresh_patched(generator, seed).to(device)
+        trainable = [q for q in patched.parameters() if q.requires_grad]
+        opt = torch.optim.Adam(trainable, p.lr, (p.beta1, p.beta2))
+        order_rng = torch.Generator().manual_seed(seed)
+        n, n_targets = images.size(0), conditions.size(0)
+        steps_per_epoch = math.ceil(n / p.batch_size) * n_targets
+        losses, step, started = [], 0, time.time()
+        bar = tqdm(total=p.epochs * steps_per_epoch, desc="lora patch", unit="step", dynamic_ncols=True,
+                   mininterval=2.0)
+        for _ in range(p.epochs):
+            order = torch.randperm(n, generator=order_rng)
+            for start in range(0, n, p.batch_size):
+                idx = order[start:start + p.batch_size]
+                x = images[idx].to(device)
+                for t in range(n_targets):
+                    c = conditions[t, idx].to(device)
+                    loss = self._train_step(original, patched, opt, x, c, seed * 1_000_003 + step)
+                    losses.append(loss)
+                    step += 1
+                    bar.update()
+                    if step % 10 == 0:
+                        bar.set_postfix(loss=f"{sum(losses[-10:]) / 10:.4f}")
+        bar.close()
+        self.state = patch_tensors(patched)
+        info = {"train_seconds": time.time() - started, "trainable_params": count_trainable(patched),
+                "steps": step, "loss_curve": losses}
+        return self.state, info
+
+    def _train_step(self, original, patched, opt, x, c, seed) -> float:
+        p = self.params
+        with torch.no_grad():
+            y = original(x, c)
+            reference = y if p.pgd_reference == "original" else patched(x, c)
+        x_adv = pgd(x, lambda xa: per_sample_mse(patched(xa, c), reference), p.eps,
+                    p.pgd_step_size, p.pgd_steps, random_start(x, p.eps, seed))
+        loss = F.mse_loss(patched(x, c), y) + F.mse_loss(patched(x_adv, c), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    def load_state(self, state, info):
+        self.state = state
+
+    def patch(self, generator):
+        """A patched copy of `generator` carrying the fitted (or loaded) LoRA tensors."""
+        if self.state is None:
+            raise ConfigError("lora patch has not been fitted or loaded")
+        patched = self._inject(copy.deepcopy(generator))
+        missing = set(patch_tensors(patched)) ^ set(self.state)
+        if missing:
+            raise ConfigError(f"patch does not fit this generator: mismatching keys {sorted(missing)[:3]}")
+        patched.load_state_dict(self.state, strict=False)
+        return patched.eval().requires_grad_(False)

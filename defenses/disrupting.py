@@ -1,0 +1,81 @@
+"""Disrupting Deepfakes (Ruiz, Bargal & Sclaroff, ECCV-W 2020, arXiv 2003.01279).
+
+L-inf PGD on the input that maximises MSE(G(x + d, c), G(x, c)): 10 iterations of
+step 0.01 from a uniform random start in [-eps, eps], eps 0.05 on [-1, 1].
+
+Variants:
+- `per_target` (default, as the LoRA-patching evaluation does): one perturbation per
+  (image, target), all pairs optimised in one batched pass.
+- `joint`: one perturbation per image maximising the sum of the losses over all targets.
+- `iterative`: one perturbation per image; PGD step k uses target k mod T (the
+  paper's iterative class-transferable disruption).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from bench.attacks import chunked, flatten_targets, per_sample_mse, pgd, random_start
+from bench.errors import ConfigError
+from bench.plugins import Defense
+
+VARIANTS = ("per_target", "joint", "iterative")
+
+
+class Disrupting(Defense):
+    name = "disrupting"
+    version = "1"
+    paper = "Ruiz et al., Disrupting Deepfakes, ECCV-W 2020"
+
+    @dataclass
+    class Params:
+        eps: float = 0.05
+        step_size: float = 0.01
+        steps: int = 10
+        rand_init: bool = True
+        variant: str = "per_target"
+        batch_size: int = 32
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        if self.params.variant not in VARIANTS:
+            raise ConfigError(f"disrupting variant must be one of {VARIANTS}, got {self.params.variant!r}")
+
+    def protect(self, x, generator, conditions, seed):
+        p = self.params
+        t = conditions.size(0)
+        if p.variant == "per_target":
+            xs, cs = flatten_targets(x, conditions)
+            x_init = random_start(xs, p.eps, seed) if p.rand_init else None
+            x_adv = chunked(lambda xb, cb, ib: self._attack(xb, cb, ib, generator),
+                            xs, cs, xs if x_init is None else x_init, batch_size=p.batch_size)
+            return x_adv.view(t, *x.shape)
+        x_init = random_start(x, p.eps, seed) if p.rand_init else x
+        per_image = chunked(lambda xb, ib, *cb: self._attack_all_targets(xb, ib, torch.stack(cb, 1), generator),
+                            x, x_init, *conditions.unbind(0), batch_size=max(1, p.batch_size // t))
+        return per_image.unsqueeze(0).expand(t, *x.shape)
+
+    def _attack(self, x, c, x_init, generator):
+        with torch.no_grad():
+            y = generator(x, c)
+        p = self.params
+        return pgd(x, lambda xa: per_sample_mse(generator(xa, c), y), p.eps, p.step_size, p.steps, x_init)
+
+    def _attack_all_targets(self, x, x_init, conditions, generator):
+        """conditions: (n, T, ...) for the n images of this chunk."""
+        p = self.params
+        conds = conditions.transpose(0, 1)  # T x n x ...
+        with torch.no_grad():
+            ys = [generator(x, c) for c in conds]
+        x = x.detach()
+        x_adv = x_init.detach().clone()
+        for step in range(p.steps):
+            targets = range(len(conds)) if p.variant == "joint" else [step % len(conds)]
+
+            def loss_fn(xa, targets=targets):
+                return sum(per_sample_mse(generator(xa, conds[k]), ys[k]) for k in targets)
+
+            x_adv = pgd(x, loss_fn, p.eps, p.step_size, 1, x_adv)
+        return x_adv

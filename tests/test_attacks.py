@@ -1,0 +1,69 @@
+import torch
+
+from bench.attacks import flatten_targets, per_sample_mse, pgd, random_start
+from defenses.disrupting import Disrupting
+
+
+def test_pgd_stays_in_eps_ball_and_image_range():
+    torch.manual_seed(0)
+    x = (torch.rand(4, 3, 8, 8) * 2 - 1).clamp(-0.99, 0.99)
+    x[0] = 1.0  # saturated image: the [-1, 1] projection must bind
+    target = torch.randn(4, 3, 8, 8)
+    x_adv = pgd(x, lambda xa: per_sample_mse(xa * 3, target), eps=0.05, step_size=0.02, steps=5,
+                x_init=random_start(x, 0.05, seed=1))
+    assert (x_adv - x).abs().max() <= 0.05 + 1e-6
+    assert x_adv.min() >= -1 and x_adv.max() <= 1
+    assert (x_adv - x).abs().max() > 0.04  # it did move
+
+
+def test_random_start_is_seeded():
+    x = torch.zeros(2, 3, 4, 4)
+    assert torch.equal(random_start(x, 0.05, 7), random_start(x, 0.05, 7))
+    assert not torch.equal(random_start(x, 0.05, 7), random_start(x, 0.05, 8))
+
+
+def test_flatten_targets_is_target_major():
+    x = torch.arange(2.0).view(2, 1, 1, 1)
+    cond = torch.tensor([[10.0, 11.0], [20.0, 21.0], [30.0, 31.0]])
+    xs, cs = flatten_targets(x, cond)
+    assert xs.view(-1).tolist() == [0, 1, 0, 1, 0, 1]
+    assert cs.tolist() == [10, 11, 20, 21, 30, 31]
+
+
+def _disrupting_setup(tiny_stargan):
+    torch.manual_seed(0)
+    x = torch.rand(3, 3, 16, 16) * 2 - 1
+    labels = torch.randint(0, 2, (3, 5)).float()
+    return x, tiny_stargan.targets(labels)
+
+
+def test_disrupting_is_bounded_seeded_and_disrupts(tiny_stargan):
+    x, cond = _disrupting_setup(tiny_stargan)
+    defense = Disrupting(steps=5, batch_size=4)
+    x_adv = defense.protect(x, tiny_stargan, cond, seed=3)
+    assert x_adv.shape == (5, 3, 3, 16, 16)
+    assert (x_adv - x).abs().max() <= 0.05 + 1e-6 and x_adv.abs().max() <= 1
+    assert torch.equal(x_adv, defense.protect(x, tiny_stargan, cond, seed=3))
+    with torch.no_grad():
+        xs, cs = flatten_targets(x, cond)
+        clean = tiny_stargan(xs, cs)
+        noise = random_start(xs, 0.05, 99)
+        disrupted = per_sample_mse(tiny_stargan(x_adv.reshape(xs.shape), cs), clean).mean()
+        random_noise = per_sample_mse(tiny_stargan(noise, cs), clean).mean()
+    assert disrupted > 2 * random_noise
+
+
+def test_disrupting_result_does_not_depend_on_batch_size(tiny_stargan):
+    x, cond = _disrupting_setup(tiny_stargan)
+    a = Disrupting(steps=3, batch_size=2).protect(x, tiny_stargan, cond, seed=0)
+    b = Disrupting(steps=3, batch_size=15).protect(x, tiny_stargan, cond, seed=0)
+    assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_disrupting_joint_and_iterative_give_one_perturbation_per_image(tiny_stargan):
+    x, cond = _disrupting_setup(tiny_stargan)
+    for variant in ("joint", "iterative"):
+        x_adv = Disrupting(steps=3, variant=variant).protect(x, tiny_stargan, cond, seed=0)
+        assert x_adv.shape == (5, 3, 3, 16, 16)
+        assert torch.equal(x_adv[0], x_adv[4])
+        assert (x_adv[0] - x).abs().max() <= 0.05 + 1e-6

@@ -1,0 +1,64 @@
+import pytest
+import torch
+
+from bench.data import load_faceset
+from bench.errors import DataError
+from tests.conftest import CELEBA_ATTRS, make_face_folder, shared_path
+
+
+def test_folder_loader_crops_resizes_and_scales(face_folder):
+    faces = load_faceset(face_folder, "folder", 32)
+    assert len(faces) == 12 and faces.ids[:3] == ["1.png", "2.png", "3.png"]
+    x = faces.load()
+    assert x.shape == (12, 3, 32, 32) and x.dtype == torch.float32
+    assert -1.0 <= x.min() and x.max() <= 1.0
+    labels = faces.labels(["Male", "Young"])
+    assert labels.shape == (12, 2) and set(labels.unique().tolist()) <= {0.0, 1.0}
+
+
+def test_subsets_are_deterministic_slices(face_folder):
+    faces = load_faceset(face_folder, "folder", 16)
+    assert faces.subset(2, 5).ids == ["3.png", "4.png", "5.png"]
+    assert len(faces.subset(10, 100)) == 2
+    assert torch.equal(faces.subset(2, 5).load(), faces.load()[2:5])
+
+
+def test_corrupt_image_names_the_file(face_folder):
+    (face_folder / "5.png").write_bytes(b"not an image at all")
+    faces = load_faceset(face_folder, "folder", 16)
+    with pytest.raises(DataError, match="5.png"):
+        faces.load()
+
+
+def test_missing_labels_are_a_clear_error(tmp_path):
+    faces = load_faceset(make_face_folder(tmp_path / "nolabels", n=3, with_labels=False), "folder", 16)
+    with pytest.raises(DataError, match="no attribute labels"):
+        faces.labels(["Male"])
+
+
+def test_celeba_layout(tmp_path):
+    root = tmp_path / "celeba"
+    make_face_folder(root / "img_align_celeba", n=4, size=(178, 218), with_labels=False)
+    from tests.conftest import write_attribute_file
+    write_attribute_file(root / "list_attr_celeba.txt", [f"{i}.png" for i in range(1, 5)], CELEBA_ATTRS)
+    faces = load_faceset(root, "celeba", 64)
+    assert len(faces) == 4 and faces.load().shape == (4, 3, 64, 64)
+    assert faces.labels(["Bangs"]).shape == (4, 1)
+
+
+def test_unknown_kind_and_missing_path(tmp_path):
+    with pytest.raises(DataError, match="unknown dataset kind"):
+        load_faceset(tmp_path, "imagenet", 64)
+    with pytest.raises(DataError, match="does not exist"):
+        load_faceset(tmp_path / "nowhere", "folder", 64)
+
+
+def test_shared_celebahq_layout():
+    root = shared_path("data", "celebahq")
+    faces = load_faceset(root, "celebahq", 64)
+    assert len(faces) == 30000 and faces.ids[0] == "1.jpg" and faces.ids[-1] == "30000.jpg"
+    assert faces.files[0].parent.name == "images_64"
+    x = faces.subset(29000, 29002).load()
+    assert x.shape == (2, 3, 64, 64)
+    at128 = load_faceset(root, "celebahq", 128)
+    assert len(at128) == 8000  # only the first 8,000 exist at 128 px

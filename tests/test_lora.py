@@ -1,0 +1,80 @@
+import pytest
+import torch
+
+from bypasses.lora import LoRAPatching, count_trainable, inject_lora, patch_tensors
+from generators.stargan import StarGAN
+from tests.conftest import reference_layout
+
+
+def test_official_stargan_rank8_layout_and_count():
+    layout = reference_layout("lora_patched_stargan_r8.json")
+    patched = LoRAPatching(rank=8).fresh_patched(StarGAN.from_config("official"), seed=0)
+    state = patched.state_dict()
+    assert list(state) == list(layout["state_dict"])
+    assert all(list(state[k].shape) == v for k, v in layout["state_dict"].items())
+    assert count_trainable(patched) == layout["num_trainable_params"] == 352_874
+    assert sum(p.numel() for p in patched.parameters()) == layout["num_params"]
+
+
+def test_injection_wraps_linear_and_freezes_everything_else():
+    model = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.BatchNorm1d(6), torch.nn.Linear(6, 2))
+    wrapped = inject_lora(model, rank=2)
+    assert wrapped == ["0", "2"]
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {f"{i}.{k}" for i in (0, 2) for k in ("lora_A", "lora_B", "gate")}
+
+
+def test_gate_and_b_init_options(tiny_stargan):
+    x, c = torch.rand(2, 3, 16, 16) * 2 - 1, torch.zeros(2, 5)
+    zero_b = LoRAPatching(b_init="zeros").fresh_patched(tiny_stargan, 0)
+    assert torch.allclose(zero_b(x, c), tiny_stargan(x, c), atol=1e-6)  # usual LoRA: identity at start
+    official = LoRAPatching().fresh_patched(tiny_stargan, 0)
+    assert not torch.allclose(official(x, c), tiny_stargan(x, c), atol=1e-3)  # public code: not
+    ungated = LoRAPatching(gated=False).fresh_patched(tiny_stargan, 0)
+    assert not any(k.endswith("gate") for k in ungated.state_dict())
+
+
+def _fit(tiny_stargan, seed=0):
+    torch.manual_seed(0)
+    images = torch.rand(4, 3, 16, 16) * 2 - 1
+    conditions = tiny_stargan.targets(torch.randint(0, 2, (4, 5)).float())
+    bypass = LoRAPatching(rank=2, batch_size=2, pgd_steps=2)
+    state, info = bypass.fit(tiny_stargan, images, conditions, seed, torch.device("cpu"))
+    return bypass, state, info, images, conditions
+
+
+def test_fit_trains_only_the_patch(tiny_stargan):
+    base_before = {k: v.clone() for k, v in tiny_stargan.state_dict().items()}
+    bypass, state, info, images, conditions = _fit(tiny_stargan)
+    assert all(torch.equal(base_before[k], v) for k, v in tiny_stargan.state_dict().items())
+    assert set(k.rsplit(".", 1)[-1] for k in state) == {"lora_A", "lora_B", "gate"}
+    assert info["trainable_params"] == sum(v.numel() for v in state.values())
+    assert info["steps"] == 2 * 5 and len(info["loss_curve"]) == 10 and info["train_seconds"] > 0
+    fresh = LoRAPatching(rank=2).fresh_patched(tiny_stargan, seed=0)
+    assert not all(torch.equal(fresh.state_dict()[k], v) for k, v in state.items())  # it learned
+
+
+def test_fit_is_deterministic_under_a_seed(tiny_stargan):
+    _, a, *_ = _fit(tiny_stargan, seed=5)
+    _, b, *_ = _fit(tiny_stargan, seed=5)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_saved_patch_applies_to_a_fresh_generator(tiny_stargan, tiny_stargan_file):
+    bypass, state, info, images, conditions = _fit(tiny_stargan)
+    patched = bypass.patch(tiny_stargan)
+    fresh_generator = StarGAN.load(str(tiny_stargan_file), 64)
+    restored = LoRAPatching(rank=2, batch_size=2, pgd_steps=2)
+    restored.load_state(patch_tensors(patched), info)
+    again = restored.patch(fresh_generator)
+    c = conditions[0]
+    assert torch.allclose(patched(images, c), again(images, c), atol=1e-6)
+    assert patched.weight_hash() != tiny_stargan.weight_hash()
+
+
+def test_patch_for_another_rank_is_rejected(tiny_stargan):
+    _, state, info, *_ = _fit(tiny_stargan)
+    other = LoRAPatching(rank=4)
+    other.load_state(state, info)
+    with pytest.raises(RuntimeError):
+        other.patch(tiny_stargan)

@@ -1,0 +1,55 @@
+import json
+
+from bench.cli import main
+from tests.conftest import make_face_folder
+
+
+def run_cli(tmp_path, weights, out, extra=()):
+    data = make_face_folder(tmp_path / "faces", n=16, size=(20, 20))
+    args = ["run", "--defenses", "disrupting", "--bypass", "none,jpeg,lora", "--generators", "stargan",
+            "--profile", "ci", "--data", str(data), "--dataset", "folder", "--output", str(out),
+            "--set", f"generators.stargan.weights={weights}", "--set", "resolution=16",
+            "--set", "splits.finetune=[0,8]", "--set", "splits.eval=[8,16]", *extra]
+    return main(args)
+
+
+def read_rows(out):
+    return [json.loads(line) for line in (out / "cells.jsonl").read_text().splitlines()]
+
+
+def test_run_writes_cells_and_metadata_then_reuses_the_cache(tmp_path, tiny_stargan_file, capsys):
+    out = tmp_path / "run1"
+    assert run_cli(tmp_path, tiny_stargan_file, out) == 0
+    rows = read_rows(out)
+    keys = {"generator", "defense", "bypass", "scenario", "metric", "value", "n"}
+    assert all(keys <= set(r) and isinstance(r["value"], float) for r in rows)
+    cells = {(r["defense"], r["bypass"], r["metric"]) for r in rows}
+    for bypass in ("none", "jpeg", "lora"):
+        for metric in ("l2", "ssim", "dsr"):
+            assert ("disrupting", bypass, metric) in cells and ("none", bypass, metric) in cells
+    assert ("none", "lora", "trainable_params") in cells
+    n = {r["n"] for r in rows if r["metric"] == "dsr"}
+    assert n == {4 * 5}  # ci limit 4 images x 5 targets
+    clean = [r for r in rows if r["defense"] == "none" and r["bypass"] == "none" and r["metric"] == "l2"]
+    assert clean[0]["value"] == 0.0
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["config"]["profile"] == "ci" and meta["seed"] == 0
+    assert meta["plugins"]["generators"]["stargan"]["weights_sha256"]
+    assert meta["environment"]["packages"]["torch"] and "commit" in meta["git"]
+    assert (out / "table1.csv").exists() and "Table I" in capsys.readouterr().out
+    assert not any(r["cache_hit"] for r in rows)
+
+    out2 = tmp_path / "run2"
+    assert run_cli(tmp_path, tiny_stargan_file, out2) == 0
+    rows2 = read_rows(out2)
+    assert any(r["cache_hit"] for r in rows2)
+    by_key = {(r["defense"], r["bypass"], r["metric"]): r["value"] for r in rows}
+    assert all(by_key[(r["defense"], r["bypass"], r["metric"])] == r["value"] for r in rows2)
+
+
+def test_unknown_names_fail_with_one_line(tmp_path, tiny_stargan_file, capsys):
+    assert main(["run", "--defenses", "disruptng", "--data", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "did you mean 'disrupting'" in err
+    assert run_cli(tmp_path, tiny_stargan_file, tmp_path / "o", ["--set", "bypasses.lora.rnak=4"]) == 2
+    assert "did you mean 'rank'" in capsys.readouterr().err
