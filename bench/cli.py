@@ -70,11 +70,11 @@ def resolved_config(args) -> dict:
     from bench.profiles import get_profile
 
     config = get_profile(args.profile)
-    flags = {"seed": args.seed, "device": args.device, "limit": args.limit}
+    flags = {"seed": args.seed, "device": args.device, "limit": getattr(args, "limit", None)}
     config.update({k: v for k, v in flags.items() if v is not None})
     if args.data:
         config["data"] = {"path": str(Path(args.data).expanduser().resolve()), "dataset": args.dataset}
-    if args.no_cache:
+    if getattr(args, "no_cache", False):
         config["cache"] = False
     return merge(config, parse_overrides(args.set))
 
@@ -100,6 +100,30 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_grid(args) -> int:
+    from bench.device import resolve_device
+    from bench.figures import save_titled_grid
+    from bench.registry import Registry
+    from bench.runner import batched_generate, load_split
+
+    config = resolved_config(args)
+    out = Path(args.output)
+    device = resolve_device(config["device"])
+    faces = load_split(config, "eval", args.faces)
+    for name in Registry("generators").resolve(args.generators):
+        cls = Registry("generators").get(name)
+        weights = config["generators"].get(name, {}).get("weights", "shipped")
+        generator = cls.load(weights, config["resolution"]).to(device)
+        conditions = generator.targets(faces.faces.labels(generator.attribute_names))
+        outputs = batched_generate(generator.eval(), faces.images, conditions, config["batch_size"], device)
+        columns = [("input", faces.images)] + list(zip(generator.target_names(), outputs))
+        path = out / f"{name}_edits.png"
+        save_titled_grid(columns, path, f"{name}: edits of {len(faces.images)} evaluation faces "
+                                        f"({faces.identity['name']}, first id {faces.faces.ids[0]})")
+        print(f"wrote {path}")
+    return 0
+
+
 def cmd_download(args) -> int:
     from bench.registry import Registry
 
@@ -115,6 +139,16 @@ def cmd_download(args) -> int:
     return 0
 
 
+def add_data_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--profile", default="quick", help="quick (default), ci or paper")
+    p.add_argument("--data", help="data folder (default: the profile's)")
+    p.add_argument("--dataset", choices=DATASET_KINDS, default="celebahq", help="layout of --data")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, ...")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a setting, e.g. bypasses.lora.rank=16 or splits.eval=[0,100]")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bench", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -128,22 +162,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--defenses", default="all", help="comma list or 'all' (default: all)")
     p.add_argument("--bypass", default="all", help="comma list or 'all' (default: all)")
     p.add_argument("--generators", default="all", help="comma list or 'all' (default: all)")
-    p.add_argument("--profile", default="quick", help="quick (default), ci or paper")
-    p.add_argument("--data", help="data folder (default: the profile's)")
-    p.add_argument("--dataset", choices=DATASET_KINDS, default="celebahq", help="layout of --data")
     p.add_argument("--limit", type=int, help="number of evaluation images")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, ...")
     p.add_argument("--output", help="results folder (default: bench-results/<time>)")
     p.add_argument("--no-cache", action="store_true", help="recompute everything, store nothing")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="override a setting, e.g. bypasses.lora.rank=16 or splits.eval=[0,100]")
+    add_data_options(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("report", help="tables (CSV, Markdown) from one or more run folders")
     p.add_argument("runs", nargs="*", help="run folders (default: the newest under ./bench-results)")
     p.add_argument("--output", help="write tables here instead of into each run folder")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("grid", help="image grid of each generator's edits on evaluation faces")
+    p.add_argument("--generators", default="all")
+    p.add_argument("--faces", type=int, default=8, help="number of evaluation faces (rows)")
+    p.add_argument("--output", default="results", help="folder for <generator>_edits.png")
+    add_data_options(p)
+    p.set_defaults(func=cmd_grid)
 
     p = sub.add_parser("download", help="where the official checkpoints of the paper profile go")
     p.add_argument("names", nargs="*", help="generators (default: all)")

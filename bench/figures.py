@@ -33,3 +33,28 @@ def save_edit_grid(generator, x: torch.Tensor, labels: torch.Tensor, path: str |
     conditions = generator.targets(labels)
     outputs = [generator(x, c) for c in conditions]
     save_image_grid([x, *outputs], path)
+
+
+def save_titled_grid(columns: list[tuple[str, torch.Tensor]], path: str | Path, title: str = "") -> None:
+    """A grid with a title over each column: columns are (title, images (N,3,H,W) in [-1,1])."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n_rows, n_cols = columns[0][1].size(0), len(columns)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(1.3 * n_cols, 1.3 * n_rows + 0.6), squeeze=False)
+    for j, (name, images) in enumerate(columns):
+        images = to_unit(images.detach().float().cpu())
+        for i in range(n_rows):
+            ax = axes[i][j]
+            ax.imshow(images[i].permute(1, 2, 0).numpy(), interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(name, fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout(pad=0.3)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    plt.close(fig)

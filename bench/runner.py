@@ -46,10 +46,7 @@ class RunState:
     rows: list = field(default_factory=list)
     plugins: dict = field(default_factory=dict)
     fits: dict = field(default_factory=dict)
-
-
-def resolve_names(config: dict, kind: str, spec: str | list[str]) -> list[str]:
-    return Registry(kind).resolve(spec)
+    output_dir: Path = Path(".")
 
 
 def load_split(config: dict, name: str, limit: int) -> Split:
@@ -148,6 +145,7 @@ def run_generator(state: RunState, gen_name: str, defenses: list[str], bypasses:
     image_parts = {**base_parts, "images": evaluation.identity,
                    "conditions": images_identity([], conditions)["pixels_sha256"]}
 
+    examples = Examples(evaluation.images, conditions.size(0))
     clean, _, _ = cached_tensor(state, "clean", {"step": "clean", **image_parts},
                                 lambda: (batched_generate(generator, evaluation.images, conditions,
                                                           config["batch_size"], device), {}))
@@ -170,6 +168,7 @@ def run_generator(state: RunState, gen_name: str, defenses: list[str], bypasses:
         prepared[b_name] = (bypass, patched)
         started = time.time()
         outputs = bypass_outputs(bypass, generator, patched, evaluation.images, conditions, config, device)
+        examples.add(f"clean input\n{b_name}", outputs)
         score(state, outputs, clean, {"generator": gen_name, "defense": "none", "bypass": b_name,
                                       "scenario": SCENARIO}, time.time() - started, False)
 
@@ -188,9 +187,32 @@ def run_generator(state: RunState, gen_name: str, defenses: list[str], bypasses:
         for b_name, (bypass, patched) in prepared.items():
             started = time.time()
             outputs = bypass_outputs(bypass, generator, patched, protected, conditions, config, device)
+            examples.add(f"{d_name}\n{b_name}", outputs)
             score(state, outputs, clean, {"generator": gen_name, "defense": d_name, "bypass": b_name,
                                           "scenario": SCENARIO},
                   time.time() - started + (0 if hit else info.get("seconds", 0)), hit)
+    examples.save(state.output_dir / f"examples_{gen_name}.png",
+                  f"{gen_name}: row i edits toward target i mod {conditions.size(0)} "
+                  f"({', '.join(generator.target_names())})")
+
+
+class Examples:
+    """A picture of the run: for a few faces (one edit target each, cycling through the
+    targets), the input and the output of every (defense, bypass) cell."""
+
+    def __init__(self, images: torch.Tensor, n_targets: int, n_faces: int = 6):
+        self.n = min(n_faces, images.size(0))
+        self.n_targets = n_targets
+        self.columns = [("input", images[:self.n])]
+
+    def add(self, title: str, outputs: torch.Tensor) -> None:
+        idx = torch.arange(self.n)
+        self.columns.append((title, outputs[idx % self.n_targets, idx]))
+
+    def save(self, path: Path, title: str) -> None:
+        from bench.figures import save_titled_grid
+
+        save_titled_grid(self.columns, path, title)
 
 
 def run(config: dict, output_dir: Path, defenses: str | list[str], bypasses: str | list[str],
@@ -198,15 +220,15 @@ def run(config: dict, output_dir: Path, defenses: str | list[str], bypasses: str
     started = time.time()
     torch.manual_seed(config["seed"])
     device = resolve_device(config["device"])
-    names = {"defenses": resolve_names(config, "defenses", defenses),
-             "bypasses": resolve_names(config, "bypasses", bypasses),
-             "generators": resolve_names(config, "generators", generators)}
+    names = {"defenses": Registry("defenses").resolve(defenses),
+             "bypasses": Registry("bypasses").resolve(bypasses),
+             "generators": Registry("generators").resolve(generators)}
     Registry("metrics").resolve(config["metrics"])
-    state = RunState(config, device, Cache(enabled=config["cache"]))
+    state = RunState(config, device, Cache(enabled=config["cache"]), output_dir=output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
     evaluation = load_split(config, "eval", config["limit"])
     needs_fit = any(Registry("bypasses").get(b).trainable for b in names["bypasses"])
     finetune = load_split(config, "finetune", config["finetune_limit"]) if needs_fit else None
-    output_dir.mkdir(parents=True, exist_ok=True)
     for gen_name in names["generators"]:
         run_generator(state, gen_name, names["defenses"], names["bypasses"], evaluation, finetune)
     meta = run_metadata(config, names, state.plugins, device, command)
