@@ -124,6 +124,20 @@ def cmd_grid(args) -> int:
     return 0
 
 
+def cmd_validate(args) -> int:
+    from bench.registry import SINGULAR
+    from bench.validate import validate
+
+    failed = 0
+    for name in args.names:
+        kind, checks = validate(name, args.kind)
+        print(f"{SINGULAR[kind]} {name}:")
+        for what, ok, detail in checks:
+            failed += not ok
+            print(f"  {'ok  ' if ok else 'FAIL'} {what}" + (f"  ({detail})" if detail else ""))
+    return 1 if failed else 0
+
+
 def cmd_download(args) -> int:
     from bench.registry import Registry
 
@@ -179,6 +193,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default="results", help="folder for <generator>_edits.png")
     add_data_options(p)
     p.set_defaults(func=cmd_grid)
+
+    p = sub.add_parser("validate", help="check that plugins keep their contract (seconds, no data)")
+    p.add_argument("names", nargs="+")
+    p.add_argument("--kind", choices=["defenses", "bypasses", "generators", "metrics"])
+    p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("download", help="where the official checkpoints of the paper profile go")
     p.add_argument("names", nargs="*", help="generators (default: all)")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 import sys
 from pathlib import Path
 from typing import Any, ClassVar
@@ -57,8 +58,6 @@ def build_params(params_cls, overrides: dict | None, owner: str):
 
 def weights_root() -> Path:
     """Where official checkpoints live: $BENCH_WEIGHTS or the user data folder."""
-    import os
-
     if "BENCH_WEIGHTS" in os.environ:
         return Path(os.environ["BENCH_WEIGHTS"]).expanduser()
     import platformdirs
@@ -74,11 +73,10 @@ class Plugin:
     paper: ClassVar[str] = ""
     licence: ClassVar[str] = "MIT (this implementation)"
     Params: ClassVar[type] = NoParams
+    kind_name: ClassVar[str] = "plugin"
 
     def __init__(self, **params: Any):
         self.params = build_params(self.Params, params, f"{self.kind_name} {self.name!r}")
-
-    kind_name: ClassVar[str] = "plugin"
 
     def identity(self) -> dict:
         """What determines this plugin's results: goes into cache keys and run.json."""
@@ -95,7 +93,7 @@ class Defense(Plugin):
     """
 
     kind_name = "defense"
-    randomised: ClassVar[bool] = True
+    randomised: ClassVar[bool] = True  # uses the seed (random start, sampling)
 
     def protect(self, x: torch.Tensor, generator: "Generator", conditions: torch.Tensor,
                 seed: int) -> torch.Tensor:

@@ -24,7 +24,7 @@ from bench.cache import Cache, images_identity
 from bench.data import FaceSet, load_faceset
 from bench.device import autocast, resolve_device
 from bench.errors import ConfigError
-from bench.io import atomic_write_json, atomic_write_text
+from bench.io import atomic_write_json, atomic_write_text, save_tensors
 from bench.registry import Registry
 from bench.provenance import run_metadata
 
@@ -114,13 +114,20 @@ def fit_bypass(state: RunState, bypass, generator, finetune: Split, base_parts: 
              "seed": state.config["seed"]}
     hit = state.cache.get("fit", parts)
     if hit is not None:
-        bypass.load_state(*hit)
-        return {**hit[1], "cache_hit": True}
-    started = time.time()
-    tensors, info = bypass.fit(generator, finetune.images, conditions, state.config["seed"], state.device)
-    info = {**info, "seconds": time.time() - started}
-    state.cache.put("fit", parts, tensors, info)
-    return {**info, "cache_hit": False}
+        tensors, info = hit
+        bypass.load_state(tensors, info)
+        info = {**info, "cache_hit": True}
+    else:
+        started = time.time()
+        tensors, info = bypass.fit(generator, finetune.images, conditions, state.config["seed"], state.device)
+        info = {**info, "seconds": time.time() - started}
+        state.cache.put("fit", parts, tensors, info)
+        info = {**info, "cache_hit": False}
+    # the fitted state on its own (e.g. only the LoRA and gate tensors), reusable elsewhere
+    save_tensors(state.output_dir / "fitted" / f"{generator.name}_{bypass.name}.safetensors", tensors,
+                 {"bypass": bypass.identity(), "generator": generator.identity(),
+                  "finetune_images": finetune.identity, "seed": state.config["seed"]})
+    return info
 
 
 def bypass_outputs(bypass, generator, patched, x, conditions, config, device):

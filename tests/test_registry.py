@@ -57,3 +57,27 @@ def test_bench_ls_lists_without_importing_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "disrupting" in out and "lora" in out
     assert out.strip().splitlines()[-1] == "False"
+
+
+@pytest.mark.parametrize("kind,name", [(k, n) for k in GROUPS for n in Registry(k).names()])
+def test_every_registered_plugin_keeps_its_contract(kind, name):
+    from bench.validate import validate
+
+    found_kind, checks = validate(name, kind)
+    assert found_kind == kind and checks
+    failed = [(what, detail) for what, ok, detail in checks if not ok]
+    assert not failed
+
+
+def test_validate_reports_a_broken_defense():
+    from bench.plugins import Defense
+    from bench.validate import check_defense
+
+    class Greedy(Defense):
+        name = "greedy"
+
+        def protect(self, x, generator, conditions, seed):
+            return (x + 0.5).clamp(-1, 1).unsqueeze(0).expand(conditions.size(0), *x.shape)
+
+    results = {what: ok for what, ok, _ in check_defense(Greedy)}
+    assert results["declares eps"] is False and results["shape (T, N, 3, H, W)"] is True

@@ -1,6 +1,7 @@
 import json
 
 from bench.cli import main
+from bench.io import load_tensors
 from tests.conftest import make_face_folder
 
 
@@ -37,6 +38,10 @@ def test_run_writes_cells_and_metadata_then_reuses_the_cache(tmp_path, tiny_star
     assert meta["plugins"]["generators"]["stargan"]["weights_sha256"]
     assert meta["environment"]["packages"]["torch"] and "commit" in meta["git"]
     assert (out / "table1.csv").exists() and "Table I" in capsys.readouterr().out
+    assert (out / "examples_stargan.png").exists()
+    patch, patch_meta = load_tensors(out / "fitted" / "stargan_lora.safetensors")
+    assert patch and all(k.rsplit(".", 1)[-1] in ("lora_A", "lora_B", "gate") for k in patch)
+    assert patch_meta["bypass"]["params"]["rank"] == 8
     assert not any(r["cache_hit"] for r in rows)
 
     out2 = tmp_path / "run2"

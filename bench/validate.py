@@ -1,0 +1,111 @@
+"""`bench validate NAME`: check that a plugin keeps its contract, on a tiny random
+generator and random images, in seconds. Used on third-party plugins and, in the
+tests, on every built-in one."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+
+import torch
+
+from bench.registry import GROUPS, Registry
+
+Check = tuple[str, bool, str]
+
+
+def tiny_generator():
+    """A small randomly initialised StarGAN-layout generator to run contracts against."""
+    from generators.stargan import StarGAN
+
+    torch.manual_seed(0)
+    return StarGAN(conv_dim=8, repeat_num=1).eval().requires_grad_(False)
+
+
+def sample_batch(generator, n: int = 2, size: int = 16):
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(n, 3, size, size, generator=gen) * 2 - 1
+    labels = torch.randint(0, 2, (n, len(generator.attribute_names)), generator=gen).float()
+    return x, generator.targets(labels)
+
+
+def check_defense(cls) -> list[Check]:
+    defense = cls()
+    generator = tiny_generator()
+    x, conditions = sample_batch(generator)
+    out = defense.protect(x, generator, conditions, seed=0)
+    expected = (conditions.size(0), *x.shape)
+    eps = getattr(defense.params, "eps", None)
+    checks = [("shape (T, N, 3, H, W)", tuple(out.shape) == expected, f"{tuple(out.shape)} vs {expected}"),
+              ("values in [-1, 1]", bool(out.min() >= -1 and out.max() <= 1), f"[{out.min():.3f}, {out.max():.3f}]")]
+    if eps is not None:
+        dist = (out - x.unsqueeze(0)).abs().max().item()
+        checks.append((f"|x_protected - x| <= eps ({eps})", dist <= eps + 1e-6, f"max {dist:.4f}"))
+    else:
+        checks.append(("declares eps", False, "Params has no eps field"))
+    again = defense.protect(x, generator, conditions, seed=0)
+    checks.append(("deterministic under a seed", torch.equal(out, again), ""))
+    return checks
+
+
+def check_bypass(cls) -> list[Check]:
+    bypass = cls()
+    generator = tiny_generator()
+    x, conditions = sample_batch(generator)
+    checks = []
+    if bypass.trainable:
+        before = copy.deepcopy(generator.state_dict())
+        state, info = bypass.fit(generator, x, conditions, 0, torch.device("cpu"))
+        checks.append(("fit returns tensors", all(isinstance(v, torch.Tensor) for v in state.values()), ""))
+        checks.append(("fit leaves the generator untouched",
+                       all(torch.equal(before[k], v) for k, v in generator.state_dict().items()), ""))
+        checks.append(("fit reports trainable_params and train_seconds",
+                       {"trainable_params", "train_seconds"} <= set(info), ", ".join(info)))
+    if bypass.kind == "patch":
+        out = bypass.patch(generator)(x, conditions[0])
+    else:
+        out = generator(bypass.purify(x), conditions[0])
+    checks.append(("output shape", out.shape == x.shape, f"{tuple(out.shape)}"))
+    checks.append(("finite output", bool(torch.isfinite(out).all()), ""))
+    return checks
+
+
+def check_generator(cls) -> list[Check]:
+    checks = []
+    for name, config in cls.configs.items():
+        if name == "official":
+            continue  # too large to build in seconds; the tests load it against its layout
+        generator = cls.from_config(name).eval()
+        x, conditions = sample_batch(generator, size=32)
+        out = generator(x, conditions[0])
+        checks.append((f"config {name}: conditions (T, N, ...)",
+                       conditions.dim() >= 2 and conditions.size(1) == x.size(0), f"{tuple(conditions.shape)}"))
+        checks.append((f"config {name}: target names", len(generator.target_names()) == conditions.size(0), ""))
+        checks.append((f"config {name}: output shape", out.shape == x.shape, f"{tuple(out.shape)}"))
+    return checks
+
+
+def check_metric(cls) -> list[Check]:
+    x = torch.rand(3, 3, 16, 16) * 2 - 1
+    same = cls.per_pair(x, x)
+    other = cls.per_pair(x, -x)
+    return [("one value per pair", tuple(same.shape) == (3,), f"{tuple(same.shape)}"),
+            ("identical images score best", bool((same >= other).all() if cls.spec.higher_is_better
+                                                  else (same <= other).all()), "")]
+
+
+CHECKS: dict[str, Callable] = {"defenses": check_defense, "bypasses": check_bypass,
+                               "generators": check_generator, "metrics": check_metric}
+
+
+def validate(name: str, kind: str | None = None) -> tuple[str, list[Check]]:
+    """Find `name` among the plugin kinds (or in `kind`) and run its contract checks."""
+    kinds = [kind] if kind else [k for k in GROUPS if name in Registry(k).names()]
+    if not kinds:
+        Registry("defenses").entry(name)  # raises the did-you-mean error
+    kind = kinds[0]
+    cls = Registry(kind).get(name)
+    try:
+        return kind, CHECKS[kind](cls)
+    except Exception as err:  # a crash is a failed contract, reported as such
+        return kind, [("runs without error", False, f"{type(err).__name__}: {err}")]

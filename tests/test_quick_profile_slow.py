@@ -1,0 +1,27 @@
+"""The quick profile on real held-out faces with the shipped StarGAN (minutes: marked slow).
+
+Run with `tox -- -m slow` or `pytest -m slow`.
+"""
+
+import json
+
+import pytest
+
+from bench.cli import main
+from generators.stargan import StarGAN
+from tests.conftest import shared_path
+
+
+@pytest.mark.slow
+def test_disrupting_works_and_lora_patching_bypasses_it(tmp_path):
+    if not StarGAN.shipped_weights_path(64).exists():
+        pytest.skip("no shipped StarGAN weights")
+    data = shared_path("data", "celebahq")
+    out = tmp_path / "run"
+    assert main(["run", "--defenses", "disrupting", "--bypass", "none,jpeg,lora", "--generators", "stargan",
+                 "--data", str(data), "--output", str(out)]) == 0
+    rows = [json.loads(line) for line in (out / "cells.jsonl").read_text().splitlines()]
+    value = {(r["defense"], r["bypass"], r["metric"]): r["value"] for r in rows}
+    assert value[("disrupting", "none", "dsr")] >= 0.9
+    assert value[("disrupting", "lora", "dsr")] <= 0.1
+    assert value[("none", "lora", "ssim")] >= 0.8  # benign outputs stay close to the original
