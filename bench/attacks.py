@@ -49,11 +49,26 @@ def per_sample_mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a.float() - b.float()).pow(2).flatten(1).mean(1)
 
 
-def chunked(fn: Callable[..., torch.Tensor], *tensors: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """fn applied to aligned slices of the tensors (dim 0), results concatenated."""
+def chunked(fn: Callable[..., torch.Tensor], *tensors: torch.Tensor, batch_size: int,
+            device: torch.device | None = None) -> torch.Tensor:
+    """fn applied to aligned slices of the tensors (dim 0), results concatenated.
+
+    With `device`, each slice moves there and each result comes back to the CPU, so
+    only one batch at a time occupies the accelerator.
+    """
     n = tensors[0].size(0)
-    outs = [fn(*(t[i:i + batch_size] for t in tensors)) for i in range(0, n, batch_size)]
+    outs = []
+    for i in range(0, n, batch_size):
+        part = [t[i:i + batch_size] for t in tensors]
+        if device is not None:
+            outs.append(fn(*(t.to(device) for t in part)).cpu())
+        else:
+            outs.append(fn(*part))
     return torch.cat(outs) if outs else tensors[0][:0]
+
+
+def device_of(module: torch.nn.Module) -> torch.device:
+    return next(module.parameters()).device
 
 
 def flatten_targets(x: torch.Tensor, conditions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

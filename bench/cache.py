@@ -78,9 +78,13 @@ class Cache:
             manifest = {"key": key, "kind": kind, "parts": parts, "sha256": file_sha256(tmp / TENSORS),
                         "info": info or {}}
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, default=str))
-            if entry.exists():  # a concurrent writer got there first, or a damaged old entry
-                shutil.rmtree(entry, ignore_errors=True)
-            os.replace(tmp, entry)
+            if entry.exists() and self.get(kind, parts) is not None:
+                return  # another writer stored the same value first
+            try:
+                os.replace(tmp, entry)
+            except OSError:
+                if not entry.exists():
+                    raise  # a real failure, not a concurrent writer
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 

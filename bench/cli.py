@@ -115,7 +115,7 @@ def cmd_grid(args) -> int:
         weights = config["generators"].get(name, {}).get("weights", "shipped")
         generator = cls.load(weights, config["resolution"]).to(device)
         conditions = generator.targets(faces.faces.labels(generator.attribute_names))
-        outputs = batched_generate(generator.eval(), faces.images, conditions, config["batch_size"], device)
+        outputs = batched_generate(generator.eval(), faces.images, conditions, config["batch_size"])
         columns = [("input", faces.images)] + list(zip(generator.target_names(), outputs))
         path = out / f"{name}_edits.png"
         save_titled_grid(columns, path, f"{name}: edits of {len(faces.images)} evaluation faces "
@@ -148,7 +148,7 @@ def cmd_download(args) -> int:
         path = cls.official_weights_path()
         state = "present" if path.exists() else "missing"
         print(f"{name}: {facts.get('file')} ({state}) -> {path}\n    source: {facts.get('source')}")
-    print("This machine cannot download; fetch the files elsewhere and place them at the paths above "
+    print("bench does not download weights itself: fetch the files from their sources and place them at the paths above "
           "(or set BENCH_WEIGHTS to the folder holding <generator>/<file>).")
     return 0
 

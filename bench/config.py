@@ -31,8 +31,27 @@ def parse_overrides(pairs: list[str] | None) -> dict:
     return out
 
 
+# Tables of per-plugin settings: open here, each plugin validates its own keys.
+OPEN_TABLES = {"generators", "defenses", "bypasses"}
+
+
+def _check_type(where: str, value, default) -> None:
+    if default is None or value is None:
+        return
+    numeric = (int, float)
+    if isinstance(default, bool) or isinstance(value, bool):
+        ok = isinstance(value, bool) == isinstance(default, bool)
+    elif isinstance(default, numeric):
+        ok = isinstance(value, numeric) and (isinstance(default, float) or isinstance(value, int))
+    else:
+        ok = isinstance(value, type(default))
+    if not ok:
+        raise ConfigError(f"setting {where!r} must be {type(default).__name__}, got {value!r}")
+
+
 def merge(base: dict, overrides: dict, path: str = "", strict: bool = True) -> dict:
-    """Deep-merge overrides into a copy of base; unknown top-level keys are errors."""
+    """Deep-merge overrides into a copy of base. Unknown keys and wrong types are errors,
+    except inside the open plugin tables."""
     out = copy.deepcopy(base)
     for key, value in overrides.items():
         where = f"{path}{key}"
@@ -42,8 +61,10 @@ def merge(base: dict, overrides: dict, path: str = "", strict: bool = True) -> d
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise ConfigError(f"unknown setting {where!r}{hint}")
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            # plugin parameter tables are open: the plugin validates its own keys
-            out[key] = merge(out[key], value, f"{where}.", strict=False)
+            nested_strict = strict and not (path == "" and key in OPEN_TABLES)
+            out[key] = merge(out[key], value, f"{where}.", strict=nested_strict)
         else:
+            if strict:
+                _check_type(where, value, out.get(key))
             out[key] = value
     return out

@@ -40,7 +40,7 @@ def read_image(path: Path, resolution: int) -> np.ndarray:
             if side != resolution:
                 img = img.resize((resolution, resolution), Image.Resampling.BICUBIC)
             return np.asarray(img, dtype=np.uint8)
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as err:
+    except (OSError, UnidentifiedImageError, Image.DecompressionBombError, ValueError, SyntaxError) as err:
         raise DataError(f"cannot read image {path}: {err}") from None
 
 
@@ -163,9 +163,10 @@ def load_celebahq(root: Path, resolution: int) -> FaceSet:
     elif folders:
         folder = folders[max(folders)]
     else:
-        candidates = [p for p in root.iterdir() if p.is_dir()]
-        if not candidates:
-            raise DataError(f"no image folder in {root}")
+        candidates = sorted(p for p in root.iterdir() if p.is_dir())
+        if len(candidates) != 1:
+            raise DataError(f"expected images_<size>/ folders or a single image folder in {root}, "
+                            f"found {[c.name for c in candidates]}")
         folder = candidates[0]
     names, rows = read_attribute_file(attr_file)
     files = [folder / f for f in sorted(rows, key=natural_key) if (folder / f).exists()]

@@ -22,7 +22,7 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def autocast(device: torch.device, enabled: bool = True):
-    """bfloat16/float16 autocast on CUDA; a no-op on CPU (results stay float32)."""
+    """float16 autocast on CUDA for inference; a no-op on CPU (results stay float32)."""
     if enabled and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.float16)
     return contextlib.nullcontext()

@@ -87,8 +87,10 @@ class Plugin:
 class Defense(Plugin):
     """A proactive defense: perturbs images so that a generator's edits fail.
 
-    `protect` returns one protected image per (target, image): shape (T, N, 3, H, W),
-    with |x_protected - x| <= eps and values in [-1, 1]. A defense that makes one
+    `protect` gets x (N, 3, H, W) and conditions (T, N, ...) on the CPU, computes on
+    the generator's device (moving a batch at a time) and returns, on the CPU, one
+    protected image per (target, image): shape (T, N, 3, H, W), with
+    |x_protected - x| <= eps and values in [-1, 1]. A defense that makes one
     perturbation per image (or one for all images) returns it expanded over targets.
     """
 
@@ -147,7 +149,6 @@ class Generator(nn.Module):
     def __init__(self, **config):
         super().__init__()
         self.config = dict(config)
-        self._weight_hash: str | None = None
 
     # --- the editing contract -------------------------------------------------------
     @property
@@ -162,10 +163,9 @@ class Generator(nn.Module):
 
     # --- identity -------------------------------------------------------------------
     def weight_hash(self) -> str:
-        """Content hash of the weights this generator was loaded with."""
-        if self._weight_hash is None:
-            self._weight_hash = tensors_sha256(self.state_dict())
-        return self._weight_hash
+        """Content hash of the current weights (recomputed each time: weights can change
+        in place, e.g. under fine-tuning, and a stale hash would reuse wrong cache entries)."""
+        return tensors_sha256(self.state_dict())
 
     def identity(self) -> dict:
         return {"name": self.name, "version": self.version, "config": self.config,
@@ -197,7 +197,6 @@ class Generator(nn.Module):
             first = str(err).strip().splitlines()
             detail = " ".join(line.strip() for line in first[:3])
             raise WeightsError(f"{source} does not fit {self.name} {self.config}: {detail}") from None
-        self._weight_hash = None
 
     def optional_state_keys_present(self, own: dict) -> list[str]:
         return [k for k in own if k.rsplit(".", 1)[-1] in self.optional_state_keys]

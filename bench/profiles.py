@@ -23,6 +23,7 @@ QUICK = {
     "profile": "quick",
     "resolution": 64,
     "device": "auto",
+    "amp": True,            # float16 inference on CUDA (never for gradients); no effect on CPU
     "seed": 0,
     "data": {"path": None, "dataset": "celebahq"},
     "splits": {"finetune": [27000, 28000], "eval": [29000, 30000]},

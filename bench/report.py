@@ -18,7 +18,13 @@ def read_cells(run_dir: Path) -> pd.DataFrame:
     path = Path(run_dir) / "cells.jsonl"
     if not path.exists():
         raise BenchError(f"no results in {run_dir} (cells.jsonl missing); run `bench run` first")
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise BenchError(f"{path} line {number} is not JSON ({err})") from None
     return pd.DataFrame(rows)
 
 

@@ -19,7 +19,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from bench.attacks import chunked, flatten_targets
+import bench
+from bench.attacks import chunked, device_of, flatten_targets
 from bench.cache import Cache, images_identity
 from bench.data import FaceSet, load_faceset
 from bench.device import autocast, resolve_device
@@ -48,6 +49,10 @@ class RunState:
     fits: dict = field(default_factory=dict)
     output_dir: Path = Path(".")
 
+    @property
+    def amp(self) -> bool:
+        return bool(self.config["amp"]) and self.device.type == "cuda"
+
 
 def load_split(config: dict, name: str, limit: int) -> Split:
     data = config["data"]
@@ -65,17 +70,22 @@ def load_split(config: dict, name: str, limit: int) -> Split:
 
 
 def batched_generate(generator, x: torch.Tensor, conditions: torch.Tensor, batch_size: int,
-                     device: torch.device) -> torch.Tensor:
-    """x: (N, ...) or (T, N, ...) inputs; conditions (T, N, ...) -> outputs (T, N, 3, H, W)."""
-    t = conditions.size(0)
+                     amp: bool = False) -> torch.Tensor:
+    """x: (N, ...) or (T, N, ...) inputs; conditions (T, N, ...) -> outputs (T, N, 3, H, W),
+    computed on the generator's device (mixed precision there if `amp`), returned on the CPU."""
+    t, device = conditions.size(0), device_of(generator)
     if x.dim() == 4:
         xs, cs = flatten_targets(x, conditions)
     else:
         xs, cs = x.reshape(-1, *x.shape[2:]), conditions.reshape(-1, *conditions.shape[2:])
-    with torch.no_grad(), autocast(device):
-        out = chunked(lambda xb, cb: generator(xb.to(device), cb.to(device)).float().cpu(), xs, cs,
-                      batch_size=batch_size)
+    with torch.no_grad(), autocast(device, amp):
+        out = chunked(lambda xb, cb: generator(xb, cb).float(), xs, cs, batch_size=batch_size, device=device)
     return out.view(t, -1, *out.shape[1:])
+
+
+def precision_parts(state: "RunState") -> dict:
+    """Device kind and precision change numbers slightly: they belong in cache keys."""
+    return {"device": state.device.type, "amp": state.amp, "harness": bench.__version__}
 
 
 def cached_tensor(state: RunState, kind: str, parts: dict, compute) -> tuple[torch.Tensor, bool, dict]:
@@ -111,7 +121,7 @@ def fit_bypass(state: RunState, bypass, generator, finetune: Split, base_parts: 
     """Fit a trainable bypass once per generator (cached); returns the info dict."""
     conditions = generator.targets(finetune.faces.labels(generator.attribute_names))
     parts = {"step": "fit", **base_parts, "bypass": bypass.identity(), "images": finetune.identity,
-             "seed": state.config["seed"]}
+             "conditions": images_identity([], conditions)["pixels_sha256"], "seed": state.config["seed"]}
     hit = state.cache.get("fit", parts)
     if hit is not None:
         tensors, info = hit
@@ -130,32 +140,32 @@ def fit_bypass(state: RunState, bypass, generator, finetune: Split, base_parts: 
     return info
 
 
-def bypass_outputs(bypass, generator, patched, x, conditions, config, device):
+def bypass_outputs(state: "RunState", bypass, generator, patched, x, conditions):
+    batch_size = state.config["batch_size"]
     if bypass.kind == "patch":
-        return batched_generate(patched, x, conditions, config["batch_size"], device)
-    t = conditions.size(0)
-    inputs = x if x.dim() == 5 else x.unsqueeze(0).expand(t, *x.shape)
-    purified = chunked(lambda b: bypass.purify(b.to(device)).cpu(), inputs.reshape(-1, *x.shape[-3:]),
-                       batch_size=config["batch_size"]).view(inputs.shape)
-    return batched_generate(generator, purified, conditions, config["batch_size"], device)
+        return batched_generate(patched, x, conditions, batch_size, state.amp)
+    inputs = x if x.dim() == 5 else x.unsqueeze(0).expand(conditions.size(0), *x.shape)
+    purified = chunked(bypass.purify, inputs.reshape(-1, *x.shape[-3:]), batch_size=batch_size,
+                       device=state.device).view(inputs.shape)
+    return batched_generate(generator, purified, conditions, batch_size, state.amp)
 
 
 def run_generator(state: RunState, gen_name: str, defenses: list[str], bypasses: list[str],
                   evaluation: Split, finetune: Split | None) -> None:
-    config, device = state.config, state.device
+    config = state.config
     gen_cls = Registry("generators").get(gen_name)
     generator = gen_cls.load(config["generators"].get(gen_name, {}).get("weights", "shipped"),
-                             config["resolution"]).to(device).eval().requires_grad_(False)
+                             config["resolution"]).to(state.device).eval().requires_grad_(False)
     state.plugins.setdefault("generators", {})[gen_name] = generator.identity()
     conditions = generator.targets(evaluation.faces.labels(generator.attribute_names))
-    base_parts = {"generator": generator.identity()}
+    base_parts = {"generator": generator.identity(), **precision_parts(state)}
     image_parts = {**base_parts, "images": evaluation.identity,
                    "conditions": images_identity([], conditions)["pixels_sha256"]}
 
     examples = Examples(evaluation.images, conditions.size(0))
     clean, _, _ = cached_tensor(state, "clean", {"step": "clean", **image_parts},
                                 lambda: (batched_generate(generator, evaluation.images, conditions,
-                                                          config["batch_size"], device), {}))
+                                                          config["batch_size"], state.amp), {}))
     prepared = {}
     for b_name in bypasses:
         bypass = make_plugin("bypasses", b_name, config)
@@ -171,10 +181,10 @@ def run_generator(state: RunState, gen_name: str, defenses: list[str], bypasses:
                                        "n": 1, "higher_is_better": False, "threshold": None,
                                        "cache_hit": info["cache_hit"], "seconds": 0.0})
         if bypass.kind == "patch":
-            patched = bypass.patch(generator).to(device)
+            patched = bypass.patch(generator).to(state.device)
         prepared[b_name] = (bypass, patched)
         started = time.time()
-        outputs = bypass_outputs(bypass, generator, patched, evaluation.images, conditions, config, device)
+        outputs = bypass_outputs(state, bypass, generator, patched, evaluation.images, conditions)
         examples.add(f"clean input\n{b_name}", outputs)
         score(state, outputs, clean, {"generator": gen_name, "defense": "none", "bypass": b_name,
                                       "scenario": SCENARIO}, time.time() - started, False)
@@ -184,16 +194,13 @@ def run_generator(state: RunState, gen_name: str, defenses: list[str], bypasses:
         state.plugins.setdefault("defenses", {})[d_name] = defense.identity()
         parts = {"step": "protect", **image_parts, "defense": defense.identity(), "seed": config["seed"]}
 
-        def protect():
-            with autocast(device):
-                x_adv = defense.protect(evaluation.images.to(device), generator, conditions.to(device),
-                                        config["seed"])
-            return x_adv.float().cpu(), {}
+        def protect():  # full precision: float16 gradients of a per-pixel mean underflow
+            return defense.protect(evaluation.images, generator, conditions, config["seed"]).float().cpu(), {}
 
         protected, hit, info = cached_tensor(state, "protect", parts, protect)
         for b_name, (bypass, patched) in prepared.items():
             started = time.time()
-            outputs = bypass_outputs(bypass, generator, patched, protected, conditions, config, device)
+            outputs = bypass_outputs(state, bypass, generator, patched, protected, conditions)
             examples.add(f"{d_name}\n{b_name}", outputs)
             score(state, outputs, clean, {"generator": gen_name, "defense": d_name, "bypass": b_name,
                                           "scenario": SCENARIO},

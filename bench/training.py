@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from bench.errors import WeightsError
 from bench.io import atomic_torch_save
 
 
@@ -65,11 +66,15 @@ class TrainingRun:
         """Restore the last checkpoint if there is one; return the iteration to start at."""
         if not self.checkpoint_path.exists():
             return 0
-        state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
-        for name, module in modules.items():
-            module.load_state_dict(state["modules"][name])
-        for name, opt in optimisers.items():
-            opt.load_state_dict(state["optimisers"][name])
+        try:
+            state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
+            for name, module in modules.items():
+                module.load_state_dict(state["modules"][name])
+            for name, opt in optimisers.items():
+                opt.load_state_dict(state["optimisers"][name])
+        except Exception as err:  # unreadable file or other architecture settings
+            raise WeightsError(f"cannot resume from {self.checkpoint_path} (other settings, or damaged): "
+                               f"{str(err).splitlines()[0]}; use another --out to start afresh") from None
         sampler.restore(state["sampler_rng"])
         torch.set_rng_state(state["torch_rng"])
         return int(state["iteration"])

@@ -9,7 +9,8 @@ the frozen generator (norm layers frozen too):
   dilation; B a 1x1 channel mix (out, rank).
 - ConvTranspose2d: A is an (in, rank, kh, kw) transposed convolution with the layer's
   stride, padding and output padding; B a 1x1 mix.
-- Linear: A (rank, in), B (out, rank), scaled by plain alpha as in the public code.
+- Linear: A (rank, in), B (out, rank), scaled by plain alpha as in the public code
+  (`linear_scaling=alpha`) or by alpha/rank, the standard LoRA the paper cites (`rank`).
 - One learnable scalar gate g per layer (init -1). `scaling` chooses the conv scale:
   alpha/sqrt(rank) (public code, default), alpha/rank (its README) or alpha (the
   paper's formula). A and B are both Kaiming-uniform initialised (public code), so the
@@ -103,12 +104,14 @@ class LoRALinear(_LoRABase):
 
 
 def inject_lora(model: nn.Module, rank: int = 8, alpha: float = 2.0, scaling: str = "sqrt_rank",
-                gated: bool = True, gate_init: float = -1.0, b_init: str = "kaiming") -> list[str]:
+                gated: bool = True, gate_init: float = -1.0, b_init: str = "kaiming",
+                linear_scaling: str = "alpha") -> list[str]:
     """Wrap every Conv2d / ConvTranspose2d / Linear of `model` in place; freeze all else.
 
     Returns the names of the wrapped layers. Initialisation draws from torch's global RNG.
     """
     conv_scale = SCALINGS[scaling](alpha, rank)
+    linear_scale = alpha if linear_scaling == "alpha" else SCALINGS[linear_scaling](alpha, rank)
     wrapped = []
     for name, module in list(model.named_modules()):
         for child_name, child in list(module.named_children()):
@@ -117,7 +120,7 @@ def inject_lora(model: nn.Module, rank: int = 8, alpha: float = 2.0, scaling: st
             elif isinstance(child, nn.Conv2d):
                 new = LoRAConv2d(child, rank, conv_scale, gated, gate_init, b_init)
             elif isinstance(child, nn.Linear):
-                new = LoRALinear(child, rank, alpha, gated, gate_init, b_init)
+                new = LoRALinear(child, rank, linear_scale, gated, gate_init, b_init)
             else:
                 continue
             setattr(module, child_name, new)
@@ -149,6 +152,7 @@ class LoRAPatching(Bypass):
         rank: int = 8
         alpha: float = 2.0
         scaling: str = "sqrt_rank"
+        linear_scaling: str = "alpha"
         gated: bool = True
         gate_init: float = -1.0
         b_init: str = "kaiming"
@@ -166,7 +170,8 @@ class LoRAPatching(Bypass):
     def __init__(self, **params):
         super().__init__(**params)
         p = self.params
-        checks = {"scaling": (p.scaling, tuple(SCALINGS)), "b_init": (p.b_init, ("kaiming", "zeros")),
+        checks = {"scaling": (p.scaling, tuple(SCALINGS)), "linear_scaling": (p.linear_scaling, ("alpha", "rank")),
+                  "b_init": (p.b_init, ("kaiming", "zeros")),
                   "pgd_reference": (p.pgd_reference, ("original", "patched")), "loss": (p.loss, ("pixel",))}
         for key, (value, allowed) in checks.items():
             if value not in allowed:
@@ -175,8 +180,7 @@ class LoRAPatching(Bypass):
 
     def _inject(self, model: nn.Module) -> nn.Module:
         p = self.params
-        inject_lora(model, p.rank, p.alpha, p.scaling, p.gated, p.gate_init, p.b_init)
-        model._weight_hash = None  # the copy's weights differ from the original's
+        inject_lora(model, p.rank, p.alpha, p.scaling, p.gated, p.gate_init, p.b_init, p.linear_scaling)
         return model
 
     def fresh_patched(self, generator, seed: int):
@@ -236,8 +240,11 @@ class LoRAPatching(Bypass):
         if self.state is None:
             raise ConfigError("lora patch has not been fitted or loaded")
         patched = self._inject(copy.deepcopy(generator))
-        missing = set(patch_tensors(patched)) ^ set(self.state)
-        if missing:
-            raise ConfigError(f"patch does not fit this generator: mismatching keys {sorted(missing)[:3]}")
+        expected = patch_tensors(patched)
+        mismatched = sorted(k for k in set(expected) | set(self.state)
+                            if k not in expected or k not in self.state or expected[k].shape != self.state[k].shape)
+        if mismatched:
+            raise ConfigError(f"the LoRA patch does not fit this generator with rank {self.params.rank}: "
+                              f"{len(mismatched)} mismatching tensors, e.g. {mismatched[0]}")
         patched.load_state_dict(self.state, strict=False)
         return patched.eval().requires_grad_(False)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from bench.attacks import chunked, flatten_targets, per_sample_mse, pgd, random_start
+from bench.attacks import chunked, device_of, flatten_targets, per_sample_mse, pgd, random_start
 from bench.errors import ConfigError
 from bench.plugins import Defense
 
@@ -45,16 +45,17 @@ class Disrupting(Defense):
 
     def protect(self, x, generator, conditions, seed):
         p = self.params
-        t = conditions.size(0)
+        t, device = conditions.size(0), device_of(generator)
         if p.variant == "per_target":
             xs, cs = flatten_targets(x, conditions)
-            x_init = random_start(xs, p.eps, seed) if p.rand_init else None
+            x_init = random_start(xs, p.eps, seed) if p.rand_init else xs
             x_adv = chunked(lambda xb, cb, ib: self._attack(xb, cb, ib, generator),
-                            xs, cs, xs if x_init is None else x_init, batch_size=p.batch_size)
+                            xs, cs, x_init, batch_size=p.batch_size, device=device)
             return x_adv.view(t, *x.shape)
         x_init = random_start(x, p.eps, seed) if p.rand_init else x
         per_image = chunked(lambda xb, ib, *cb: self._attack_all_targets(xb, ib, torch.stack(cb, 1), generator),
-                            x, x_init, *conditions.unbind(0), batch_size=max(1, p.batch_size // t))
+                            x, x_init, *conditions.unbind(0), batch_size=max(1, p.batch_size // t),
+                            device=device)
         return per_image.unsqueeze(0).expand(t, *x.shape)
 
     def _attack(self, x, c, x_init, generator):

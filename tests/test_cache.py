@@ -28,7 +28,6 @@ def test_generator_weights_change_the_key(tiny_stargan):
     key_before = make_key({"generator": tiny_stargan.identity()})
     with torch.no_grad():
         tiny_stargan.main[0].weight[0, 0, 0, 0] += 1e-3
-    tiny_stargan._weight_hash = None
     assert make_key({"generator": tiny_stargan.identity()}) != key_before
 
 

@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from bench.errors import ConfigError
 from bypasses.lora import LoRAPatching, count_trainable, inject_lora, patch_tensors
 from generators.stargan import StarGAN
 from tests.conftest import reference_layout
@@ -76,5 +77,5 @@ def test_patch_for_another_rank_is_rejected(tiny_stargan):
     _, state, info, *_ = _fit(tiny_stargan)
     other = LoRAPatching(rank=4)
     other.load_state(state, info)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(ConfigError, match="does not fit this generator with rank 4"):
         other.patch(tiny_stargan)

@@ -1,3 +1,5 @@
+import dataclasses
+
 import torch
 
 from bench.metrics import DSR, L2, SSIM
@@ -13,11 +15,13 @@ def test_l2_and_dsr_per_pair():
     assert DSR.spec.threshold == 0.05 and not DSR.spec.higher_is_better
 
 
-def test_dsr_threshold_is_strict():
+def test_dsr_threshold_is_strict(monkeypatch):
+    # 0.25 = 0.5**2 exactly in floating point: an MSE equal to the threshold is not a success
+    monkeypatch.setattr(DSR, "spec", dataclasses.replace(DSR.spec, threshold=0.25))
     ref = torch.zeros(1, 1, 4, 4)
-    out = torch.full_like(ref, 0.05 ** 0.5)
-    assert L2.per_pair(out, ref).item() == torch.tensor(0.05 ** 0.5).pow(2).item()
-    assert DSR.per_pair(out - 1e-4, ref).item() == 0.0
+    assert L2.per_pair(ref + 0.5, ref).item() == 0.25
+    assert DSR.per_pair(ref + 0.5, ref).item() == 0.0
+    assert DSR.per_pair(ref + 0.5001, ref).item() == 1.0
 
 
 def test_ssim_identity_and_noise():

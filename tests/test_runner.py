@@ -58,3 +58,16 @@ def test_unknown_names_fail_with_one_line(tmp_path, tiny_stargan_file, capsys):
     assert len(err.splitlines()) == 1 and "did you mean 'disrupting'" in err
     assert run_cli(tmp_path, tiny_stargan_file, tmp_path / "o", ["--set", "bypasses.lora.rnak=4"]) == 2
     assert "did you mean 'rank'" in capsys.readouterr().err
+
+
+def test_settings_are_checked(tmp_path, capsys):
+    assert main(["run", "--data", str(tmp_path), "--set", "splits.evall=[0,10]"]) == 2
+    assert "did you mean 'eval'" in capsys.readouterr().err
+    assert main(["run", "--data", str(tmp_path), "--set", "limit=abc"]) == 2
+    assert "must be int" in capsys.readouterr().err
+
+
+def test_report_on_a_damaged_results_file(tmp_path, capsys):
+    (tmp_path / "cells.jsonl").write_text('{"metric": "l2"}\n{broken\n')
+    assert main(["report", str(tmp_path)]) == 2
+    assert "line 2 is not JSON" in capsys.readouterr().err
