@@ -43,7 +43,7 @@ def save_titled_grid(columns: list[tuple[str, torch.Tensor]], path: str | Path, 
     import matplotlib.pyplot as plt
 
     n_rows, n_cols = columns[0][1].size(0), len(columns)
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(1.3 * n_cols, 1.3 * n_rows + 0.6), squeeze=False)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(1.3 * n_cols, 1.3 * n_rows + 0.7), squeeze=False)
     for j, (name, images) in enumerate(columns):
         images = to_unit(images.detach().float().cpu())
         for i in range(n_rows):
@@ -53,8 +53,11 @@ def save_titled_grid(columns: list[tuple[str, torch.Tensor]], path: str | Path, 
             ax.set_yticks([])
             if i == 0:
                 ax.set_title(name, fontsize=7)
+    height = fig.get_size_inches()[1]
     if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout(pad=0.3)
+        import textwrap
+
+        fig.suptitle("\n".join(textwrap.wrap(title, width=int(14 * n_cols))), fontsize=8)
+    fig.tight_layout(pad=0.3, rect=(0, 0, 1, 1 - (0.55 if title else 0.1) / height))
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
     plt.close(fig)
