@@ -150,6 +150,25 @@ def bypass_outputs(state: "RunState", bypass, generator, patched, x, conditions)
     return batched_generate(generator, purified, conditions, batch_size, state.amp)
 
 
+def prepare_bypass(state: RunState, name: str, gen_name: str, generator, finetune: Split | None,
+                   base_parts: dict):
+    """The bypass plugin, fitted if trainable (with its cost as rows), and the patched
+    generator for patches (None for purifiers)."""
+    bypass = make_plugin("bypasses", name, state.config)
+    state.plugins.setdefault("bypasses", {})[name] = bypass.identity()
+    if bypass.trainable:
+        info = fit_bypass(state, bypass, generator, finetune, base_parts)
+        state.fits[(gen_name, name)] = info
+        for metric in ("train_seconds", "trainable_params"):
+            if metric in info:
+                state.rows.append({"generator": gen_name, "defense": "none", "bypass": name,
+                                   "scenario": SCENARIO, "metric": metric, "value": float(info[metric]),
+                                   "n": 1, "higher_is_better": False, "threshold": None,
+                                   "cache_hit": info["cache_hit"], "seconds": 0.0})
+    patched = bypass.patch(generator).to(state.device) if bypass.kind == "patch" else None
+    return bypass, patched
+
+
 def run_generator(state: RunState, gen_name: str, defenses: list[str], bypasses: list[str],
                   evaluation: Split, finetune: Split | None) -> None:
     config = state.config
@@ -168,20 +187,7 @@ def run_generator(state: RunState, gen_name: str, defenses: list[str], bypasses:
                                                           config["batch_size"], state.amp), {}))
     prepared = {}
     for b_name in bypasses:
-        bypass = make_plugin("bypasses", b_name, config)
-        state.plugins.setdefault("bypasses", {})[b_name] = bypass.identity()
-        patched = None
-        if bypass.trainable:
-            info = fit_bypass(state, bypass, generator, finetune, base_parts)
-            state.fits[(gen_name, b_name)] = info
-            for metric in ("train_seconds", "trainable_params"):
-                if metric in info:
-                    state.rows.append({"generator": gen_name, "defense": "none", "bypass": b_name,
-                                       "scenario": SCENARIO, "metric": metric, "value": float(info[metric]),
-                                       "n": 1, "higher_is_better": False, "threshold": None,
-                                       "cache_hit": info["cache_hit"], "seconds": 0.0})
-        if bypass.kind == "patch":
-            patched = bypass.patch(generator).to(state.device)
+        bypass, patched = prepare_bypass(state, b_name, gen_name, generator, finetune, base_parts)
         prepared[b_name] = (bypass, patched)
         started = time.time()
         outputs = bypass_outputs(state, bypass, generator, patched, evaluation.images, conditions)
