@@ -9,7 +9,7 @@ from pathlib import Path
 
 from bench.errors import BenchError
 
-DATASET_KINDS = ("celeba", "celebahq", "folder")
+DATASET_KINDS = ("celeba", "celebahq", "folder")  # the keys of bench.data.LOADERS (not imported: --help stays fast)
 
 
 def cmd_ls(args) -> int:
@@ -48,7 +48,7 @@ def cmd_train_generator(args) -> int:
     print(f"training {args.name} on {len(faceset)} images from {faceset.root} -> {out_dir}")
     print("settings: " + ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(params).items()))
     cls.train_recipe(params, faceset, out_dir, resolve_device(args.device),
-              export=Path(args.export) if args.export else None, command=command)
+                     export=Path(args.export) if args.export else None, command=command)
     return 0
 
 

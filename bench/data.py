@@ -20,7 +20,6 @@ from PIL import Image, UnidentifiedImageError
 from bench.errors import DataError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
-DATASET_KINDS = ("celeba", "celebahq", "folder")
 
 
 def natural_key(name: str):
@@ -208,7 +207,7 @@ LOADERS = {"celeba": load_celeba, "celebahq": load_celebahq, "folder": load_fold
 
 def load_faceset(path: str | Path, kind: str, resolution: int) -> FaceSet:
     if kind not in LOADERS:
-        raise DataError(f"unknown dataset kind {kind!r}; choose one of {', '.join(DATASET_KINDS)}")
+        raise DataError(f"unknown dataset kind {kind!r}; choose one of {', '.join(LOADERS)}")
     root = Path(path).expanduser()
     if not root.exists():
         raise DataError(f"data path does not exist: {root}")

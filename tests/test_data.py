@@ -62,3 +62,10 @@ def test_shared_celebahq_layout():
     assert x.shape == (2, 3, 64, 64)
     at128 = load_faceset(root, "celebahq", 128)
     assert len(at128) == 8000  # only the first 8,000 exist at 128 px
+
+
+def test_command_line_offers_every_loader():
+    from bench.cli import DATASET_KINDS
+    from bench.data import LOADERS
+
+    assert set(DATASET_KINDS) == set(LOADERS)
