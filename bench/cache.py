@@ -89,8 +89,12 @@ class Cache:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def tensor_digest(t: torch.Tensor) -> str:
+    """A short hash of a tensor's values (as float32)."""
+    return hashlib.sha256(t.detach().float().cpu().contiguous().numpy().tobytes()).hexdigest()[:32]
+
+
 def images_identity(ids: list[str], images: torch.Tensor) -> dict:
     """Image ids plus a hash of the exact pixels fed to the models."""
-    digest = hashlib.sha256(images.detach().float().cpu().contiguous().numpy().tobytes()).hexdigest()
     return {"ids": hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16], "n": len(ids),
-            "pixels_sha256": digest[:32]}
+            "pixels_sha256": tensor_digest(images)}

@@ -104,18 +104,16 @@ def cmd_grid(args) -> int:
     from bench.device import resolve_device
     from bench.figures import save_titled_grid
     from bench.registry import Registry
-    from bench.runner import batched_generate, load_split
+    from bench.runner import batched_generate, load_data, load_generator, load_split
 
     config = resolved_config(args)
     out = Path(args.output)
     device = resolve_device(config["device"])
-    faces = load_split(config, "eval", args.faces)
+    faces = load_split(config, load_data(config), "eval", args.faces)
     for name in Registry("generators").resolve(args.generators):
-        cls = Registry("generators").get(name)
-        weights = config["generators"].get(name, {}).get("weights", "shipped")
-        generator = cls.load(weights, config["resolution"]).to(device)
+        generator = load_generator(config, name, device)
         conditions = generator.targets(faces.faces.labels(generator.attribute_names))
-        outputs = batched_generate(generator.eval(), faces.images, conditions, config["batch_size"])
+        outputs = batched_generate(generator, faces.images, conditions, config["batch_size"])
         columns = [("input", faces.images)] + list(zip(generator.target_names(), outputs))
         path = out / f"{name}_edits.png"
         save_titled_grid(columns, path, f"{name}: edits of {len(faces.images)} evaluation faces "

@@ -73,4 +73,4 @@ class DSR(Metric):
 
     @classmethod
     def per_pair(cls, outputs, references):
-        return (per_sample_mse(outputs, references) > cls.spec.threshold).float()
+        return (L2.per_pair(outputs, references) > cls.spec.threshold).float()

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 import bench
 from bench.attacks import chunked, device_of, flatten_targets
-from bench.cache import Cache, images_identity
+from bench.cache import Cache, images_identity, tensor_digest
 from bench.data import FaceSet, load_faceset
 from bench.device import autocast, resolve_device
 from bench.errors import ConfigError
@@ -48,17 +48,21 @@ class RunState:
     plugins: dict = field(default_factory=dict)
     fits: dict = field(default_factory=dict)
     output_dir: Path = Path(".")
+    metrics: list = field(default_factory=list)
 
     @property
     def amp(self) -> bool:
         return bool(self.config["amp"]) and self.device.type == "cuda"
 
 
-def load_split(config: dict, name: str, limit: int) -> Split:
+def load_data(config: dict) -> FaceSet:
     data = config["data"]
     if not data.get("path"):
         raise ConfigError("no data set given: pass --data PATH (with --dataset celeba|celebahq|folder)")
-    faces = load_faceset(data["path"], data["dataset"], config["resolution"])
+    return load_faceset(data["path"], data["dataset"], config["resolution"])
+
+
+def load_split(config: dict, faces: FaceSet, name: str, limit: int) -> Split:
     start, stop = config["splits"][name]
     part = faces.subset(start, stop)
     part = part.subset(0, limit) if limit else part
@@ -100,13 +104,11 @@ def cached_tensor(state: RunState, kind: str, parts: dict, compute) -> tuple[tor
 
 
 def score(state: RunState, outputs, references, base: dict, seconds: float, cache_hit: bool) -> None:
-    metrics = Registry("metrics")
     o = outputs.reshape(-1, *outputs.shape[2:])
     r = references.reshape(-1, *references.shape[2:])
-    for name in state.config["metrics"]:
-        metric = metrics.get(name)
+    for metric in state.metrics:
         values = chunked(metric.per_pair, o, r, batch_size=256)
-        state.rows.append({**base, "metric": name, "value": float(values.mean()), "n": int(values.numel()),
+        state.rows.append({**base, "metric": metric.spec.name, "value": float(values.mean()), "n": int(values.numel()),
                            "higher_is_better": metric.spec.higher_is_better,
                            "threshold": metric.spec.threshold, "cache_hit": cache_hit,
                            "seconds": round(seconds, 3)})
@@ -121,7 +123,7 @@ def fit_bypass(state: RunState, bypass, generator, finetune: Split, base_parts: 
     """Fit a trainable bypass once per generator (cached); returns the info dict."""
     conditions = generator.targets(finetune.faces.labels(generator.attribute_names))
     parts = {"step": "fit", **base_parts, "bypass": bypass.identity(), "images": finetune.identity,
-             "conditions": images_identity([], conditions)["pixels_sha256"], "seed": state.config["seed"]}
+             "conditions": tensor_digest(conditions), "seed": state.config["seed"]}
     hit = state.cache.get("fit", parts)
     if hit is not None:
         tensors, info = hit
@@ -135,7 +137,7 @@ def fit_bypass(state: RunState, bypass, generator, finetune: Split, base_parts: 
         info = {**info, "cache_hit": False}
     # the fitted state on its own (e.g. only the LoRA and gate tensors), reusable elsewhere
     save_tensors(state.output_dir / "fitted" / f"{generator.name}_{bypass.name}.safetensors", tensors,
-                 {"bypass": bypass.identity(), "generator": generator.identity(),
+                 {"bypass": bypass.identity(), "generator": base_parts["generator"],
                   "finetune_images": finetune.identity, "seed": state.config["seed"]})
     return info
 
@@ -144,10 +146,17 @@ def bypass_outputs(state: "RunState", bypass, generator, patched, x, conditions)
     batch_size = state.config["batch_size"]
     if bypass.kind == "patch":
         return batched_generate(patched, x, conditions, batch_size, state.amp)
-    inputs = x if x.dim() == 5 else x.unsqueeze(0).expand(conditions.size(0), *x.shape)
-    purified = chunked(bypass.purify, inputs.reshape(-1, *x.shape[-3:]), batch_size=batch_size,
-                       device=state.device).view(inputs.shape)
+    # x is (N, ...) for clean images, shared by all targets, or (T, N, ...) when protected
+    purified = chunked(bypass.purify, x.reshape(-1, *x.shape[-3:]), batch_size=batch_size,
+                       device=state.device).view(x.shape)
     return batched_generate(generator, purified, conditions, batch_size, state.amp)
+
+
+def load_generator(config: dict, name: str, device: torch.device):
+    """The generator `name` with the profile's weights, frozen, in inference mode."""
+    weights = config["generators"].get(name, {}).get("weights", "shipped")
+    generator = Registry("generators").get(name).load(weights, config["resolution"])
+    return generator.to(device).eval().requires_grad_(False)
 
 
 def prepare_bypass(state: RunState, name: str, gen_name: str, generator, finetune: Split | None,
@@ -172,14 +181,13 @@ def prepare_bypass(state: RunState, name: str, gen_name: str, generator, finetun
 def run_generator(state: RunState, gen_name: str, defenses: list[str], bypasses: list[str],
                   evaluation: Split, finetune: Split | None) -> None:
     config = state.config
-    gen_cls = Registry("generators").get(gen_name)
-    generator = gen_cls.load(config["generators"].get(gen_name, {}).get("weights", "shipped"),
-                             config["resolution"]).to(state.device).eval().requires_grad_(False)
-    state.plugins.setdefault("generators", {})[gen_name] = generator.identity()
+    generator = load_generator(config, gen_name, state.device)
+    identity = generator.identity()  # hashes the weights: once per run
+    state.plugins.setdefault("generators", {})[gen_name] = identity
     conditions = generator.targets(evaluation.faces.labels(generator.attribute_names))
-    base_parts = {"generator": generator.identity(), **precision_parts(state)}
+    base_parts = {"generator": identity, **precision_parts(state)}
     image_parts = {**base_parts, "images": evaluation.identity,
-                   "conditions": images_identity([], conditions)["pixels_sha256"]}
+                   "conditions": tensor_digest(conditions)}
 
     examples = Examples(evaluation.images, conditions.size(0))
     clean, _, _ = cached_tensor(state, "clean", {"step": "clean", **image_parts},
@@ -243,12 +251,14 @@ def run(config: dict, output_dir: Path, defenses: str | list[str], bypasses: str
     names = {"defenses": Registry("defenses").resolve(defenses),
              "bypasses": Registry("bypasses").resolve(bypasses),
              "generators": Registry("generators").resolve(generators)}
-    Registry("metrics").resolve(config["metrics"])
-    state = RunState(config, device, Cache(enabled=config["cache"]), output_dir=output_dir)
+    metrics = Registry("metrics")
+    state = RunState(config, device, Cache(enabled=config["cache"]), output_dir=output_dir,
+                     metrics=[metrics.get(m) for m in metrics.resolve(config["metrics"])])
     output_dir.mkdir(parents=True, exist_ok=True)
-    evaluation = load_split(config, "eval", config["limit"])
+    faces = load_data(config)
+    evaluation = load_split(config, faces, "eval", config["limit"])
     needs_fit = any(Registry("bypasses").get(b).trainable for b in names["bypasses"])
-    finetune = load_split(config, "finetune", config["finetune_limit"]) if needs_fit else None
+    finetune = load_split(config, faces, "finetune", config["finetune_limit"]) if needs_fit else None
     for gen_name in names["generators"]:
         run_generator(state, gen_name, names["defenses"], names["bypasses"], evaluation, finetune)
     meta = run_metadata(config, names, state.plugins, device, command)
