@@ -52,6 +52,53 @@ def cmd_train_generator(args) -> int:
     return 0
 
 
+def cmd_train_classifier(args) -> int:
+    import dataclasses
+
+    from bench import classifier
+    from bench.config import parse_overrides
+    from bench.data import load_faceset
+    from bench.device import resolve_device
+    from bench.plugins import build_params
+
+    params = build_params(classifier.TrainParams, parse_overrides(args.set), "classifier training")
+    faceset = load_faceset(args.data, args.dataset, params.resolution)
+    out_dir = Path(args.out or f"runs/train-classifier-{params.resolution}")
+    print("settings: " + ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(params).items()))
+    classifier.train(params, faceset, out_dir, resolve_device(args.device),
+                     export=Path(args.export) if args.export else None,
+                     command="bench " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+    return 0
+
+
+def cmd_edit_success(args) -> int:
+    from bench.device import resolve_device
+    from bench.edit_check import edit_success_rows, edit_success_table
+    from bench.io import atomic_write_text
+    from bench.registry import Registry
+    from bench.runner import load_data, load_generator, load_split
+
+    config = resolved_config(args)
+    device = resolve_device(config["device"])
+    faces = load_split(config, load_data(config), "eval", config["limit"])
+    rows = []
+    for name in Registry("generators").resolve(args.generators):
+        generator = load_generator(config, name, device)
+        rows += edit_success_rows(generator, faces.images, faces.faces.labels(generator.attribute_names),
+                                  config["batch_size"])
+    table = edit_success_table(rows)
+    text = (f"Edit success on {len(faces.images)} evaluation faces ({faces.identity['name']}, "
+            f"first id {faces.faces.ids[0]}); gain = success - control\n\n"
+            + table.to_markdown(index=False, floatfmt=".3f") + "\n")
+    print(text)
+    if args.output:
+        out = Path(args.output)
+        atomic_write_text(out / "edit_success.md", text)
+        atomic_write_text(out / "edit_success.csv", table.to_csv(index=False, float_format="%.4f"))
+        print(f"wrote {out}/edit_success.md and .csv")
+    return 0
+
+
 def default_output_dir() -> Path:
     from datetime import datetime
 
@@ -210,6 +257,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a training setting")
     p.set_defaults(func=cmd_train_generator)
+
+    p = sub.add_parser("train-classifier", help="train the attribute classifier behind edit_success (resumable)")
+    p.add_argument("--data", required=True, help="data folder")
+    p.add_argument("--dataset", choices=DATASET_KINDS, default="celebahq")
+    p.add_argument("--out", help="folder for checkpoints and the loss log (resumes if present)")
+    p.add_argument("--export", help="write the final weights here (.safetensors)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a training setting")
+    p.set_defaults(func=cmd_train_classifier)
+
+    p = sub.add_parser("edit-success", help="how often each generator's edits show the asked attribute, "
+                                            "against a no-edit control, per target")
+    p.add_argument("--generators", default="all")
+    p.add_argument("--limit", type=int, help="number of evaluation images")
+    p.add_argument("--output", help="also write edit_success.md/.csv here")
+    add_data_options(p)
+    p.set_defaults(func=cmd_edit_success)
     return parser
 
 

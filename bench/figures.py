@@ -31,7 +31,8 @@ def save_image_grid(rows: list[torch.Tensor], path: str | Path) -> None:
 def save_edit_grid(generator, x: torch.Tensor, labels: torch.Tensor, path: str | Path) -> None:
     """One row per face: the input, then the generator's output for each target."""
     conditions = generator.targets(labels)
-    outputs = [generator(x, c) for c in conditions]
+    with torch.no_grad():
+        outputs = [generator(x, c) for c in conditions]
     save_image_grid([x, *outputs], path)
 
 

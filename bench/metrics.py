@@ -2,17 +2,21 @@
 
 Pair metrics compare each output with its reference output (the original generator's
 output on the clean image) and give one value per (image, target) pair; a cell's
-value is the mean over its pairs. All inputs are in [-1, 1].
+value is the mean over its pairs. Attribute metrics ask the project's attribute
+classifier whether an output shows the attribute value its edit asked for (per pair
+too, and also reported per target). All inputs are in [-1, 1].
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass
 from typing import ClassVar
 
 import torch
 
 from bench.attacks import per_sample_mse
+from bench.errors import ConfigError
 from bench.figures import to_unit
 
 
@@ -20,7 +24,7 @@ from bench.figures import to_unit
 class MetricSpec:
     name: str
     higher_is_better: bool
-    kind: str  # "pair" (output vs reference), "set" (distributions), "no-reference"
+    kind: str  # "pair" (output vs reference), "attribute" (classifier), "set", "no-reference"
     implementation: str
     version: str = "1"
     threshold: float | None = None
@@ -74,3 +78,47 @@ class DSR(Metric):
     @classmethod
     def per_pair(cls, outputs, references):
         return (L2.per_pair(outputs, references) > cls.spec.threshold).float()
+
+
+# --- attribute metrics: does the output show the attribute the edit asked for? --------
+CLASSIFIER_NOTE = ("the project's attribute classifier (bench.classifier, trained on CelebA-HQ "
+                   "1-27000 at 64 px; held-out accuracy in its weights file), probability > 0.5")
+
+
+@functools.lru_cache(maxsize=1)
+def attribute_classifier():
+    from bench.classifier import AttributeClassifier
+
+    return AttributeClassifier.load()
+
+
+def attribute_hits(outputs: torch.Tensor, expected: torch.Tensor, target_names: list[str]) -> torch.Tensor:
+    """outputs (T or 1, N, 3, H, W); expected (T, N) 0/1 values of attribute
+    target_names[t] -> (T, N) 1.0 where the classifier sees the expected value."""
+    classifier = attribute_classifier()
+    missing = [n for n in target_names if n not in classifier.attribute_names]
+    if missing:
+        raise ConfigError(f"the attribute classifier does not know {', '.join(missing)}")
+    probs = classifier.predict(outputs.reshape(-1, *outputs.shape[2:])).view(*outputs.shape[:2], -1)
+    hits = []
+    for t, name in enumerate(target_names):
+        seen = probs[t if probs.size(0) > 1 else 0, :, classifier.attribute_names.index(name)] > 0.5
+        hits.append((seen == expected[t].bool()).float())
+    return torch.stack(hits)
+
+
+class EditSuccess(Metric):
+    spec = MetricSpec(
+        name="edit_success", higher_is_better=True, kind="attribute", implementation=CLASSIFIER_NOTE,
+        weights="bench/weights/attribute_classifier_64.safetensors (shipped)",
+        description="share of (image, target) outputs in which the classifier sees the target attribute value")
+    outputs = "edited"
+
+
+class EditSuccessControl(Metric):
+    spec = MetricSpec(
+        name="edit_success_control", higher_is_better=False, kind="attribute", implementation=CLASSIFIER_NOTE,
+        weights="bench/weights/attribute_classifier_64.safetensors (shipped)",
+        description="the same test on outputs for each image's own attributes (no edit asked): "
+                    "how often artefacts alone pass for the edit")
+    outputs = "unedited"

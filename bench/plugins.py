@@ -161,6 +161,15 @@ class Generator(nn.Module):
     def targets(self, labels: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    # --- what the edits ask for (the edit-success metrics need these) ----------------
+    def target_values(self, labels: torch.Tensor) -> torch.Tensor:
+        """(T, N) 0/1: the value target t asks attribute `target_names()[t]` to take."""
+        raise NotImplementedError
+
+    def unedited_conditions(self, labels: torch.Tensor) -> torch.Tensor:
+        """(1, N, ...) conditions asking for no edit (each image's own attributes)."""
+        raise NotImplementedError
+
     # --- identity -------------------------------------------------------------------
     def weight_hash(self) -> str:
         """Content hash of the current weights (recomputed each time: weights can change

@@ -103,15 +103,60 @@ def cached_tensor(state: RunState, kind: str, parts: dict, compute) -> tuple[tor
     return value, False, info
 
 
-def score(state: RunState, outputs, references, base: dict, seconds: float, cache_hit: bool) -> None:
+@dataclass
+class Edits:
+    """What the edits of one generator ask for, for the attribute metrics: the expected
+    (T, N) attribute values, the target names and the no-edit conditions."""
+    expected: torch.Tensor
+    target_names: list[str]
+    unedited: torch.Tensor  # (1, N, ...)
+
+
+def edits_of(generator, labels: torch.Tensor) -> Edits | None:
+    try:
+        return Edits(generator.target_values(labels), generator.target_names(),
+                     generator.unedited_conditions(labels))
+    except NotImplementedError:
+        tqdm.write(f"note: {generator.name} does not state what its edits ask for "
+                   "(target_values / unedited_conditions): no edit-success rows")
+        return None
+
+
+def pair_rows(metric, outputs, references) -> list[tuple[str, torch.Tensor]]:
     o = outputs.reshape(-1, *outputs.shape[2:])
     r = references.reshape(-1, *references.shape[2:])
+    return [("all", chunked(metric.per_pair, o, r, batch_size=256))]
+
+
+def attribute_rows(metric, outputs, control, edits: Edits) -> list[tuple[str, torch.Tensor]]:
+    from bench.metrics import attribute_hits
+
+    hits = attribute_hits(outputs if metric.outputs == "edited" else control, edits.expected,
+                          edits.target_names)
+    return [("all", hits)] + [(name, hits[t]) for t, name in enumerate(edits.target_names)]
+
+
+def score(state: RunState, outputs, references, base: dict, seconds: float, cache_hit: bool,
+          edits: Edits | None = None, control: torch.Tensor | None = None) -> None:
+    """One row per metric (and per target for attribute metrics) for a cell's outputs
+    (T, N, 3, H, W); `control` holds the same cell's outputs for the no-edit conditions."""
     for metric in state.metrics:
-        values = chunked(metric.per_pair, o, r, batch_size=256)
-        state.rows.append({**base, "metric": metric.spec.name, "value": float(values.mean()), "n": int(values.numel()),
-                           "higher_is_better": metric.spec.higher_is_better,
-                           "threshold": metric.spec.threshold, "cache_hit": cache_hit,
-                           "seconds": round(seconds, 3)})
+        if metric.spec.kind == "attribute":
+            if edits is None or (metric.outputs == "unedited" and control is None):
+                continue
+            values = attribute_rows(metric, outputs, control, edits)
+        else:
+            values = pair_rows(metric, outputs, references)
+        for target, v in values:
+            state.rows.append({**base, "metric": metric.spec.name, "target": target,
+                               "value": float(v.mean()), "n": int(v.numel()),
+                               "higher_is_better": metric.spec.higher_is_better,
+                               "threshold": metric.spec.threshold, "cache_hit": cache_hit,
+                               "seconds": round(seconds, 3)})
+
+
+def needs_control(state: RunState) -> bool:
+    return any(getattr(m, "outputs", None) == "unedited" for m in state.metrics)
 
 
 def make_plugin(kind: str, name: str, config: dict):
@@ -184,24 +229,43 @@ def run_generator(state: RunState, gen_name: str, defenses: list[str], bypasses:
     generator = load_generator(config, gen_name, state.device)
     identity = generator.identity()  # hashes the weights: once per run
     state.plugins.setdefault("generators", {})[gen_name] = identity
-    conditions = generator.targets(evaluation.faces.labels(generator.attribute_names))
+    labels = evaluation.faces.labels(generator.attribute_names)
+    conditions = generator.targets(labels)
+    edits = edits_of(generator, labels) if any(m.spec.kind == "attribute" for m in state.metrics) else None
     base_parts = {"generator": identity, **precision_parts(state)}
     image_parts = {**base_parts, "images": evaluation.identity,
                    "conditions": tensor_digest(conditions)}
 
+    def control_outputs(bypass, patched, x):
+        """The cell's outputs when no edit is asked (for edit_success_control)."""
+        if edits is None or not needs_control(state):
+            return None
+        unedited = edits.unedited.expand(x.size(0) if x.dim() == 5 else 1, *edits.unedited.shape[1:])
+        return bypass_outputs(state, bypass, generator, patched, x, unedited)
+
     examples = Examples(evaluation.images, conditions.size(0))
-    clean, _, _ = cached_tensor(state, "clean", {"step": "clean", **image_parts},
-                                lambda: (batched_generate(generator, evaluation.images, conditions,
-                                                          config["batch_size"], state.amp), {}))
+    started = time.time()
+    clean, hit, _ = cached_tensor(state, "clean", {"step": "clean", **image_parts},
+                                  lambda: (batched_generate(generator, evaluation.images, conditions,
+                                                            config["batch_size"], state.amp), {}))
+    clean_control = None
+    if edits is not None and needs_control(state):
+        clean_control = batched_generate(generator, evaluation.images, edits.unedited, config["batch_size"],
+                                         state.amp)
+    score(state, clean, clean, {"generator": gen_name, "defense": "none", "bypass": "none",
+                                "scenario": SCENARIO}, time.time() - started, hit, edits, clean_control)
     prepared = {}
     for b_name in bypasses:
         bypass, patched = prepare_bypass(state, b_name, gen_name, generator, finetune, base_parts)
         prepared[b_name] = (bypass, patched)
+        if b_name == "none":  # the clean outputs themselves: scored above
+            continue
         started = time.time()
         outputs = bypass_outputs(state, bypass, generator, patched, evaluation.images, conditions)
         examples.add(f"clean input\n{b_name}", outputs)
         score(state, outputs, clean, {"generator": gen_name, "defense": "none", "bypass": b_name,
-                                      "scenario": SCENARIO}, time.time() - started, False)
+                                      "scenario": SCENARIO}, time.time() - started, False,
+              edits, control_outputs(bypass, patched, evaluation.images))
 
     for d_name in tqdm(defenses, desc=f"{gen_name}: defenses", unit="defense", disable=len(defenses) < 2):
         defense = make_plugin("defenses", d_name, config)
@@ -218,7 +282,8 @@ def run_generator(state: RunState, gen_name: str, defenses: list[str], bypasses:
             examples.add(f"{d_name}\n{b_name}", outputs)
             score(state, outputs, clean, {"generator": gen_name, "defense": d_name, "bypass": b_name,
                                           "scenario": SCENARIO},
-                  time.time() - started + (0 if hit else info.get("seconds", 0)), hit)
+                  time.time() - started + (0 if hit else info.get("seconds", 0)), hit,
+                  edits, control_outputs(bypass, patched, protected))
     examples.save(state.output_dir / f"examples_{gen_name}.png",
                   f"{gen_name}: row i edits toward target i mod {conditions.size(0)} "
                   f"({', '.join(generator.target_names())})")

@@ -104,6 +104,13 @@ class StarGAN(Generator):
             out.append(c)
         return torch.stack(out)
 
+    def target_values(self, labels: torch.Tensor) -> torch.Tensor:
+        targets = self.targets(labels)
+        return torch.stack([targets[t, :, t] for t in range(targets.size(0))])
+
+    def unedited_conditions(self, labels: torch.Tensor) -> torch.Tensor:
+        return labels.float().unsqueeze(0)
+
     # ------------------------------------------------------------------ training
     @dataclass
     class TrainParams:

@@ -1,0 +1,294 @@
+"""AttGAN (He et al., TIP 2019): face attribute editing with an encoder-decoder.
+
+Architecture and checkpoint layout follow elvisyjlin/AttGAN-PyTorch (attgan.py, nn.py):
+4x4 stride-2 conv blocks (BatchNorm, LeakyReLU 0.01) down, transposed-conv blocks
+(BatchNorm, ReLU) up, the attribute vector tiled onto the innermost feature map,
+`shortcut_layers` U-Net skips and `inject_layers` re-injections of the attributes.
+The official checkpoint is a dict holding the generator under 'G'. BatchNorm layers
+run in eval mode at test time (the official test.py calls `eval()`).
+
+Targets (official test.py): each of Bangs, Black_Hair, Blond_Hair, Brown_Hair, Male is
+flipped in turn (turning a hair colour on clears the other hair colours, as
+`check_attribute_conflict` does); the attribute vector is fed as (a*2-1)*thres_int,
+with the flipped attribute at +-test_int.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bench.plugins import Generator
+
+ATTRIBUTES = ["Bald", "Bangs", "Black_Hair", "Blond_Hair", "Brown_Hair", "Bushy_Eyebrows", "Eyeglasses",
+              "Male", "Mouth_Slightly_Open", "Mustache", "No_Beard", "Pale_Skin", "Young"]
+EDITED = ["Bangs", "Black_Hair", "Blond_Hair", "Brown_Hair", "Male"]
+HAIR_COLOURS = ["Black_Hair", "Blond_Hair", "Brown_Hair", "Gray_Hair"]
+# Turning the key attribute on turns these off (official check_attribute_conflict).
+CONFLICTS = {"Bald": ["Bangs"], "Receding_Hairline": ["Bangs"], "Bangs": ["Bald", "Receding_Hairline"],
+             "Mustache": ["No_Beard"], "No_Beard": ["Mustache"],
+             "Straight_Hair": ["Wavy_Hair"], "Wavy_Hair": ["Straight_Hair"],
+             **{h: [o for o in HAIR_COLOURS if o != h] for h in HAIR_COLOURS}}
+
+
+class Block(nn.Module):
+    """The official Conv2dBlock / ConvTranspose2dBlock: conv (bias only without a norm),
+    optional norm, activation, held in a `layers` Sequential as in the checkpoints."""
+
+    def __init__(self, n_in: int, n_out: int, norm: str, act: str, transposed: bool = False):
+        super().__init__()
+        conv = nn.ConvTranspose2d if transposed else nn.Conv2d
+        layers = [conv(n_in, n_out, 4, 2, 1, bias=norm == "none")]
+        if norm == "batchnorm":
+            layers.append(nn.BatchNorm2d(n_out))
+        elif norm == "instancenorm":
+            layers.append(nn.InstanceNorm2d(n_out, affine=True))
+        elif norm != "none":
+            raise ValueError(f"unknown norm {norm!r}")
+        layers.append({"relu": nn.ReLU(), "lrelu": nn.LeakyReLU(), "tanh": nn.Tanh()}[act])
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.layers(x)
+
+
+class AttGAN(Generator):
+    name = "attgan"
+    version = "1"
+    paper = "He et al., AttGAN, IEEE TIP 2019"
+    licence = "architecture after elvisyjlin/AttGAN-PyTorch (MIT); weights: see the weights file"
+    configs = {
+        # 256_shortcut1_inject0_none_hq (CMUA-Watermark's setting.txt): 43,352,707 parameters
+        "official": dict(dim=64, layers=5, max_dim=1024, shortcut_layers=1, inject_layers=0,
+                         attributes=ATTRIBUTES, thres_int=0.5, test_int=1.0),
+        "quick": dict(dim=24, layers=4, max_dim=1024, shortcut_layers=1, inject_layers=0,
+                      attributes=ATTRIBUTES, thres_int=0.5, test_int=1.0),
+    }
+    official_checkpoint = {"file": "weights.199.pth", "key": "G", "resolution": 256,
+                           "source": "elvisyjlin/AttGAN-PyTorch, experiment 256_shortcut1_inject0_none_hq"}
+
+    def __init__(self, dim: int = 64, layers: int = 5, max_dim: int = 1024, shortcut_layers: int = 1,
+                 inject_layers: int = 0, attributes=ATTRIBUTES, thres_int: float = 0.5, test_int: float = 1.0):
+        super().__init__(dim=dim, layers=layers, max_dim=max_dim, shortcut_layers=shortcut_layers,
+                         inject_layers=inject_layers, attributes=list(attributes), thres_int=thres_int,
+                         test_int=test_int)
+        n_attrs = len(attributes)
+        self.shortcut_layers = min(shortcut_layers, layers - 1)
+        self.inject_layers = min(inject_layers, layers - 1)
+        enc, n_in = [], 3
+        for i in range(layers):
+            n_out = min(dim * 2 ** i, max_dim)
+            enc.append(Block(n_in, n_out, "batchnorm", "lrelu"))
+            n_in = n_out
+        self.enc_layers = nn.ModuleList(enc)
+        dec, n_in = [], n_in + n_attrs
+        for i in range(layers - 1):
+            n_out = min(dim * 2 ** (layers - i - 1), max_dim)
+            dec.append(Block(n_in, n_out, "batchnorm", "relu", transposed=True))
+            n_in = n_out + (n_out // 2 if i < self.shortcut_layers else 0) + (n_attrs if i < self.inject_layers else 0)
+        dec.append(Block(n_in, 3, "none", "tanh", transposed=True))
+        self.dec_layers = nn.ModuleList(dec)
+
+    def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
+        features = []
+        for layer in self.enc_layers:
+            x = layer(x)
+            features.append(x)
+        return features
+
+    def decode(self, features: list[torch.Tensor], a: torch.Tensor) -> torch.Tensor:
+        def tiled(z):
+            return a.to(z.dtype).view(a.size(0), -1, 1, 1).expand(-1, -1, z.size(2), z.size(3))
+
+        z = torch.cat([features[-1], tiled(features[-1])], dim=1)
+        for i, layer in enumerate(self.dec_layers):
+            z = layer(z)
+            if i < self.shortcut_layers:
+                z = torch.cat([z, features[len(self.dec_layers) - 2 - i]], dim=1)
+            if i < self.inject_layers:
+                z = torch.cat([z, tiled(z)], dim=1)
+        return z
+
+    def forward(self, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x), a)
+
+    # ------------------------------------------------------------------ editing contract
+    @property
+    def attribute_names(self) -> list[str]:
+        return self.config["attributes"]
+
+    def target_names(self) -> list[str]:
+        return [n for n in EDITED if n in self.attribute_names]
+
+    def flipped_labels(self, labels: torch.Tensor) -> torch.Tensor:
+        """N x A labels (0/1) -> (T, N, A) labels with each edited attribute flipped."""
+        names = self.attribute_names
+        out = []
+        for target in self.target_names():
+            i = names.index(target)
+            c = labels.clone().float()
+            c[:, i] = 1 - c[:, i]
+            for other in CONFLICTS.get(target, []):
+                if other in names:  # only where the flip turned the attribute on
+                    c[:, names.index(other)] = torch.where(c[:, i] == 1, 0.0, c[:, names.index(other)])
+            out.append(c)
+        return torch.stack(out)
+
+    def targets(self, labels: torch.Tensor) -> torch.Tensor:
+        """(T, N, A) attribute inputs: (a*2-1)*thres_int, the flipped one at +-test_int."""
+        flipped = self.flipped_labels(labels)
+        scaled = (flipped * 2 - 1) * self.config["thres_int"]
+        for t, target in enumerate(self.target_names()):
+            i = self.attribute_names.index(target)
+            scaled[t, :, i] = (flipped[t, :, i] * 2 - 1) * self.config["test_int"]
+        return scaled
+
+    def target_values(self, labels: torch.Tensor) -> torch.Tensor:
+        flipped = self.flipped_labels(labels)
+        cols = [self.attribute_names.index(t) for t in self.target_names()]
+        return torch.stack([flipped[t, :, i] for t, i in enumerate(cols)])
+
+    def unedited_conditions(self, labels: torch.Tensor) -> torch.Tensor:
+        return ((labels.float() * 2 - 1) * self.config["thres_int"]).unsqueeze(0)
+
+    # ------------------------------------------------------------------ training
+    @dataclass
+    class TrainParams:
+        """The AttGAN recipe (train.py defaults: WGAN-GP, n_d 5, lambda 100/10/1) sized for CPU."""
+        resolution: int = 64
+        dim: int = 24
+        layers: int = 4
+        max_dim: int = 1024
+        d_dim: int = 32
+        d_fc_dim: int = 256
+        batch_size: int = 16
+        iters: int = 12000
+        lr: float = 2e-4
+        beta1: float = 0.5
+        beta2: float = 0.999
+        n_d: int = 5              # discriminator steps per generator step
+        lambda_rec: float = 100.0  # lambda_1
+        lambda_gcls: float = 10.0  # lambda_2
+        lambda_dcls: float = 1.0   # lambda_3
+        lambda_gp: float = 10.0
+        thres_int: float = 0.5
+        decay_fraction: float = 0.25  # lr / 10 for the last part (official: the last 100 of 200 epochs)
+        train_start: int = 0
+        train_stop: int = 27000
+        seed: int = 1234
+        checkpoint_every: int = 500
+
+    @classmethod
+    def train_recipe(cls, params: "AttGAN.TrainParams", faceset, out_dir: Path, device: torch.device,
+                     export: Path | None = None, command: str = "") -> "AttGAN":
+        from bench.figures import save_edit_grid
+        from bench.training import BatchSampler, TrainingRun
+
+        torch.manual_seed(params.seed)
+        train_set = faceset.subset(params.train_start, params.train_stop)
+        G = cls(dim=params.dim, layers=params.layers, max_dim=params.max_dim,
+                thres_int=params.thres_int).to(device)
+        D = Discriminators(params.resolution, params.d_dim, params.layers, len(ATTRIBUTES), params.d_fc_dim).to(device)
+        g_opt = torch.optim.Adam(G.parameters(), params.lr, (params.beta1, params.beta2))
+        d_opt = torch.optim.Adam(D.parameters(), params.lr, (params.beta1, params.beta2))
+        sampler = BatchSampler(train_set.load_uint8(progress=True), train_set.labels(ATTRIBUTES),
+                               params.batch_size, params.seed)
+        run = TrainingRun(out_dir, params.iters, params.checkpoint_every)
+        modules, optimisers = {"G": G, "D": D}, {"G": g_opt, "D": d_opt}
+        start = run.resume(modules, optimisers, sampler)
+        fixed = faceset.subset(params.train_stop, params.train_stop + 8)
+        fixed_x, fixed_labels = fixed.load(), fixed.labels(ATTRIBUTES)
+        started, losses = time.time(), {}
+        bar = run.progress(start, f"train {cls.name}")
+        for it in bar:
+            lr = params.lr * (0.1 if it >= params.iters * (1 - params.decay_fraction) else 1.0)
+            for opt in (g_opt, d_opt):
+                for group in opt.param_groups:
+                    group["lr"] = lr
+            x, a = next(sampler)
+            x, a = x.to(device), a.to(device)
+            b = a[torch.randperm(a.size(0), device=device)]
+            a_in, b_in = (a * 2 - 1) * params.thres_int, (b * 2 - 1) * params.thres_int
+            G.train()
+            if (it + 1) % (params.n_d + 1) != 0:
+                losses.update(_discriminator_step(G, D, d_opt, x, a, b_in, params))
+            else:
+                losses.update(_generator_step(G, D, g_opt, x, a_in, b, b_in, params))
+            if (it + 1) % run.log_every == 0:
+                run.log(it + 1, losses, started)
+                bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items() if k in ("D/adv", "G/rec", "G/cls")})
+            if (it + 1) % params.checkpoint_every == 0 or it + 1 == params.iters:
+                run.save(it + 1, modules, optimisers, sampler)
+                save_edit_grid(G.eval(), fixed_x.to(device), fixed_labels.to(device),
+                               run.out_dir / "samples" / f"{it + 1:06d}.png")
+        G = G.cpu().eval()
+        if export is not None:
+            G.save(export, {"training": {**asdict(params), "data": train_set.identity(),
+                                         "command": command,
+                                         "seconds_this_session": round(time.time() - started)}})
+        return G
+
+
+class Discriminators(nn.Module):
+    """The official critic + attribute classifier: conv blocks (InstanceNorm, LeakyReLU)
+    then two fully connected heads, `fc_adv` (1 output) and `fc_cls` (one per attribute)."""
+
+    def __init__(self, image_size: int, dim: int = 64, layers: int = 5, n_attrs: int = 13,
+                 fc_dim: int = 1024, max_dim: int = 1024):
+        super().__init__()
+        blocks, n_in = [], 3
+        for i in range(layers):
+            n_out = min(dim * 2 ** i, max_dim)
+            blocks.append(Block(n_in, n_out, "instancenorm", "lrelu"))
+            n_in = n_out
+        self.conv = nn.Sequential(*blocks)
+        flat = n_in * (image_size // 2 ** layers) ** 2
+        self.fc_adv = nn.Sequential(nn.Linear(flat, fc_dim), nn.LeakyReLU(), nn.Linear(fc_dim, 1))
+        self.fc_cls = nn.Sequential(nn.Linear(flat, fc_dim), nn.LeakyReLU(), nn.Linear(fc_dim, n_attrs))
+
+    def forward(self, x):
+        h = self.conv(x).flatten(1)
+        return self.fc_adv(h), self.fc_cls(h)
+
+
+def _gradient_penalty(D, real, fake):
+    from bench.training import gradient_penalty
+
+    alpha = torch.rand(real.size(0), 1, 1, 1, device=real.device)
+    x_hat = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
+    return gradient_penalty(D(x_hat)[0], x_hat)
+
+
+def _discriminator_step(G, D, opt, x, a, b_in, p) -> dict:
+    with torch.no_grad():
+        fake = G(x, b_in)
+    d_real, dc_real = D(x)
+    d_fake, _ = D(fake)
+    adv = d_fake.mean() - d_real.mean()
+    gp = _gradient_penalty(D, x, fake)
+    cls = F.binary_cross_entropy_with_logits(dc_real, a)
+    loss = adv + p.lambda_gp * gp + p.lambda_dcls * cls
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return {"D/adv": adv.item(), "D/gp": gp.item(), "D/cls": cls.item()}
+
+
+def _generator_step(G, D, opt, x, a_in, b, b_in, p) -> dict:
+    features = G.encode(x)
+    fake = G.decode(features, b_in)
+    rec = G.decode(features, a_in)
+    d_fake, dc_fake = D(fake)
+    adv = -d_fake.mean()
+    cls = F.binary_cross_entropy_with_logits(dc_fake, b)
+    rec_loss = (rec - x).abs().mean()
+    loss = adv + p.lambda_gcls * cls + p.lambda_rec * rec_loss
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return {"G/adv": adv.item(), "G/cls": cls.item(), "G/rec": rec_loss.item()}
