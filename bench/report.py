@@ -55,6 +55,26 @@ def table1(cells: pd.DataFrame, scenario: str = "standard") -> pd.DataFrame:
     return table.rename(index={"none": "(clean input)"}, level=0).rename(index={"none": "no bypass"}, level=1)
 
 
+def edit_table(cells: pd.DataFrame, scenario: str = "standard", by_target: bool = False) -> pd.DataFrame:
+    """Edit success, its no-edit control and the gain (success - control) per cell;
+    with `by_target`, the clean outputs' values per target."""
+    metrics = ["edit_success", "edit_success_control"]
+    if "target" not in cells or not cells.metric.isin(metrics).any():
+        return pd.DataFrame()
+    df = cells[(cells.scenario == scenario) & cells.metric.isin(metrics)]
+    if by_target:
+        df = df[(df.defense == "none") & (df.bypass == "none")]
+        index = ["generator", "target"]
+    else:
+        df = df[df.target == "all"]
+        index = ["generator", "defense", "bypass"]
+    table = df.pivot_table(index=index, columns="metric", values="value", aggfunc="first", sort=False)
+    table = table.reindex(columns=metrics)
+    table["gain"] = table["edit_success"] - table["edit_success_control"]
+    table.columns = ["edit success↑", "control", "gain↑"]
+    return table
+
+
 def training_table(cells: pd.DataFrame) -> pd.DataFrame:
     df = cells[cells.metric.isin(["train_seconds", "trainable_params"])]
     if df.empty:
@@ -76,6 +96,12 @@ def write_report(run_dir: Path, output: Path | None = None) -> str:
     t1 = table1(cells)
     atomic_write_text(output / "table1.csv", t1.to_csv(float_format="%.4f"))
     text = to_markdown(t1, "Table I: bypassing proactive defenses (standard scenario)")
+    edits = edit_table(cells)
+    if not edits.empty:
+        atomic_write_text(output / "edit_success.csv", edits.to_csv(float_format="%.4f"))
+        text += "\n" + to_markdown(edits, "Edit success (attribute classifier): does the output still show "
+                                           "the asked edit? control = same test with no edit asked")
+        text += "\n" + to_markdown(edit_table(cells, by_target=True), "Edit success of the clean outputs, per target")
     training = training_table(cells)
     if not training.empty:
         atomic_write_text(output / "training.csv", training.to_csv(float_format="%.2f"))
