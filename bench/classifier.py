@@ -19,7 +19,10 @@ from torch import nn
 from bench.errors import WeightsError
 from bench.io import load_tensors, save_tensors
 
-ATTRIBUTES = ["Bangs", "Black_Hair", "Blond_Hair", "Brown_Hair", "Male", "Young", "Eyeglasses"]
+# The attributes any shipped generator conditions on (AttGAN's 13 include StarGAN's and
+# HiSD's), so the classifier can also label the demo faces for every generator.
+ATTRIBUTES = ["Bald", "Bangs", "Black_Hair", "Blond_Hair", "Brown_Hair", "Bushy_Eyebrows", "Eyeglasses",
+              "Male", "Mouth_Slightly_Open", "Mustache", "No_Beard", "Pale_Skin", "Young"]
 SHIPPED = Path(__file__).parent / "weights" / "attribute_classifier_64.safetensors"
 
 

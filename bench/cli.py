@@ -9,7 +9,7 @@ from pathlib import Path
 
 from bench.errors import BenchError
 
-DATASET_KINDS = ("celeba", "celebahq", "folder")  # the keys of bench.data.LOADERS (not imported: --help stays fast)
+DATASET_KINDS = ("demo", "celeba", "celebahq", "folder")  # the keys of bench.data.LOADERS (not imported: --help stays fast)
 
 
 def cmd_ls(args) -> int:
@@ -71,6 +71,36 @@ def cmd_train_classifier(args) -> int:
     return 0
 
 
+def cmd_train_demo_faces(args) -> int:
+    import dataclasses
+
+    from bench import demo_faces
+    from bench.config import parse_overrides
+    from bench.data import load_faceset
+    from bench.device import resolve_device
+    from bench.plugins import build_params
+
+    params = build_params(demo_faces.TrainParams, parse_overrides(args.set), "demo face training")
+    faceset = load_faceset(args.data, args.dataset, params.resolution)
+    print("settings: " + ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(params).items()))
+    demo_faces.train(params, faceset, Path(args.out or f"runs/train-demo-faces-{params.resolution}"),
+                     resolve_device(args.device), export=Path(args.export) if args.export else None,
+                     command="bench " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+    return 0
+
+
+def cmd_make_demo_faces(args) -> int:
+    from bench import demo_faces
+    from bench.classifier import AttributeClassifier
+
+    labeller = None if args.no_labels else AttributeClassifier.load(Path(args.classifier))
+    demo_faces.make_demo_set(Path(args.generator), Path(args.out), args.count, args.seed, labeller,
+                             args.candidates_factor,
+                             command="bench " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+    print(f"wrote {args.count} faces to {args.out}")
+    return 0
+
+
 def cmd_edit_success(args) -> int:
     from bench.device import resolve_device
     from bench.edit_check import edit_success_rows, edit_success_table
@@ -114,13 +144,14 @@ def latest_run_dir() -> Path:
 
 def resolved_config(args) -> dict:
     from bench.config import merge, parse_overrides
-    from bench.profiles import get_profile
+    from bench.profiles import default_splits, get_profile
 
     config = get_profile(args.profile)
     flags = {"seed": args.seed, "device": args.device, "limit": getattr(args, "limit", None)}
     config.update({k: v for k, v in flags.items() if v is not None})
     if args.data:
         config["data"] = {"path": str(Path(args.data).expanduser().resolve()), "dataset": args.dataset}
+        config["splits"] = default_splits(config["profile"], args.dataset)
     if getattr(args, "no_cache", False):
         config["cache"] = False
     return merge(config, parse_overrides(args.set))
@@ -266,6 +297,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a training setting")
     p.set_defaults(func=cmd_train_classifier)
+
+    p = sub.add_parser("train-demo-faces", help="train the small face generator behind the demo face set")
+    p.add_argument("--data", required=True, help="data folder")
+    p.add_argument("--dataset", choices=DATASET_KINDS, default="celebahq")
+    p.add_argument("--out", help="folder for checkpoints, loss log and samples (resumes if present)")
+    p.add_argument("--export", help="write the final generator here (.safetensors)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a training setting")
+    p.set_defaults(func=cmd_train_demo_faces)
+
+    p = sub.add_parser("make-demo-faces", help="sample and label the demo face set (deterministic)")
+    p.add_argument("--generator", default="bench/weights/demo_face_generator_64.safetensors")
+    p.add_argument("--classifier", default="bench/weights/attribute_classifier_64.safetensors")
+    p.add_argument("--no-labels", action="store_true", help="write the faces without attribute labels")
+    p.add_argument("--out", default="bench/demo")
+    p.add_argument("--count", type=int, default=320)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--candidates-factor", type=int, default=2,
+                   help="sample this many times --count and keep the most confidently labelled")
+    p.set_defaults(func=cmd_make_demo_faces)
 
     p = sub.add_parser("edit-success", help="how often each generator's edits show the asked attribute, "
                                             "against a no-edit control, per target")

@@ -1,4 +1,5 @@
-"""Face data sets: the CelebA and CelebA-HQ layouts and a plain folder of images.
+"""Face data sets: the project's demo faces, the CelebA and CelebA-HQ layouts and a
+plain folder of images.
 
 Every loader yields the same :class:`FaceSet`: an ordered list of image files with
 optional CelebA-style binary attributes. Images are read lazily, cropped to their
@@ -20,6 +21,8 @@ from PIL import Image, UnidentifiedImageError
 from bench.errors import DataError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+# Faces sampled from the project's own face generator (see its README): no photographs.
+DEMO_FACES = Path(__file__).parent / "demo"
 
 
 def natural_key(name: str):
@@ -202,12 +205,24 @@ def load_folder(root: Path, resolution: int) -> FaceSet:
     return FaceSet("folder", root, files, resolution, names, attrs)
 
 
-LOADERS = {"celeba": load_celeba, "celebahq": load_celebahq, "folder": load_folder}
+def load_demo(root: Path | None, resolution: int) -> FaceSet:
+    """The demo face set shipped with the package (`root` is ignored)."""
+    if not (DEMO_FACES / "list_attr_demo.txt").exists():
+        raise DataError(f"the demo face set is missing from this installation ({DEMO_FACES}); "
+                        "pass --data with a CelebA-HQ, CelebA or image folder instead")
+    faces = load_folder(DEMO_FACES, resolution)
+    faces.name = "demo"
+    return faces
+
+
+LOADERS = {"demo": load_demo, "celeba": load_celeba, "celebahq": load_celebahq, "folder": load_folder}
 
 
 def load_faceset(path: str | Path, kind: str, resolution: int) -> FaceSet:
     if kind not in LOADERS:
         raise DataError(f"unknown dataset kind {kind!r}; choose one of {', '.join(LOADERS)}")
+    if kind == "demo":
+        return load_demo(None, resolution)
     root = Path(path).expanduser()
     if not root.exists():
         raise DataError(f"data path does not exist: {root}")

@@ -5,9 +5,12 @@
 - ci: the smallest sizes, for tests.
 - paper: 256 px, official checkpoints, the paper's sizes; meant for a GPU.
 
-Splits are index ranges [start, stop) into the data set's order. The CelebA-HQ
-ranges follow ../shared/data/README.md: 27001-28000 fine-tune the bypasses and
-29001-30000 evaluate (images 1-27000 trained the shipped generators).
+Data: with no --data, the quick profile uses the project's demo faces (package
+`bench/demo`). Splits are index ranges [start, stop) into the data set's order; each
+data set kind has its default (`SPLITS`), applied when --data picks that kind. The
+CelebA-HQ ranges follow the usual split: 27001-28000 fine-tune the bypasses and
+29001-30000 evaluate (images 1-27000 trained the shipped generators). For CelebA, the
+last 2,000 images are StarGAN's test set.
 """
 
 from __future__ import annotations
@@ -17,7 +20,16 @@ import copy
 from bench.config import merge
 from bench.errors import ConfigError
 
-METRICS = ["l2", "ssim", "dsr"]
+METRICS = ["l2", "ssim", "dsr", "edit_success", "edit_success_control"]
+
+SPLITS = {
+    "demo": {"finetune": [0, 256], "eval": [256, 320]},
+    "celebahq": {"finetune": [27000, 28000], "eval": [29000, 30000]},
+    "celeba": {"finetune": [0, 1000], "eval": [200599, 202599]},
+    "folder": {"finetune": [0, 1000], "eval": [1000, 2000]},
+}
+# images_256 holds the first 1,500 CelebA-HQ faces: the first 1,000 fine-tune, the rest evaluate
+PAPER_SPLITS = {**SPLITS, "celebahq": {"finetune": [0, 1000], "eval": [1000, 1500]}}
 
 QUICK = {
     "profile": "quick",
@@ -25,8 +37,8 @@ QUICK = {
     "device": "auto",
     "amp": True,            # float16 inference on CUDA (never for gradients); no effect on CPU
     "seed": 0,
-    "data": {"path": None, "dataset": "celebahq"},
-    "splits": {"finetune": [27000, 28000], "eval": [29000, 30000]},
+    "data": {"path": None, "dataset": "demo"},
+    "splits": SPLITS["demo"],
     "limit": 32,            # evaluation images
     "finetune_limit": 256,  # images that fit trainable bypasses (paper: 1,000)
     "batch_size": 32,       # images x targets per forward pass
@@ -48,8 +60,8 @@ CI = merge(QUICK, {
 PAPER = merge(QUICK, {
     "profile": "paper",
     "resolution": 256,
-    # images_256 holds the first 1,500 CelebA-HQ faces: the first 1,000 fine-tune, the rest evaluate
-    "splits": {"finetune": [0, 1000], "eval": [1000, 1500]},
+    "data": {"path": None, "dataset": "celebahq"},
+    "splits": PAPER_SPLITS["celebahq"],
     "limit": 500,
     "finetune_limit": 1000,
     "batch_size": 8,
@@ -58,6 +70,10 @@ PAPER = merge(QUICK, {
 })
 
 PROFILES = {"quick": QUICK, "ci": CI, "paper": PAPER}
+
+
+def default_splits(profile: str, dataset: str) -> dict:
+    return copy.deepcopy((PAPER_SPLITS if profile == "paper" else SPLITS)[dataset])
 
 
 def get_profile(name: str) -> dict:

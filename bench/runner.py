@@ -57,8 +57,9 @@ class RunState:
 
 def load_data(config: dict) -> FaceSet:
     data = config["data"]
-    if not data.get("path"):
-        raise ConfigError("no data set given: pass --data PATH (with --dataset celeba|celebahq|folder)")
+    if not data.get("path") and data["dataset"] != "demo":
+        raise ConfigError(f"no {data['dataset']} data set given: pass --data PATH "
+                          "(with --dataset celeba|celebahq|folder)")
     return load_faceset(data["path"], data["dataset"], config["resolution"])
 
 
