@@ -69,3 +69,30 @@ def test_command_line_offers_every_loader():
     from bench.data import LOADERS
 
     assert set(DATASET_KINDS) == set(LOADERS)
+
+
+def test_demo_kind_reads_the_packaged_set_and_says_when_it_is_missing(tmp_path, monkeypatch):
+    import bench.data
+    from tests.conftest import write_attribute_file
+
+    monkeypatch.setattr(bench.data, "DEMO_FACES", tmp_path / "absent")
+    with pytest.raises(DataError, match="demo face set is missing"):
+        bench.data.load_faceset(None, "demo", 16)
+    folder = make_face_folder(tmp_path / "demo", n=5, with_labels=False)
+    write_attribute_file(folder / "list_attr_demo.txt", [f"{i}.png" for i in range(1, 6)], CELEBA_ATTRS)
+    monkeypatch.setattr(bench.data, "DEMO_FACES", folder)
+    faces = bench.data.load_faceset(None, "demo", 16)
+    assert faces.name == "demo" and len(faces) == 5 and faces.labels(["Male"]).shape == (5, 1)
+
+
+def test_default_splits_follow_the_chosen_data_set(tmp_path):
+    from bench.cli import build_parser, resolved_config
+
+    parse = build_parser().parse_args
+    assert resolved_config(parse(["run"]))["splits"] == {"finetune": [0, 256], "eval": [256, 320]}
+    config = resolved_config(parse(["run", "--data", str(tmp_path), "--dataset", "celebahq"]))
+    assert config["splits"]["eval"] == [29000, 30000]
+    config = resolved_config(parse(["run", "--profile", "paper", "--data", str(tmp_path)]))
+    assert config["splits"]["eval"] == [1000, 1500]
+    config = resolved_config(parse(["run", "--data", str(tmp_path), "--set", "splits.eval=[0,10]"]))
+    assert config["splits"]["eval"] == [0, 10]
