@@ -92,10 +92,12 @@ def attribute_classifier():
     return AttributeClassifier.load()
 
 
-def attribute_hits(outputs: torch.Tensor, expected: torch.Tensor, target_names: list[str]) -> torch.Tensor:
+def attribute_hits(outputs: torch.Tensor, expected: torch.Tensor, target_names: list[str],
+                   classifier=None) -> torch.Tensor:
     """outputs (T or 1, N, 3, H, W); expected (T, N) 0/1 values of attribute
-    target_names[t] -> (T, N) 1.0 where the classifier sees the expected value."""
-    classifier = attribute_classifier()
+    target_names[t] -> (T, N) 1.0 where the classifier (default: the shipped one) sees
+    the expected value."""
+    classifier = classifier or attribute_classifier()
     missing = [n for n in target_names if n not in classifier.attribute_names]
     if missing:
         raise ConfigError(f"the attribute classifier does not know {', '.join(missing)}")

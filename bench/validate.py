@@ -82,10 +82,33 @@ def check_generator(cls) -> list[Check]:
                        conditions.dim() >= 2 and conditions.size(1) == x.size(0), f"{tuple(conditions.shape)}"))
         checks.append((f"config {name}: target names", len(generator.target_names()) == conditions.size(0), ""))
         checks.append((f"config {name}: output shape", out.shape == x.shape, f"{tuple(out.shape)}"))
+        labels = torch.randint(0, 2, (x.size(0), len(generator.attribute_names))).float()
+        values = generator.target_values(labels)
+        checks.append((f"config {name}: target values (T, N) of 0/1",
+                       tuple(values.shape) == tuple(conditions.shape[:2]) and bool(((values == 0) | (values == 1)).all()),
+                       f"{tuple(values.shape)}"))
+        unedited = generator.unedited_conditions(labels)
+        checks.append((f"config {name}: unedited conditions (1, N, ...) run",
+                       unedited.size(0) == 1 and generator(x, unedited[0]).shape == x.shape, ""))
     return checks
 
 
+def check_attribute_metric(cls) -> list[Check]:
+    from bench.classifier import AttributeClassifier
+    from bench.metrics import attribute_hits
+
+    classifier = AttributeClassifier(width=4, stages=1, resolution=16).eval()  # random weights: shapes only
+    outputs = torch.rand(2, 3, 3, 16, 16) * 2 - 1
+    expected = torch.randint(0, 2, (2, 3))
+    hits = attribute_hits(outputs, expected, classifier.attribute_names[:2], classifier)
+    return [("reads edited or unedited outputs", getattr(cls, "outputs", None) in ("edited", "unedited"), ""),
+            ("one 0/1 value per (target, image)", tuple(hits.shape) == (2, 3)
+             and bool(((hits == 0) | (hits == 1)).all()), f"{tuple(hits.shape)}")]
+
+
 def check_metric(cls) -> list[Check]:
+    if cls.spec.kind == "attribute":
+        return check_attribute_metric(cls)
     x = torch.rand(3, 3, 16, 16) * 2 - 1
     same = cls.per_pair(x, x)
     other = cls.per_pair(x, -x)
