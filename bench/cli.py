@@ -101,6 +101,18 @@ def cmd_make_demo_faces(args) -> int:
     return 0
 
 
+def cmd_hisd_references(args) -> int:
+    from bench.classifier import AttributeClassifier
+    from bench.data import load_faceset
+    from generators.hisd import pick_references, save_reference_strip
+
+    faces = load_faceset(args.data, args.dataset, args.resolution)
+    references = pick_references(faces.load(), AttributeClassifier.load(Path(args.classifier)))
+    save_reference_strip(references, Path(args.out))
+    print(f"wrote {args.out} (black, blond, brown) from {len(faces)} faces of {faces.root}")
+    return 0
+
+
 def cmd_edit_success(args) -> int:
     from bench.device import resolve_device
     from bench.edit_check import edit_success_rows, edit_success_table
@@ -317,6 +329,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--candidates-factor", type=int, default=2,
                    help="sample this many times --count and keep the most confidently labelled")
     p.set_defaults(func=cmd_make_demo_faces)
+
+    p = sub.add_parser("hisd-references", help="pick HiSD's reference faces (black, blond, brown hair)")
+    p.add_argument("--data", help="faces to pick from (default: the demo faces)")
+    p.add_argument("--dataset", choices=DATASET_KINDS, default="demo")
+    p.add_argument("--resolution", type=int, default=64)
+    p.add_argument("--classifier", default="bench/weights/attribute_classifier_64.safetensors")
+    p.add_argument("--out", default="generators/weights/hisd_references.png")
+    p.set_defaults(func=cmd_hisd_references)
 
     p = sub.add_parser("edit-success", help="how often each generator's edits show the asked attribute, "
                                             "against a no-edit control, per target")

@@ -44,7 +44,7 @@ QUICK = {
     "batch_size": 32,       # images x targets per forward pass
     "metrics": METRICS,
     "cache": True,
-    "generators": {"stargan": {"weights": "shipped"}},
+    "generators": {name: {"weights": "shipped"} for name in ("stargan", "attgan", "hisd")},
     "defenses": {},          # per-plugin parameter overrides, e.g. {"disrupting": {"steps": 20}}
     "bypasses": {"lora": {"batch_size": 8}},
 }
@@ -65,7 +65,7 @@ PAPER = merge(QUICK, {
     "limit": 500,
     "finetune_limit": 1000,
     "batch_size": 8,
-    "generators": {"stargan": {"weights": "official"}},
+    "generators": {name: {"weights": "official"} for name in ("stargan", "attgan", "hisd")},
     "bypasses": {"lora": {"batch_size": 4}},
 })
 

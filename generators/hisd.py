@@ -1,0 +1,613 @@
+"""HiSD (Li et al., CVPR 2021): hierarchical style disentanglement for face editing.
+
+Architecture and checkpoint layout follow imlixinyang/HiSD (core/networks.py, `Gen`):
+an encoder of residual down-blocks with HiSD's own instance norm, one translator per
+tag (residual blocks with AdaIN whose parameters come from a style code, plus a
+feature map and a soft mask that blends translated and original features), a decoder
+of residual up-blocks, a style extractor (reference-guided) and mappers (latent-guided).
+The official checkpoint holds the moving-average generator under 'gen_test'.
+
+Edits, as in the paper's experiments: the HairColor tag guided by one reference image
+per colour (black, blond, brown) -> 3 targets per image. A condition is the index of
+the reference to use (the references are part of the generator, so defenses perturb
+only the source image); index -1 uses the image itself as its reference (HiSD's
+self-translation), which is the no-edit control.
+
+Named choices where the official code leaves something open:
+- the decoder ends in a 1x1 conv without tanh; outputs are clamped to [-1, 1], the
+  range every image of the benchmark lives in;
+- the three reference images are synthetic demo faces shipped with the project
+  (`weights/hisd_references.png`, one per colour, chosen by the attribute classifier),
+  resized to the input size; `references=<png>` in the config uses others (a strip
+  of square faces side by side, in the order of the tag's attributes).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bench.errors import ConfigError, DataError, WeightsError
+from bench.io import tensors_sha256
+from bench.plugins import Generator
+
+SHIPPED_REFERENCES = Path(__file__).parent / "weights" / "hisd_references.png"
+HAIR_COLOUR = {"name": "HairColor", "attributes": ["black", "blond", "brown"]}
+OFFICIAL_TAGS = [{"name": "Bangs", "attributes": ["with", "without"]},
+                 {"name": "Eyeglasses", "attributes": ["with", "without"]},
+                 HAIR_COLOUR]
+# Which faces show a tag's attribute (the official preprocessor for CelebA-HQ), as
+# required CelebA attribute values; and the attribute the classifier checks for it.
+ATTRIBUTE_RULES = {
+    ("HairColor", "black"): {"Black_Hair": 1, "Blond_Hair": 0, "Brown_Hair": 0, "Gray_Hair": 0},
+    ("HairColor", "blond"): {"Black_Hair": 0, "Blond_Hair": 1, "Brown_Hair": 0, "Gray_Hair": 0},
+    ("HairColor", "brown"): {"Black_Hair": 0, "Blond_Hair": 0, "Brown_Hair": 1, "Gray_Hair": 0},
+    ("Bangs", "with"): {"Bangs": 1}, ("Bangs", "without"): {"Bangs": 0},
+    ("Eyeglasses", "with"): {"Eyeglasses": 1}, ("Eyeglasses", "without"): {"Eyeglasses": 0},
+}
+CHECKED_ATTRIBUTE = {("HairColor", "black"): ("Black_Hair", 1), ("HairColor", "blond"): ("Blond_Hair", 1),
+                     ("HairColor", "brown"): ("Brown_Hair", 1), ("Bangs", "with"): ("Bangs", 1),
+                     ("Bangs", "without"): ("Bangs", 0), ("Eyeglasses", "with"): ("Eyeglasses", 1),
+                     ("Eyeglasses", "without"): ("Eyeglasses", 0)}
+TAG_IRRELEVANT = ["Male", "Young"]  # the official preprocessor's conditions for the discriminator
+
+
+# ---------------------------------------------------------------------- building blocks
+def _instance_normalise(x: torch.Tensor, eps: float) -> torch.Tensor:
+    """(x - mean) / (unbiased std + eps) per sample and channel, as HiSD does; (N, C, H*W)."""
+    flat = x.flatten(2)
+    return (flat - flat.mean(-1, keepdim=True)) / (flat.std(-1, keepdim=True) + eps)
+
+
+class InstanceNorm(nn.Module):
+    """HiSD's InstanceNorm2d: weight and bias of shape [1, C, 1]."""
+
+    def __init__(self, channels: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(1, channels, 1))
+        self.bias = nn.Parameter(torch.zeros(1, channels, 1))
+
+    def forward(self, x):
+        return (_instance_normalise(x, self.eps) * self.weight + self.bias).view_as(x)
+
+
+def adain(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Adaptive instance norm with per-sample (N, C) weight and bias (no stored parameters)."""
+    return (_instance_normalise(x, eps) * weight.unsqueeze(-1) + bias.unsqueeze(-1)).view_as(x)
+
+
+def _leaky(x):
+    return F.leaky_relu(x, 0.2)
+
+
+class DownBlock(nn.Module):
+    """Residual block halving the size (average pooling), optionally with instance norms."""
+
+    def __init__(self, n_in: int, n_out: int, normalise: bool):
+        super().__init__()
+        self.conv1 = nn.Conv2d(n_in, n_in, 3, 1, 1)
+        self.conv2 = nn.Conv2d(n_in, n_out, 3, 1, 1)
+        if normalise:
+            self.in1, self.in2 = InstanceNorm(n_in), InstanceNorm(n_in)
+        self.normalise = normalise
+        self.sc = nn.Conv2d(n_in, n_out, 1, 1, 0, bias=False)
+
+    def forward(self, x):
+        norm1, norm2 = (self.in1, self.in2) if self.normalise else (nn.Identity(), nn.Identity())
+        out = self.conv2(_leaky(norm2(F.avg_pool2d(self.conv1(_leaky(norm1(x))), 2))))
+        return (F.avg_pool2d(self.sc(x), 2) + out) / math.sqrt(2)
+
+
+class UpBlock(nn.Module):
+    """Residual block doubling the size (nearest upsampling) with instance norms."""
+
+    def __init__(self, n_in: int, n_out: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(n_in, n_out, 3, 1, 1)
+        self.conv2 = nn.Conv2d(n_out, n_out, 3, 1, 1)
+        self.in1, self.in2 = InstanceNorm(n_in), InstanceNorm(n_out)
+        self.sc = nn.Conv2d(n_in, n_out, 1, 1, 0, bias=False)
+
+    def forward(self, x):
+        up = lambda t: F.interpolate(t, scale_factor=2, mode="nearest")  # noqa: E731
+        out = self.conv2(_leaky(self.in2(self.conv1(up(_leaky(self.in1(x)))))))
+        return (up(self.sc(x)) + out) / math.sqrt(2)
+
+
+class MiddleBlock(nn.Module):
+    """Residual block with two AdaIN layers fed by the style: params (N, 2*n_in + 2*n_out),
+    laid out per AdaIN as bias then weight - 1 (the official assign_adain_params)."""
+
+    def __init__(self, n_in: int, n_out: int):
+        super().__init__()
+        self.n_in, self.n_out = n_in, n_out
+        self.conv1 = nn.Conv2d(n_in, n_out, 3, 1, 1)
+        self.conv2 = nn.Conv2d(n_out, n_out, 3, 1, 1)
+        self.sc = nn.Conv2d(n_in, n_out, 1, 1, 0, bias=False)
+
+    @property
+    def num_adain_params(self) -> int:
+        return 2 * (self.n_in + self.n_out)
+
+    def forward(self, x, params):
+        b1, w1, b2, w2 = params.split([self.n_in, self.n_in, self.n_out, self.n_out], dim=1)
+        out = self.conv2(_leaky(adain(self.conv1(_leaky(adain(x, w1 + 1, b1))), w2 + 1, b2)))
+        return (self.sc(x) + out) / math.sqrt(2)
+
+
+class LinearBlock(nn.Module):
+    def __init__(self, n_in: int, n_out: int):
+        super().__init__()
+        self.linear = nn.Linear(n_in, n_out)
+
+    def forward(self, x):
+        return self.linear(F.relu(x))
+
+
+class Extractors(nn.Module):
+    """Style extractor shared by all tags: one style_dim slice of its output per tag."""
+
+    def __init__(self, channels: list[int], style_dim: int, num_tags: int):
+        super().__init__()
+        self.num_tags = num_tags
+        self.model = nn.Sequential(
+            nn.Conv2d(3, channels[0], 1, 1, 0),
+            *[DownBlock(channels[i], channels[i + 1], normalise=False) for i in range(len(channels) - 1)],
+            nn.AdaptiveAvgPool2d(1),
+            nn.Conv2d(channels[-1], style_dim * num_tags, 1, 1, 0))
+
+    def forward(self, x, tag: int):
+        return self.model(x).view(x.size(0), self.num_tags, -1)[:, tag]
+
+
+class Translator(nn.Module):
+    def __init__(self, channels: list[int], encoded: int, style_dim: int):
+        super().__init__()
+        self.model = nn.Sequential(nn.Conv2d(encoded, channels[0], 1, 1, 0),
+                                   *[MiddleBlock(channels[i], channels[i + 1]) for i in range(len(channels) - 1)])
+        self.style_to_params = nn.Linear(style_dim, sum(b.num_adain_params for b in self.model[1:]))
+        self.features = nn.Sequential(nn.Conv2d(channels[-1], encoded, 1, 1, 0))
+        self.masks = nn.Sequential(nn.Conv2d(channels[-1], encoded, 1, 1, 0), nn.Sigmoid())
+
+    def forward(self, e, s):
+        params = self.style_to_params(s).split([b.num_adain_params for b in self.model[1:]], dim=1)
+        mid = self.model[0](e)
+        for block, p in zip(self.model[1:], params):
+            mid = block(mid, p)
+        m = self.masks(mid)
+        return self.features(mid) * m + e * (1 - m)
+
+
+class Mapper(nn.Module):
+    def __init__(self, noise_dim: int, pre: list[int], post: list[int], style_dim: int, num_attributes: int):
+        super().__init__()
+        self.pre_model = nn.Sequential(nn.Linear(noise_dim, pre[0]),
+                                       *[LinearBlock(pre[i], pre[i + 1]) for i in range(len(pre) - 1)])
+        self.post_models = nn.ModuleList([
+            nn.Sequential(*[LinearBlock(post[i], post[i + 1]) for i in range(len(post) - 1)],
+                          nn.Linear(post[-1], style_dim))
+            for _ in range(num_attributes)])
+
+    def forward(self, z, attribute: int):
+        return self.post_models[attribute](self.pre_model(z))
+
+
+# ---------------------------------------------------------------------- the generator
+def _read_reference_strip(path: Path, count: int) -> torch.Tensor:
+    """A PNG of `count` square faces side by side -> (count, 3, S, S) in [-1, 1]."""
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            pixels = np.asarray(img.convert("RGB"), dtype=np.uint8)
+    except (OSError, UnidentifiedImageError, ValueError) as err:
+        raise WeightsError(f"cannot read HiSD reference images {path}: {err}") from None
+    strip = torch.from_numpy(pixels.copy()).permute(2, 0, 1).float() / 127.5 - 1
+    size = strip.size(1)
+    if strip.size(2) != size * count:
+        raise WeightsError(f"{path} must hold {count} square faces side by side "
+                           f"({size * count}x{size} px), got {strip.size(2)}x{size}")
+    return torch.stack(strip.split(size, dim=2))
+
+
+@torch.no_grad()
+def pick_references(images: torch.Tensor, classifier, tag: dict = HAIR_COLOUR) -> torch.Tensor:
+    """One face per attribute of `tag`: the one the attribute classifier is surest
+    shows it (its probability minus the highest of the tag's other attributes)."""
+    checked = [CHECKED_ATTRIBUTE[(tag["name"], a)] for a in tag["attributes"]]
+    probs = classifier.predict(images)
+    columns = [classifier.attribute_names.index(name) for name, _ in checked]
+    scores = torch.stack([probs[:, c] if v else 1 - probs[:, c] for c, (_, v) in zip(columns, checked)], 1)
+    chosen = []
+    for t in range(len(checked)):
+        others = torch.cat([scores[:, :t], scores[:, t + 1:]], 1).max(1).values
+        chosen.append(int((scores[:, t] - others).argmax()))
+    return images[chosen]
+
+
+def save_reference_strip(references: torch.Tensor, path: Path) -> None:
+    """(T, 3, S, S) in [-1, 1] -> one PNG with the faces side by side."""
+    from PIL import Image
+
+    from bench.demo_faces import to_uint8
+    from bench.io import atomic_write
+
+    strip = to_uint8(torch.cat(list(references), dim=2).unsqueeze(0))[0].numpy()
+    atomic_write(path, lambda tmp: Image.fromarray(strip).save(tmp, format="PNG"))
+
+
+class HiSD(Generator):
+    name = "hisd"
+    version = "1"
+    paper = "Li et al., HiSD, CVPR 2021"
+    licence = "architecture after imlixinyang/HiSD (CC BY-NC-SA 4.0); weights: see the weights file"
+    configs = {
+        # configs/celeba-hq_256.yaml: 19,043,939 parameters
+        "official": dict(style_dim=256, noise_dim=32, encoder=[64, 128, 256], decoder=[256, 128, 64],
+                         translators=[64] * 8, extractors=[32, 64, 128, 256, 512, 512, 512],
+                         mappers_pre=[256, 256, 256], mappers_post=[256, 256, 256], tags=OFFICIAL_TAGS),
+        # 64 px, one tag: 392,499 parameters (~0.5 s per training step on 2 CPU cores)
+        "quick": dict(style_dim=64, noise_dim=16, encoder=[16, 32, 64], decoder=[64, 32, 16],
+                      translators=[32] * 4, extractors=[16, 32, 64, 64, 64],
+                      mappers_pre=[64, 64], mappers_post=[64, 64], tags=[HAIR_COLOUR]),
+    }
+    official_checkpoint = {"file": "checkpoint_256_celeba-hq.pt", "key": "gen_test", "resolution": 256,
+                           "source": "imlixinyang/HiSD release (configs/celeba-hq_256.yaml)"}
+
+    def __init__(self, style_dim: int = 256, noise_dim: int = 32, encoder=(64, 128, 256),
+                 decoder=(256, 128, 64), translators=(64,) * 8, extractors=(32, 64, 128, 256, 512, 512, 512),
+                 mappers_pre=(256, 256, 256), mappers_post=(256, 256, 256), tags=OFFICIAL_TAGS,
+                 edit_tag: str = "HairColor", references: str = "shipped"):
+        super().__init__(style_dim=style_dim, noise_dim=noise_dim, encoder=list(encoder), decoder=list(decoder),
+                         translators=list(translators), extractors=list(extractors),
+                         mappers_pre=list(mappers_pre), mappers_post=list(mappers_post),
+                         tags=[dict(t) for t in tags], edit_tag=edit_tag, references=references)
+        names = [t["name"] for t in tags]
+        if edit_tag not in names:
+            raise ConfigError(f"HiSD edit_tag {edit_tag!r} is not one of its tags {names}")
+        if encoder[-1] != decoder[0]:
+            raise ConfigError("HiSD needs encoder[-1] == decoder[0] (the translators work in between)")
+        self.style_dim, self.noise_dim, self.tags = style_dim, noise_dim, self.config["tags"]
+        self.edit_index = names.index(edit_tag)
+        self.encoder = nn.Sequential(nn.Conv2d(3, encoder[0], 1, 1, 0),
+                                     *[DownBlock(encoder[i], encoder[i + 1], normalise=True)
+                                       for i in range(len(encoder) - 1)])
+        self.decoder = nn.Sequential(*[UpBlock(decoder[i], decoder[i + 1]) for i in range(len(decoder) - 1)],
+                                     nn.Conv2d(decoder[-1], 3, 1, 1, 0))
+        self.extractors = Extractors(list(extractors), style_dim, len(tags))
+        self.translators = nn.ModuleList([Translator(list(translators), encoder[-1], style_dim) for _ in tags])
+        self.mappers = nn.ModuleList([Mapper(noise_dim, list(mappers_pre), list(mappers_post), style_dim,
+                                             len(t["attributes"])) for t in tags])
+        # Read when first needed; not in the state dict (the official layout has no
+        # buffers) but part of weight_hash, since the edits depend on them.
+        self._references: torch.Tensor | None = None
+
+    @property
+    def references(self) -> torch.Tensor:
+        """(T, 3, S, S) in [-1, 1]: one reference face per attribute of the edited tag."""
+        if self._references is None:
+            path = SHIPPED_REFERENCES if self.config["references"] == "shipped" else Path(self.config["references"])
+            if not path.exists():
+                raise WeightsError(f"HiSD reference images not found at {path}")
+            self._references = _read_reference_strip(path, len(self.tags[self.edit_index]["attributes"]))
+        return self._references
+
+    def set_references(self, images: torch.Tensor) -> None:
+        """Use other reference faces: (T, 3, S, S) in [-1, 1], one per attribute of the tag."""
+        count = len(self.tags[self.edit_index]["attributes"])
+        if images.dim() != 4 or images.shape[:2] != (count, 3):
+            raise ConfigError(f"HiSD needs {count} RGB references (T, 3, S, S), got {tuple(images.shape)}")
+        self._references = images.detach().float().cpu().clone()
+
+    # --- the official interface
+    def encode(self, x):
+        return self.encoder(x)
+
+    def decode(self, e):
+        return self.decoder(e)
+
+    def extract(self, x, tag: int):
+        return self.extractors(x, tag)
+
+    def map(self, z, tag: int, attribute: int):
+        return self.mappers[tag](z, attribute)
+
+    def translate(self, e, s, tag: int):
+        return self.translators[tag](e, s)
+
+    # --- the benchmark's interface
+    def reference_images(self, index: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The reference for each sample: references[index], or x itself where index is -1."""
+        index = index.long().view(-1).to(x.device)
+        refs = self.references.to(x.device, x.dtype)
+        if refs.shape[-2:] != x.shape[-2:]:
+            refs = F.interpolate(refs, size=x.shape[-2:], mode="bilinear", align_corners=False, antialias=True)
+        chosen = refs[index.clamp(min=0)]
+        return torch.where((index < 0).view(-1, 1, 1, 1), x, chosen)
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        s = self.extract(self.reference_images(c, x), self.edit_index)
+        return self.decode(self.translate(self.encode(x), s, self.edit_index)).clamp(-1, 1)
+
+    def weight_hash(self) -> str:
+        return tensors_sha256({**self.state_dict(), "__references__": self.references})
+
+    @property
+    def attribute_names(self) -> list[str]:
+        return []  # the edits need no labels: each target is a reference image
+
+    def _edit_attributes(self) -> list[tuple[str, int]]:
+        tag = self.tags[self.edit_index]
+        return [CHECKED_ATTRIBUTE.get((tag["name"], a), (f"{tag['name']}={a}", 1)) for a in tag["attributes"]]
+
+    def target_names(self) -> list[str]:
+        return [name for name, _ in self._edit_attributes()]
+
+    def targets(self, labels: torch.Tensor) -> torch.Tensor:
+        """(T, N) reference indices: target t uses reference t for every image."""
+        n = labels.size(0)
+        return torch.arange(len(self._edit_attributes())).view(-1, 1).expand(-1, n).clone()
+
+    def target_values(self, labels: torch.Tensor) -> torch.Tensor:
+        values = torch.tensor([float(v) for _, v in self._edit_attributes()])
+        return values.view(-1, 1).expand(-1, labels.size(0)).clone()
+
+    def unedited_conditions(self, labels: torch.Tensor) -> torch.Tensor:
+        return torch.full((1, labels.size(0)), -1, dtype=torch.long)
+
+    # ------------------------------------------------------------------ training
+    @dataclass
+    class TrainParams:
+        """The HiSD recipe (core/trainer.py, celeba-hq_256.yaml: hinge loss with R1 on real
+        images, adv/style/reconstruction weights 1, Adam betas (0, 0.99), gradient clipping
+        at 100, moving average 0.99) sized for CPU. Deviations, all named: one tag
+        (HairColor) in the quick config, learning rates 2e-4 for all parts (official
+        1e-4, and 1e-6 for the mappers, meant for 600k iterations), no colour jitter
+        (it shifts hue, which is the attribute being learned)."""
+        resolution: int = 64
+        config: str = "quick"
+        d_channels: list = None  # discriminator channels; None: the config's extractor channels
+        batch_size: int = 8
+        iters: int = 6000
+        lr: float = 2e-4
+        lr_mappers: float = 2e-4
+        beta1: float = 0.0
+        beta2: float = 0.99
+        adv_w: float = 1.0
+        sty_w: float = 1.0
+        rec_w: float = 1.0
+        ema_beta: float = 0.99
+        clip_grad: float = 100.0
+        train_start: int = 0
+        train_stop: int = 27000
+        seed: int = 1234
+        checkpoint_every: int = 500
+
+    @classmethod
+    def train_recipe(cls, params: "HiSD.TrainParams", faceset, out_dir: Path, device: torch.device,
+                     export: Path | None = None, command: str = "") -> "HiSD":
+        from bench.training import TrainingRun
+
+        torch.manual_seed(params.seed)
+        config = dict(cls.configs[params.config])
+        G = cls(**config)
+        D = Discriminator(params.d_channels or config["extractors"], config["style_dim"], G.tags)
+        for module in (G, D):
+            hisd_init(module)
+        # channels_last: ~20% faster convolutions on CPU
+        G, D = (m.to(device, memory_format=torch.channels_last) for m in (G, D))
+        G_ema = copy.deepcopy(G).requires_grad_(False)
+        g_opt = torch.optim.Adam([
+            {"params": [p for n, p in G.named_parameters() if not n.startswith("mappers.")]},
+            {"params": G.mappers.parameters(), "lr": params.lr_mappers}],
+            lr=params.lr, betas=(params.beta1, params.beta2))
+        d_opt = torch.optim.Adam(D.parameters(), lr=params.lr, betas=(params.beta1, params.beta2))
+        train_set = faceset.subset(params.train_start, params.train_stop)
+        sampler = TagSamplers(train_set, G.tags, params.batch_size, params.seed)
+        run = TrainingRun(out_dir, params.iters, params.checkpoint_every)
+        modules, optimisers = {"G": G, "D": D, "G_ema": G_ema}, {"G": g_opt, "D": d_opt}
+        start = run.resume(modules, optimisers, sampler)
+        preview_x, preview_refs = preview_faces(faceset, params.train_stop, G.tags[G.edit_index])
+        started, losses = time.time(), {}
+        bar = run.progress(start, f"train {cls.name}")
+        for it in bar:
+            tag, attribute, target = sampler.draw_tag_and_attributes()
+            x, y = sampler.batch(tag, attribute)
+            x, y = x.to(device).contiguous(memory_format=torch.channels_last), y.to(device)
+            losses.update(_training_step(G, D, g_opt, d_opt, x, y, tag, attribute, target, params))
+            update_average(G_ema, G, params.ema_beta)
+            if (it + 1) % run.log_every == 0:
+                run.log(it + 1, losses, started)
+                bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()})
+            if (it + 1) % params.checkpoint_every == 0 or it + 1 == params.iters:
+                run.save(it + 1, modules, optimisers, sampler)
+                save_reference_grid(G_ema, preview_x.to(device), preview_refs.to(device),
+                                    run.out_dir / "samples" / f"{it + 1:06d}.png")
+        G_ema = G_ema.to("cpu", memory_format=torch.contiguous_format).eval()
+        if export is not None:
+            G_ema.save(export, {"training": {**asdict(params), "data": train_set.identity(),
+                                             "command": command,
+                                             "seconds_this_session": round(time.time() - started)}})
+        return G_ema
+
+
+# ---------------------------------------------------------------------- training pieces
+class Discriminator(nn.Module):
+    """The official Dis: down-blocks to a pooled feature, then per tag a 1x1 conv on
+    [feature, style, tag-irrelevant conditions] giving, per attribute, one logit for
+    translated images and one for cycle-translated images."""
+
+    def __init__(self, channels: list[int], style_dim: int, tags: list[dict], irrelevant_dim: int = 2):
+        super().__init__()
+        self.conv = nn.Sequential(nn.Conv2d(3, channels[0], 1, 1, 0),
+                                  *[DownBlock(channels[i], channels[i + 1], normalise=False)
+                                    for i in range(len(channels) - 1)],
+                                  nn.AdaptiveAvgPool2d(1))
+        self.fcs = nn.ModuleList([nn.Sequential(nn.Conv2d(channels[-1] + style_dim + irrelevant_dim,
+                                                          2 * len(t["attributes"]), 1, 1, 0)) for t in tags])
+
+    def forward(self, x, s, y, tag: int, attribute: int) -> torch.Tensor:
+        """(N, 2): the translated-head and cycle-head logits of `attribute`."""
+        f = self.conv(x)
+        fsy = torch.cat([f, s.view(*s.shape, 1, 1), y.view(*y.shape, 1, 1)], dim=1)
+        return self.fcs[tag](fsy).view(x.size(0), 2, -1)[:, :, attribute]
+
+
+def hisd_init(module: nn.Module) -> None:
+    """The official 'kaiming' init: He-normal (fan in) convs and linears, biases 0.01."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.constant_(m.bias, 0.01)
+
+
+@torch.no_grad()
+def update_average(target: nn.Module, source: nn.Module, beta: float) -> None:
+    for p_t, p_s in zip(target.parameters(), source.parameters()):
+        p_t.lerp_(p_s, 1.0 - beta)
+
+
+def _r1(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    (grad,) = torch.autograd.grad(out.sum(), x, create_graph=True)
+    return grad.pow(2).flatten(1).sum(1).mean()
+
+
+def _training_step(G, D, g_opt, d_opt, x, y, tag, attribute, target, p) -> dict:
+    """One generator and one discriminator update (official HiSD_Trainer.update)."""
+    # generator: reconstruction, self-translation, latent-guided translation and cycle back
+    D.requires_grad_(False)
+    e = G.encode(x)
+    x_rec = G.decode(e)
+    s = G.extract(x, tag)
+    x_slf = G.decode(G.translate(e, s, tag))
+    s_trg = G.map(torch.randn(x.size(0), G.noise_dim, device=x.device), tag, target)
+    x_trg = G.decode(G.translate(e, s_trg, tag))
+    s_trg_rec = G.extract(x_trg, tag)
+    x_cyc = G.decode(G.translate(G.encode(x_trg), s, tag))
+    adv = (D(x, s, y, tag, attribute).mean(0).sum() - D(x_trg, s_trg.detach(), y, tag, target)[:, 0].mean()
+           - D(x_cyc, s.detach(), y, tag, attribute)[:, 1].mean())
+    sty = F.l1_loss(s_trg_rec, s_trg)
+    rec = F.l1_loss(x_rec, x) + F.l1_loss(x_slf, x) + F.l1_loss(x_cyc, x)
+    g_opt.zero_grad(set_to_none=True)
+    (p.adv_w * adv + p.sty_w * sty + p.rec_w * rec).backward()
+    nn.utils.clip_grad_norm_(G.parameters(), p.clip_grad)
+    g_opt.step()
+    # discriminator: hinge loss, R1 penalty on both heads for real images
+    D.requires_grad_(True)
+    x_real = x.detach().requires_grad_(True)
+    real = D(x_real, s.detach(), y, tag, attribute)
+    d_loss = (F.relu(1 - real).mean(0).sum() + _r1(real[:, 0], x_real) + _r1(real[:, 1], x_real)
+              + F.relu(1 + D(x_trg.detach(), s_trg.detach(), y, tag, target)[:, 0]).mean()
+              + F.relu(1 + D(x_cyc.detach(), s.detach(), y, tag, attribute)[:, 1]).mean())
+    d_opt.zero_grad(set_to_none=True)
+    d_loss.backward()
+    nn.utils.clip_grad_norm_(D.parameters(), p.clip_grad)
+    d_opt.step()
+    return {"G/adv": adv.item(), "G/sty": sty.item(), "G/rec": rec.item(), "D/adv": d_loss.item()}
+
+
+def faces_with(labels: dict[str, torch.Tensor], rule: dict[str, int]) -> torch.Tensor:
+    """Indices of faces whose attributes match `rule` (missing attributes are ignored)."""
+    keep = None
+    for name, value in rule.items():
+        if name in labels:
+            match = labels[name] == value
+            keep = match if keep is None else keep & match
+    if keep is None:
+        raise DataError(f"no attribute of {sorted(rule)} in the data set's labels")
+    return keep.nonzero().view(-1)
+
+
+def _labels_by_name(faceset, names: list[str]) -> dict[str, torch.Tensor]:
+    present = [n for n in names if n in faceset.attribute_names]
+    return dict(zip(present, faceset.labels(present).T)) if present else {}
+
+
+class TagSamplers:
+    """One random batch source per (tag, attribute), with the tag-irrelevant conditions
+    (Male, Young in {-1, 1}) as labels; resumable like bench.training.BatchSampler."""
+
+    def __init__(self, faceset, tags: list[dict], batch_size: int, seed: int):
+        from bench.training import BatchSampler
+
+        rule_names = sorted({n for rule in ATTRIBUTE_RULES.values() for n in rule})
+        labels = _labels_by_name(faceset, rule_names + TAG_IRRELEVANT)
+        missing = [n for n in TAG_IRRELEVANT if n not in labels]
+        if missing:
+            raise DataError(f"HiSD training needs the attributes {missing} in the data set's labels")
+        images = faceset.load_uint8(progress=True)
+        conditions = torch.stack([labels[n] for n in TAG_IRRELEVANT], 1) * 2 - 1
+        self.tags = tags
+        self.rng = torch.Generator().manual_seed(seed)
+        self.samplers = []
+        for t, tag in enumerate(tags):
+            row = []
+            for a, attribute in enumerate(tag["attributes"]):
+                idx = faces_with(labels, ATTRIBUTE_RULES[(tag["name"], attribute)])
+                if len(idx) == 0:
+                    raise DataError(f"no training faces with {tag['name']}={attribute}")
+                row.append(BatchSampler(images[idx.numpy()], conditions[idx], batch_size, seed + 101 * t + a))
+            self.samplers.append(row)
+
+    def draw_tag_and_attributes(self) -> tuple[int, int, int]:
+        """A tag, a source attribute and a different target attribute, uniformly."""
+        tag = int(torch.randint(len(self.tags), (1,), generator=self.rng))
+        n = len(self.tags[tag]["attributes"])
+        source, target = torch.randperm(n, generator=self.rng)[:2].tolist()
+        return tag, source, target
+
+    def batch(self, tag: int, attribute: int):
+        return next(self.samplers[tag][attribute])
+
+    def state(self) -> dict:
+        return {"rng": self.rng.get_state(),
+                **{f"{t}.{a}": s.state() for t, row in enumerate(self.samplers) for a, s in enumerate(row)}}
+
+    def restore(self, state: dict) -> None:
+        self.rng.set_state(state["rng"])
+        for t, row in enumerate(self.samplers):
+            for a, s in enumerate(row):
+                s.restore(state[f"{t}.{a}"])
+
+
+def preview_faces(faceset, start: int, tag: dict, count: int = 6) -> tuple[torch.Tensor, torch.Tensor]:
+    """Faces just after the training split for progress grids: `count` sources and one
+    reference per attribute of the tag (the first face showing it)."""
+    window = faceset.subset(start, start + 400)
+    labels = _labels_by_name(window, sorted({n for r in ATTRIBUTE_RULES.values() for n in r}))
+    refs = []
+    for attribute in tag["attributes"]:
+        idx = faces_with(labels, ATTRIBUTE_RULES[(tag["name"], attribute)])
+        if len(idx) == 0:
+            raise DataError(f"no face with {tag['name']}={attribute} among images {start}-{start + 400}")
+        refs.append(int(idx[0]))
+    images = window.load()
+    return images[:count], images[refs]
+
+
+@torch.no_grad()
+def save_reference_grid(G: HiSD, x: torch.Tensor, references: torch.Tensor, path: Path) -> None:
+    """Rows: sources; columns: the source, then its translation toward each reference
+    (the references themselves in the first row)."""
+    from bench.figures import save_image_grid
+
+    was_training = G.training
+    G.eval()
+    e = G.encode(x)
+    columns = [torch.cat([torch.full_like(x[:1], 1.0), x])]
+    for ref in references:
+        s = G.extract(ref.unsqueeze(0), G.edit_index).expand(x.size(0), -1)
+        out = G.decode(G.translate(e, s, G.edit_index)).clamp(-1, 1)
+        columns.append(torch.cat([ref.unsqueeze(0), out]))
+    save_image_grid(columns, path)
+    G.train(was_training)
