@@ -14,8 +14,10 @@ only the source image); index -1 uses the image itself as its reference (HiSD's
 self-translation), which is the no-edit control.
 
 Named choices where the official code leaves something open:
-- the decoder ends in a 1x1 conv without tanh; outputs are clamped to [-1, 1], the
-  range every image of the benchmark lives in;
+- the official decoder ends in a 1x1 conv without tanh; its outputs are clamped to
+  [-1, 1], the range every image of the benchmark lives in (`output="clamp"`). The
+  quick config ends in tanh instead (`output="tanh"`, no parameters), which bounds
+  what the small generator can output while it trains;
 - the three reference images are synthetic demo faces shipped with the project
   (`weights/hisd_references.png`, one per colour, chosen by the attribute classifier),
   resized to the input size; `references=<png>` in the config uses others (a strip
@@ -258,7 +260,7 @@ class HiSD(Generator):
         # 64 px, one tag: 392,499 parameters (~0.5 s per training step on 2 CPU cores)
         "quick": dict(style_dim=64, noise_dim=16, encoder=[16, 32, 64], decoder=[64, 32, 16],
                       translators=[32] * 4, extractors=[16, 32, 64, 64, 64],
-                      mappers_pre=[64, 64], mappers_post=[64, 64], tags=[HAIR_COLOUR]),
+                      mappers_pre=[64, 64], mappers_post=[64, 64], tags=[HAIR_COLOUR], output="tanh"),
     }
     official_checkpoint = {"file": "checkpoint_256_celeba-hq.pt", "key": "gen_test", "resolution": 256,
                            "source": "imlixinyang/HiSD release (configs/celeba-hq_256.yaml)"}
@@ -266,14 +268,16 @@ class HiSD(Generator):
     def __init__(self, style_dim: int = 256, noise_dim: int = 32, encoder=(64, 128, 256),
                  decoder=(256, 128, 64), translators=(64,) * 8, extractors=(32, 64, 128, 256, 512, 512, 512),
                  mappers_pre=(256, 256, 256), mappers_post=(256, 256, 256), tags=OFFICIAL_TAGS,
-                 edit_tag: str = "HairColor", references: str = "shipped"):
+                 edit_tag: str = "HairColor", references: str = "shipped", output: str = "clamp"):
         super().__init__(style_dim=style_dim, noise_dim=noise_dim, encoder=list(encoder), decoder=list(decoder),
                          translators=list(translators), extractors=list(extractors),
                          mappers_pre=list(mappers_pre), mappers_post=list(mappers_post),
-                         tags=[dict(t) for t in tags], edit_tag=edit_tag, references=references)
+                         tags=[dict(t) for t in tags], edit_tag=edit_tag, references=references, output=output)
         names = [t["name"] for t in tags]
         if edit_tag not in names:
             raise ConfigError(f"HiSD edit_tag {edit_tag!r} is not one of its tags {names}")
+        if output not in ("clamp", "tanh"):
+            raise ConfigError(f"HiSD output must be 'clamp' or 'tanh', got {output!r}")
         if encoder[-1] != decoder[0]:
             raise ConfigError("HiSD needs encoder[-1] == decoder[0] (the translators work in between)")
         self.style_dim, self.noise_dim, self.tags = style_dim, noise_dim, self.config["tags"]
@@ -313,7 +317,8 @@ class HiSD(Generator):
         return self.encoder(x)
 
     def decode(self, e):
-        return self.decoder(e)
+        x = self.decoder(e)
+        return torch.tanh(x) if self.config["output"] == "tanh" else x
 
     def extract(self, x, tag: int):
         return self.extractors(x, tag)
@@ -336,7 +341,7 @@ class HiSD(Generator):
 
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         s = self.extract(self.reference_images(c, x), self.edit_index)
-        return self.decode(self.translate(self.encode(x), s, self.edit_index)).clamp(-1, 1)
+        return self.decode(self.translate(self.encode(x), s, self.edit_index)).clamp(-1, 1)  # no-op after tanh
 
     def weight_hash(self) -> str:
         return tensors_sha256({**self.state_dict(), "__references__": self.references})
@@ -370,9 +375,13 @@ class HiSD(Generator):
         """The HiSD recipe (core/trainer.py, celeba-hq_256.yaml: hinge loss with R1 on real
         images, adv/style/reconstruction weights 1, Adam betas (0, 0.99), gradient clipping
         at 100, moving average 0.99) sized for CPU. Deviations, all named: one tag
-        (HairColor) in the quick config, learning rates 2e-4 for all parts (official
-        1e-4, and 1e-6 for the mappers, meant for 600k iterations), no colour jitter
-        (it shifts hue, which is the attribute being learned)."""
+        (HairColor) in the quick config; learning rates 2e-4 for all parts (official
+        1e-4, and 1e-6 for the mappers, meant for 600k iterations); `ali=False`: the
+        styles of real images enter the discriminator detached, as in the paper (the
+        public code's later "ALI" term lets the generator fool D through them; with the
+        small quick config that term inflated the styles without bound and training
+        diverged within 100 iterations, at either learning rate); no colour jitter (it
+        shifts hue, which is the attribute being learned)."""
         resolution: int = 64
         config: str = "quick"
         d_channels: list = None  # discriminator channels; None: the config's extractor channels
@@ -385,6 +394,7 @@ class HiSD(Generator):
         adv_w: float = 1.0
         sty_w: float = 1.0
         rec_w: float = 1.0
+        ali: bool = False  # official code True: the generator also fools D through real images' styles
         ema_beta: float = 0.99
         clip_grad: float = 100.0
         train_start: int = 0
@@ -494,7 +504,8 @@ def _training_step(G, D, g_opt, d_opt, x, y, tag, attribute, target, p) -> dict:
     x_trg = G.decode(G.translate(e, s_trg, tag))
     s_trg_rec = G.extract(x_trg, tag)
     x_cyc = G.decode(G.translate(G.encode(x_trg), s, tag))
-    adv = (D(x, s, y, tag, attribute).mean(0).sum() - D(x_trg, s_trg.detach(), y, tag, target)[:, 0].mean()
+    s_real = s if p.ali else s.detach()
+    adv = (D(x, s_real, y, tag, attribute).mean(0).sum() - D(x_trg, s_trg.detach(), y, tag, target)[:, 0].mean()
            - D(x_cyc, s.detach(), y, tag, attribute)[:, 1].mean())
     sty = F.l1_loss(s_trg_rec, s_trg)
     rec = F.l1_loss(x_rec, x) + F.l1_loss(x_slf, x) + F.l1_loss(x_cyc, x)

@@ -140,3 +140,15 @@ def test_shipped_weights_and_references_load():
     G = HiSD.load("shipped", 64)
     assert G.references.shape == (3, 3, 64, 64)
     assert G(torch.zeros(2, 3, 64, 64), torch.tensor([0, 2])).shape == (2, 3, 64, 64)
+
+
+def test_output_modes():
+    from bench.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="'clamp' or 'tanh'"):
+        tiny_hisd(output="sigmoid")
+    G = tiny_hisd(output="tanh")
+    with torch.no_grad():
+        G.decoder[-1].bias.fill_(50.0)  # far outside the image range before the tanh
+        out = G.decode(G.encode(torch.zeros(1, 3, 16, 16)))
+    assert out.max() <= 1 and out.min() >= -1 and out.max() > 0.99
