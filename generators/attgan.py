@@ -164,6 +164,8 @@ class AttGAN(Generator):
         dim: int = 24
         layers: int = 4
         max_dim: int = 1024
+        shortcut_layers: int = 1
+        inject_layers: int = 0
         d_dim: int = 32
         d_fc_dim: int = 256
         batch_size: int = 16
@@ -191,8 +193,8 @@ class AttGAN(Generator):
 
         torch.manual_seed(params.seed)
         train_set = faceset.subset(params.train_start, params.train_stop)
-        G = cls(dim=params.dim, layers=params.layers, max_dim=params.max_dim,
-                thres_int=params.thres_int).to(device)
+        G = cls(dim=params.dim, layers=params.layers, max_dim=params.max_dim, shortcut_layers=params.shortcut_layers,
+                inject_layers=params.inject_layers, thres_int=params.thres_int).to(device)
         D = Discriminators(params.resolution, params.d_dim, params.layers, len(ATTRIBUTES), params.d_fc_dim).to(device)
         g_opt = torch.optim.Adam(G.parameters(), params.lr, (params.beta1, params.beta2))
         d_opt = torch.optim.Adam(D.parameters(), params.lr, (params.beta1, params.beta2))

@@ -48,8 +48,12 @@ def test_run_writes_cells_and_metadata_then_reuses_the_cache(tmp_path, tiny_star
     assert run_cli(tmp_path, tiny_stargan_file, out2) == 0
     rows2 = read_rows(out2)
     assert any(r["cache_hit"] for r in rows2)
-    by_key = {(r["defense"], r["bypass"], r["metric"]): r["value"] for r in rows}
-    assert all(by_key[(r["defense"], r["bypass"], r["metric"])] == r["value"] for r in rows2)
+    def key(r):
+        return r["defense"], r["bypass"], r["metric"], r.get("target")
+
+    by_key = {key(r): r["value"] for r in rows}
+    assert len(by_key) == len(rows) == len(rows2)
+    assert all(by_key[key(r)] == r["value"] for r in rows2)
 
 
 def test_unknown_names_fail_with_one_line(tmp_path, tiny_stargan_file, capsys):
