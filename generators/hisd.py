@@ -257,7 +257,7 @@ class HiSD(Generator):
         "official": dict(style_dim=256, noise_dim=32, encoder=[64, 128, 256], decoder=[256, 128, 64],
                          translators=[64] * 8, extractors=[32, 64, 128, 256, 512, 512, 512],
                          mappers_pre=[256, 256, 256], mappers_post=[256, 256, 256], tags=OFFICIAL_TAGS),
-        # 64 px, one tag: 392,499 parameters (~0.5 s per training step on 2 CPU cores)
+        # 64 px, one tag: 392,499 parameters (~0.4 s per training step on 2 CPU cores)
         "quick": dict(style_dim=64, noise_dim=16, encoder=[16, 32, 64], decoder=[64, 32, 16],
                       translators=[32] * 4, extractors=[16, 32, 64, 64, 64],
                       mappers_pre=[64, 64], mappers_post=[64, 64], tags=[HAIR_COLOUR], output="tanh"),
