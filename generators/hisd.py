@@ -386,7 +386,7 @@ class HiSD(Generator):
         config: str = "quick"
         d_channels: list = None  # discriminator channels; None: the config's extractor channels
         batch_size: int = 8
-        iters: int = 6000
+        iters: int = 8000
         lr: float = 2e-4
         lr_mappers: float = 2e-4
         beta1: float = 0.0

@@ -152,3 +152,17 @@ def test_output_modes():
         G.decoder[-1].bias.fill_(50.0)  # far outside the image range before the tanh
         out = G.decode(G.encode(torch.zeros(1, 3, 16, 16)))
     assert out.max() <= 1 and out.min() >= -1 and out.max() > 0.99
+
+
+def test_references_are_the_faces_the_classifier_is_surest_about(tmp_path):
+    class Labeller:  # probabilities of Black_Hair, Blond_Hair, Brown_Hair for 4 faces
+        attribute_names = ["Black_Hair", "Blond_Hair", "Brown_Hair"]
+
+        def predict(self, images):
+            return torch.tensor([[0.9, 0.1, 0.8], [0.8, 0.0, 0.1], [0.1, 0.7, 0.2], [0.2, 0.1, 0.9]])
+
+    images = torch.arange(4.0).view(4, 1, 1, 1).expand(4, 3, 8, 8) / 4
+    refs = hisd.pick_references(images, Labeller())
+    assert refs[:, 0, 0, 0].tolist() == [0.25, 0.5, 0.75]  # faces 1, 2, 3: black, blond, brown
+    hisd.save_reference_strip(refs, tmp_path / "refs.png")
+    assert hisd._read_reference_strip(tmp_path / "refs.png", 3).shape == (3, 3, 8, 8)
