@@ -101,14 +101,6 @@ def parameter_count(module: nn.Module) -> int:
 
 # ---------------------------------------------------------------------- sampling
 @torch.no_grad()
-def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
-    for p_ema, p in zip(ema.parameters(), model.parameters()):
-        p_ema.lerp_(p, 1.0 - decay)
-    for b_ema, b in zip(ema.buffers(), model.buffers()):
-        b_ema.copy_(b)
-
-
-@torch.no_grad()
 def recalibrate_batchnorm(G: FaceGenerator, samples: int = 1024, batch_size: int = 64,
                           seed: int = 0) -> FaceGenerator:
     """Recompute BatchNorm statistics as exact averages over fresh samples: the running
@@ -212,7 +204,7 @@ def train(params: TrainParams, faceset, out_dir: Path, device: torch.device, exp
           command: str = "") -> FaceGenerator:
     """Train, resuming from `out_dir/checkpoint.pt` if present; return (and export) the
     moving-average generator with recalibrated BatchNorm statistics."""
-    from bench.training import BatchSampler, TrainingRun
+    from bench.training import BatchSampler, TrainingRun, update_ema
 
     if faceset.resolution != params.resolution:
         raise ConfigError(f"faces loaded at {faceset.resolution} px, training asks for {params.resolution} px")

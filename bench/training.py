@@ -104,3 +104,12 @@ def gradient_penalty(critic_out: torch.Tensor, x_hat: torch.Tensor) -> torch.Ten
     grad = torch.autograd.grad(critic_out.sum(), x_hat, create_graph=True)[0]
     norms = grad.flatten(1).norm(2, dim=1)
     return ((norms - 1) ** 2).mean()
+
+
+@torch.no_grad()
+def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    """Exponential moving average of the parameters (buffers are copied as they are)."""
+    for p_ema, p in zip(ema.parameters(), model.parameters()):
+        p_ema.lerp_(p, 1.0 - decay)
+    for b_ema, b in zip(ema.buffers(), model.buffers()):
+        b_ema.copy_(b)

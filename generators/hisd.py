@@ -405,7 +405,7 @@ class HiSD(Generator):
     @classmethod
     def train_recipe(cls, params: "HiSD.TrainParams", faceset, out_dir: Path, device: torch.device,
                      export: Path | None = None, command: str = "") -> "HiSD":
-        from bench.training import TrainingRun
+        from bench.training import TrainingRun, update_ema
 
         torch.manual_seed(params.seed)
         config = dict(cls.configs[params.config])
@@ -434,7 +434,7 @@ class HiSD(Generator):
             x, y = sampler.batch(tag, attribute)
             x, y = x.to(device).contiguous(memory_format=torch.channels_last), y.to(device)
             losses.update(_training_step(G, D, g_opt, d_opt, x, y, tag, attribute, target, params))
-            update_average(G_ema, G, params.ema_beta)
+            update_ema(G_ema, G, params.ema_beta)
             if (it + 1) % run.log_every == 0:
                 run.log(it + 1, losses, started)
                 bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()})
@@ -479,12 +479,6 @@ def hisd_init(module: nn.Module) -> None:
             nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
             if m.bias is not None:
                 nn.init.constant_(m.bias, 0.01)
-
-
-@torch.no_grad()
-def update_average(target: nn.Module, source: nn.Module, beta: float) -> None:
-    for p_t, p_s in zip(target.parameters(), source.parameters()):
-        p_t.lerp_(p_s, 1.0 - beta)
 
 
 def _r1(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
