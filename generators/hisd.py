@@ -385,6 +385,7 @@ class HiSD(Generator):
         resolution: int = 64
         config: str = "quick"
         d_channels: list = None  # discriminator channels; None: the config's extractor channels
+        output: str = None  # "tanh" or "clamp" (official); None: the config's
         batch_size: int = 8
         iters: int = 8000
         lr: float = 2e-4
@@ -409,6 +410,8 @@ class HiSD(Generator):
 
         torch.manual_seed(params.seed)
         config = dict(cls.configs[params.config])
+        if params.output is not None:
+            config["output"] = params.output
         G = cls(**config)
         D = Discriminator(params.d_channels or config["extractors"], config["style_dim"], G.tags)
         for module in (G, D):

@@ -83,3 +83,19 @@ def test_shipped_weights_load():
         pytest.skip("no shipped weights")
     G = AttGAN.load("shipped", 64)
     assert G(torch.zeros(1, 3, 64, 64), torch.zeros(1, 13)).shape == (1, 3, 64, 64)
+
+
+def test_instance_norm_option_round_trips_and_keeps_images_independent(tmp_path):
+    G = AttGAN(dim=4, layers=3, enc_norm="instancenorm", dec_norm="instancenorm").eval()
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in G.modules())
+    x, a = torch.rand(3, 3, 32, 32) * 2 - 1, torch.zeros(3, 13)
+    with torch.no_grad():
+        together, alone = G(x, a), G(x[:1], a[:1])
+    torch.testing.assert_close(together[:1], alone)
+    G.save(tmp_path / "g.safetensors")
+    loaded = AttGAN.load(str(tmp_path / "g.safetensors"), 32)
+    assert loaded.config["enc_norm"] == loaded.config["dec_norm"] == "instancenorm"
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x, a), together)
+    with pytest.raises(ValueError, match="unknown norm"):
+        AttGAN(dim=4, layers=3, enc_norm="groupnorm")
