@@ -79,7 +79,10 @@ def training_table(cells: pd.DataFrame) -> pd.DataFrame:
     df = cells[cells.metric.isin(["train_seconds", "trainable_params"])]
     if df.empty:
         return df
-    return df.pivot_table(index=["generator", "bypass"], columns="metric", values="value", aggfunc="first")
+    table = df.pivot_table(index=["generator", "bypass"], columns="metric", values="value", aggfunc="first")
+    if "trainable_params" in table:  # a count, printed as one
+        table["trainable_params"] = table["trainable_params"].astype("Int64")
+    return table
 
 
 def to_markdown(table: pd.DataFrame, title: str) -> str:
