@@ -1,4 +1,4 @@
-"""The quick profile on real held-out faces with the shipped StarGAN (minutes: marked slow).
+"""The quick profile on real held-out faces with the shipped StarGAN and AttGAN (minutes: marked slow).
 
 Run with `tox -- -m slow` or `pytest -m slow`.
 """
@@ -8,17 +8,19 @@ import json
 import pytest
 
 from bench.cli import main
+from generators.attgan import AttGAN
 from generators.stargan import StarGAN
 from tests.conftest import shared_path
 
 
 @pytest.mark.slow
-def test_disrupting_works_and_lora_patching_bypasses_it(tmp_path):
-    if not StarGAN.shipped_weights_path(64).exists():
-        pytest.skip("no shipped StarGAN weights")
+@pytest.mark.parametrize("generator", [StarGAN, AttGAN], ids=lambda g: g.name)
+def test_disrupting_works_and_lora_patching_bypasses_it(tmp_path, generator):
+    if not generator.shipped_weights_path(64).exists():
+        pytest.skip(f"no shipped {generator.name} weights")
     data = shared_path("data", "celebahq")
     out = tmp_path / "run"
-    assert main(["run", "--defenses", "disrupting", "--bypass", "none,jpeg,lora", "--generators", "stargan",
+    assert main(["run", "--defenses", "disrupting", "--bypass", "none,jpeg,lora", "--generators", generator.name,
                  "--data", str(data), "--output", str(out)]) == 0
     rows = [json.loads(line) for line in (out / "cells.jsonl").read_text().splitlines()]
     value = {(r["defense"], r["bypass"], r["metric"]): r["value"] for r in rows}
