@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from bench.errors import WeightsError
+from bench.errors import ConfigError, WeightsError
 from generators.attgan import ATTRIBUTES, AttGAN, Discriminators
 from tests.conftest import make_face_folder, random_state_from_layout, reference_layout
 
@@ -97,5 +97,5 @@ def test_instance_norm_option_round_trips_and_keeps_images_independent(tmp_path)
     assert loaded.config["enc_norm"] == loaded.config["dec_norm"] == "instancenorm"
     with torch.no_grad():
         torch.testing.assert_close(loaded(x, a), together)
-    with pytest.raises(ValueError, match="unknown norm"):
+    with pytest.raises(ConfigError, match="groupnorm"):
         AttGAN(dim=4, layers=3, enc_norm="groupnorm")
