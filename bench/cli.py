@@ -106,8 +106,6 @@ def cmd_hisd_references(args) -> int:
     from bench.data import load_faceset
     from generators.hisd import pick_references, save_reference_strip
 
-    if args.dataset != "demo" and not args.data:
-        raise BenchError(f"--dataset {args.dataset} needs --data PATH")
     faces = load_faceset(args.data, args.dataset, args.resolution)
     references = pick_references(faces.load(), AttributeClassifier.load(Path(args.classifier)))
     save_reference_strip(references, Path(args.out))

@@ -223,6 +223,8 @@ def load_faceset(path: str | Path, kind: str, resolution: int) -> FaceSet:
         raise DataError(f"unknown dataset kind {kind!r}; choose one of {', '.join(LOADERS)}")
     if kind == "demo":
         return load_demo(None, resolution)
+    if not path:
+        raise DataError(f"--dataset {kind} needs --data PATH")
     root = Path(path).expanduser()
     if not root.exists():
         raise DataError(f"data path does not exist: {root}")

@@ -207,9 +207,8 @@ class AttGAN(Generator):
 
         torch.manual_seed(params.seed)
         train_set = faceset.subset(params.train_start, params.train_stop)
-        G = cls(dim=params.dim, layers=params.layers, max_dim=params.max_dim, shortcut_layers=params.shortcut_layers,
-                inject_layers=params.inject_layers, thres_int=params.thres_int,
-                enc_norm=params.enc_norm, dec_norm=params.dec_norm).to(device)
+        architecture = {k: v for k, v in asdict(params).items() if k in cls.configs["quick"]}
+        G = cls(**architecture).to(device)
         D = Discriminators(params.resolution, params.d_dim, params.layers, len(ATTRIBUTES), params.d_fc_dim).to(device)
         g_opt = torch.optim.Adam(G.parameters(), params.lr, (params.beta1, params.beta2))
         d_opt = torch.optim.Adam(D.parameters(), params.lr, (params.beta1, params.beta2))

@@ -51,6 +51,8 @@ def test_unknown_kind_and_missing_path(tmp_path):
         load_faceset(tmp_path, "imagenet", 64)
     with pytest.raises(DataError, match="does not exist"):
         load_faceset(tmp_path / "nowhere", "folder", 64)
+    with pytest.raises(DataError, match="--dataset celebahq needs --data"):
+        load_faceset(None, "celebahq", 64)
 
 
 def test_shared_celebahq_layout():
