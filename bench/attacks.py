@@ -76,3 +76,27 @@ def flatten_targets(x: torch.Tensor, conditions: torch.Tensor) -> tuple[torch.Te
     t = conditions.size(0)
     xs = x.unsqueeze(0).expand(t, *x.shape).reshape(t * x.size(0), *x.shape[1:])
     return xs, conditions.reshape(-1, *conditions.shape[2:])
+
+
+def output_distortion(generator: torch.nn.Module) -> Callable:
+    """The Disrupting objective: per-sample MSE(G(x_adv, c), y)."""
+    return lambda x_adv, c, y: per_sample_mse(generator(x_adv, c), y)
+
+
+def per_target_pgd(x: torch.Tensor, generator: torch.nn.Module, conditions: torch.Tensor, seed: int, *,
+                   eps: float, step_size: float, steps: int, rand_init: bool, batch_size: int,
+                   distortion: Callable | None = None) -> torch.Tensor:
+    """One perturbation per (image, target): PGD maximising distortion(x_adv, c, y) -> (n,),
+    with y = G(x, c) (default: MSE(G(x_adv, c), y)). All pairs run batched on the
+    generator's device. x (N, ...) and conditions (T, N, ...) on the CPU -> (T, N, ...)."""
+    distortion = distortion or output_distortion(generator)
+    xs, cs = flatten_targets(x, conditions)
+    x_init = random_start(xs, eps, seed) if rand_init else xs
+
+    def attack(xb, cb, ib):
+        with torch.no_grad():
+            y = generator(xb, cb)
+        return pgd(xb, lambda xa: distortion(xa, cb, y), eps, step_size, steps, ib)
+
+    x_adv = chunked(attack, xs, cs, x_init, batch_size=batch_size, device=device_of(generator))
+    return x_adv.view(conditions.size(0), *x.shape)

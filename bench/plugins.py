@@ -84,6 +84,14 @@ class Plugin:
                 "params": dataclasses.asdict(self.params)}
 
 
+@dataclasses.dataclass
+class FitTarget:
+    """A generator a defense fits against, with its conditions for the fitting images."""
+    generator: "Generator"
+    conditions: torch.Tensor  # (T, N, ...) the edit targets
+    unedited: torch.Tensor | None = None  # (1, N, ...) each image's own attributes, if known
+
+
 class Defense(Plugin):
     """A proactive defense: perturbs images so that a generator's edits fail.
 
@@ -96,9 +104,30 @@ class Defense(Plugin):
 
     kind_name = "defense"
     randomised: ClassVar[bool] = True  # uses the seed (random start, sampling)
+    # settings under which `bench validate` (and the tests) exercise the plugin in seconds
+    smoke_params: ClassVar[dict] = {}
 
     def protect(self, x: torch.Tensor, generator: "Generator", conditions: torch.Tensor,
                 seed: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    # --- learned and universal defenses ---------------------------------------------
+    def fit_scope(self) -> str | None:
+        """What a fit depends on, hence what the runner fits it against and caches it by:
+        None (nothing to fit), "generator" (the generator being protected against),
+        "generators" (all generators of the run at once, e.g. a cross-model universal
+        perturbation) or "images" (the fitting images alone)."""
+        return None
+
+    def fit(self, images: torch.Tensor, targets: list["FitTarget"], seed: int,
+            device: torch.device) -> tuple[dict[str, torch.Tensor], dict]:
+        """Learn from `images` (N, 3, H, W) on the CPU against each of `targets` (a generator
+        on `device` with its conditions for these images; empty for scope "images").
+        Returns the learned tensors and JSON-able info; `load_state` must restore the very
+        same defense from them."""
+        raise NotImplementedError
+
+    def load_state(self, state: dict[str, torch.Tensor], info: dict) -> None:
         raise NotImplementedError
 
 

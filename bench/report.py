@@ -85,6 +85,14 @@ def training_table(cells: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
+def defense_fit_table(meta: dict) -> pd.DataFrame:
+    """What each learned or universal defense was fitted against, and what it cost."""
+    fits = meta.get("defense_fits") or []
+    rows = [{"defense": f["defense"], "scope": f["scope"], "generators": ", ".join(f["generators"]) or "-",
+             "fit_seconds": f.get("fit_seconds"), "from cache": f.get("cache_hit")} for f in fits]
+    return pd.DataFrame(rows).set_index("defense") if rows else pd.DataFrame()
+
+
 def to_markdown(table: pd.DataFrame, title: str) -> str:
     flat = table.copy()
     if isinstance(flat.columns, pd.MultiIndex):
@@ -112,6 +120,9 @@ def write_report(run_dir: Path, output: Path | None = None) -> str:
     meta_path = Path(run_dir) / "run.json"
     if meta_path.exists():
         meta = json.loads(meta_path.read_text())
+        fits = defense_fit_table(meta)
+        if not fits.empty:
+            text += "\n" + to_markdown(fits, "Fitted defenses (fit_seconds: the run that fitted them)")
         text += (f"\nprofile {meta['config']['profile']}, seed {meta['seed']}, "
                  f"{meta['data']['eval']['n']} evaluation images ({meta['data']['eval']['name']}), "
                  f"git {str(meta['git']['commit'])[:10]}{' (dirty)' if meta['git']['dirty'] else ''}, "

@@ -1,7 +1,7 @@
 """Run the matrix generators x defenses x bypasses and score every cell.
 
-Data flow: images -> conditions -> clean outputs y (cached) -> each defense's protected
-images (cached) -> each bypass (purify, or patch the generator once: cached) ->
+Data flow: images -> conditions -> clean outputs y (cached) -> each defense (fitted
+first if it learns, on the defense split: cached) -> its protected images (cached) -> each bypass (purify, or patch the generator once: cached) ->
 outputs -> metrics -> one row per (generator, defense, bypass, scenario, metric).
 The rows of defense "none" score each bypass on clean inputs (its benign impact).
 
@@ -21,15 +21,17 @@ from tqdm import tqdm
 
 import bench
 from bench.attacks import chunked, device_of, flatten_targets
-from bench.cache import Cache, images_identity, tensor_digest
+from bench.cache import Cache, images_identity, make_key, tensor_digest
 from bench.data import FaceSet, load_faceset
 from bench.device import autocast, resolve_device
 from bench.errors import ConfigError
+from bench.plugins import FitTarget
 from bench.io import atomic_write_json, atomic_write_text, save_tensors
 from bench.registry import Registry
 from bench.provenance import run_metadata
 
 SCENARIO = "standard"
+FIT_SCOPES = ("generator", "generators", "images")
 
 
 @dataclass
@@ -49,6 +51,17 @@ class RunState:
     fits: dict = field(default_factory=dict)
     output_dir: Path = Path(".")
     metrics: list = field(default_factory=list)
+    generator_names: list = field(default_factory=list)
+    loaded: dict = field(default_factory=dict)  # name -> (generator, identity), loaded once
+    defense_split: Split | None = None  # the images learned and universal defenses fit on
+    defense_fits: dict = field(default_factory=dict)  # fit key -> (tensors, info)
+
+    def generator(self, name: str):
+        """The generator `name` and its identity (weights hashed once per run)."""
+        if name not in self.loaded:
+            generator = load_generator(self.config, name, self.device)
+            self.loaded[name] = (generator, generator.identity())
+        return self.loaded[name]
 
     @property
     def amp(self) -> bool:
@@ -198,6 +211,46 @@ def bypass_outputs(state: "RunState", bypass, generator, patched, x, conditions)
     return batched_generate(generator, purified, conditions, batch_size, state.amp)
 
 
+def fit_target(generator, labels: torch.Tensor) -> FitTarget:
+    try:
+        unedited = generator.unedited_conditions(labels)
+    except NotImplementedError:
+        unedited = None
+    return FitTarget(generator, generator.targets(labels), unedited)
+
+
+def fit_defense(state: RunState, defense, gen_name: str) -> str | None:
+    """Fit a learned or universal defense once (cached), load the result into it and
+    return the fit's key (None when it has nothing to fit), which the protected images'
+    cache key then includes."""
+    scope = defense.fit_scope()
+    if scope is None:
+        return None
+    if scope not in FIT_SCOPES:
+        raise ConfigError(f"defense {defense.name!r} declares fit scope {scope!r}; expected one of {FIT_SCOPES}")
+    names = {"generator": [gen_name], "generators": state.generator_names, "images": []}[scope]
+    split = state.defense_split
+    targets = [fit_target(state.generator(n)[0], split.faces.labels(state.generator(n)[0].attribute_names))
+               for n in names]
+    parts = {"step": "defense_fit", "defense": defense.identity(), "images": split.identity,
+             "generators": [state.generator(n)[1] for n in names], "seed": state.config["seed"],
+             "conditions": [tensor_digest(t.conditions) for t in targets], **precision_parts(state)}
+    key = make_key(parts)
+    if key not in state.defense_fits:
+        hit = state.cache.get("defense_fit", parts)
+        if hit is None:
+            started = time.time()
+            tensors, info = defense.fit(split.images, targets, state.config["seed"], state.device)
+            info = {**info, "fit_seconds": round(time.time() - started, 2), "cache_hit": False}
+            state.cache.put("defense_fit", parts, tensors, info)
+        else:
+            tensors, info = hit[0], {**hit[1], "cache_hit": True}
+        state.defense_fits[key] = (tensors, {**info, "defense": defense.name, "scope": scope,
+                                             "generators": names})
+    defense.load_state(*state.defense_fits[key])
+    return key
+
+
 def load_generator(config: dict, name: str, device: torch.device):
     """The generator `name` with the profile's weights, frozen, in inference mode."""
     weights = config["generators"].get(name, {}).get("weights", "shipped")
@@ -227,8 +280,7 @@ def prepare_bypass(state: RunState, name: str, gen_name: str, generator, finetun
 def run_generator(state: RunState, gen_name: str, defenses: list[str], bypasses: list[str],
                   evaluation: Split, finetune: Split | None) -> None:
     config = state.config
-    generator = load_generator(config, gen_name, state.device)
-    identity = generator.identity()  # hashes the weights: once per run
+    generator, identity = state.generator(gen_name)
     state.plugins.setdefault("generators", {})[gen_name] = identity
     labels = evaluation.faces.labels(generator.attribute_names)
     conditions = generator.targets(labels)
@@ -271,7 +323,8 @@ def run_generator(state: RunState, gen_name: str, defenses: list[str], bypasses:
     for d_name in tqdm(defenses, desc=f"{gen_name}: defenses", unit="defense", disable=len(defenses) < 2):
         defense = make_plugin("defenses", d_name, config)
         state.plugins.setdefault("defenses", {})[d_name] = defense.identity()
-        parts = {"step": "protect", **image_parts, "defense": defense.identity(), "seed": config["seed"]}
+        parts = {"step": "protect", **image_parts, "defense": defense.identity(), "seed": config["seed"],
+                 "fit": fit_defense(state, defense, gen_name)}
 
         def protect():  # full precision: float16 gradients of a per-pixel mean underflow
             return defense.protect(evaluation.images, generator, conditions, config["seed"]).float().cpu(), {}
@@ -319,16 +372,21 @@ def run(config: dict, output_dir: Path, defenses: str | list[str], bypasses: str
              "generators": Registry("generators").resolve(generators)}
     metrics = Registry("metrics")
     state = RunState(config, device, Cache(enabled=config["cache"]), output_dir=output_dir,
-                     metrics=[metrics.get(m) for m in metrics.resolve(config["metrics"])])
+                     metrics=[metrics.get(m) for m in metrics.resolve(config["metrics"])],
+                     generator_names=names["generators"])
     output_dir.mkdir(parents=True, exist_ok=True)
     faces = load_data(config)
     evaluation = load_split(config, faces, "eval", config["limit"])
     needs_fit = any(Registry("bypasses").get(b).trainable for b in names["bypasses"])
     finetune = load_split(config, faces, "finetune", config["finetune_limit"]) if needs_fit else None
+    if any(make_plugin("defenses", d, config).fit_scope() for d in names["defenses"]):
+        state.defense_split = load_split(config, faces, "defense", config["defense_fit_limit"])
     for gen_name in names["generators"]:
         run_generator(state, gen_name, names["defenses"], names["bypasses"], evaluation, finetune)
     meta = run_metadata(config, names, state.plugins, device, command)
-    meta["data"] = {"eval": evaluation.identity, "finetune": finetune.identity if finetune else None}
+    meta["data"] = {"eval": evaluation.identity, "finetune": finetune.identity if finetune else None,
+                    "defense_fit": state.defense_split.identity if state.defense_split else None}
+    meta["defense_fits"] = [info for _, info in state.defense_fits.values()]
     meta["fits"] = {f"{g}/{b}": {k: v for k, v in info.items() if k != "loss_curve"}
                     for (g, b), info in state.fits.items()}
     meta["wall_seconds"] = round(time.time() - started, 2)

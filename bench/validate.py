@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import torch
 
+from bench.plugins import FitTarget
 from bench.registry import GROUPS, Registry
 
 Check = tuple[str, bool, str]
@@ -26,18 +27,29 @@ def sample_batch(generator, n: int = 2, size: int = 16):
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(n, 3, size, size, generator=gen) * 2 - 1
     labels = torch.randint(0, 2, (n, len(generator.attribute_names)), generator=gen).float()
-    return x, generator.targets(labels)
+    return x, generator.targets(labels), labels
 
 
 def check_defense(cls) -> list[Check]:
-    defense = cls()
+    defense = cls(**cls.smoke_params)
     generator = tiny_generator()
-    x, conditions = sample_batch(generator)
+    x, conditions, labels = sample_batch(generator)
+    checks = []
+    if defense.fit_scope() is not None:
+        targets = [FitTarget(generator, conditions, generator.unedited_conditions(labels))]
+        state, info = defense.fit(x, targets, 0, torch.device("cpu"))
+        checks.append(("fit returns tensors and info", all(isinstance(v, torch.Tensor) for v in state.values())
+                       and isinstance(info, dict), ""))
+        again, _ = cls(**cls.smoke_params).fit(x, targets, 0, torch.device("cpu"))
+        checks.append(("fit deterministic under a seed", state.keys() == again.keys()
+                       and all(torch.equal(v, again[k]) for k, v in state.items()), ""))
+        defense = cls(**cls.smoke_params)
+        defense.load_state(state, info)  # protect from the loaded state, as the runner does
     out = defense.protect(x, generator, conditions, seed=0)
     expected = (conditions.size(0), *x.shape)
     eps = getattr(defense.params, "eps", None)
-    checks = [("shape (T, N, 3, H, W)", tuple(out.shape) == expected, f"{tuple(out.shape)} vs {expected}"),
-              ("values in [-1, 1]", bool(out.min() >= -1 and out.max() <= 1), f"[{out.min():.3f}, {out.max():.3f}]")]
+    checks += [("shape (T, N, 3, H, W)", tuple(out.shape) == expected, f"{tuple(out.shape)} vs {expected}"),
+               ("values in [-1, 1]", bool(out.min() >= -1 and out.max() <= 1), f"[{out.min():.3f}, {out.max():.3f}]")]
     if eps is not None:
         dist = (out - x.unsqueeze(0)).abs().max().item()
         checks.append((f"|x_protected - x| <= eps ({eps})", dist <= eps + 1e-6, f"max {dist:.4f}"))
@@ -51,7 +63,7 @@ def check_defense(cls) -> list[Check]:
 def check_bypass(cls) -> list[Check]:
     bypass = cls()
     generator = tiny_generator()
-    x, conditions = sample_batch(generator)
+    x, conditions, _ = sample_batch(generator)
     checks = []
     if bypass.trainable:
         before = copy.deepcopy(generator.state_dict())
@@ -76,7 +88,7 @@ def check_generator(cls) -> list[Check]:
         if name == "official":
             continue  # too large to build in seconds; the tests load it against its layout
         generator = cls.from_config(name).eval()
-        x, conditions = sample_batch(generator, size=32)
+        x, conditions, _ = sample_batch(generator, size=32)
         out = generator(x, conditions[0])
         checks.append((f"config {name}: conditions (T, N, ...)",
                        conditions.dim() >= 2 and conditions.size(1) == x.size(0), f"{tuple(conditions.shape)}"))

@@ -10,32 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import io
-
-import numpy as np
-import torch
-from PIL import Image
-
+from bench.codecs import jpeg_roundtrip
 from bench.plugins import Bypass
-
-
-def to_uint8(x: torch.Tensor) -> np.ndarray:
-    """N x 3 x H x W in [-1, 1] -> N x H x W x 3 uint8."""
-    return ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
-
-
-def jpeg_bytes(image: np.ndarray, quality: int) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
-    return buffer.getvalue()
-
-
-def jpeg_roundtrip(x: torch.Tensor, quality: int) -> torch.Tensor:
-    """Encode each image of x (N,3,H,W in [-1,1]) as JPEG at `quality` and decode it."""
-    decoded = [np.asarray(Image.open(io.BytesIO(jpeg_bytes(img, quality))).convert("RGB"))
-               for img in to_uint8(x)]
-    out = torch.from_numpy(np.stack(decoded)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-    return out.to(x.device, x.dtype)
 
 
 class JPEGCompression(Bypass):

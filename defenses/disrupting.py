@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from bench.attacks import chunked, device_of, flatten_targets, per_sample_mse, pgd, random_start
+from bench.attacks import chunked, device_of, per_sample_mse, per_target_pgd, pgd, random_start
 from bench.errors import ConfigError
 from bench.plugins import Defense
 
@@ -47,22 +47,13 @@ class Disrupting(Defense):
         p = self.params
         t, device = conditions.size(0), device_of(generator)
         if p.variant == "per_target":
-            xs, cs = flatten_targets(x, conditions)
-            x_init = random_start(xs, p.eps, seed) if p.rand_init else xs
-            x_adv = chunked(lambda xb, cb, ib: self._attack(xb, cb, ib, generator),
-                            xs, cs, x_init, batch_size=p.batch_size, device=device)
-            return x_adv.view(t, *x.shape)
+            return per_target_pgd(x, generator, conditions, seed, eps=p.eps, step_size=p.step_size,
+                                  steps=p.steps, rand_init=p.rand_init, batch_size=p.batch_size)
         x_init = random_start(x, p.eps, seed) if p.rand_init else x
         per_image = chunked(lambda xb, ib, *cb: self._attack_all_targets(xb, ib, torch.stack(cb, 1), generator),
                             x, x_init, *conditions.unbind(0), batch_size=max(1, p.batch_size // t),
                             device=device)
         return per_image.unsqueeze(0).expand(t, *x.shape)
-
-    def _attack(self, x, c, x_init, generator):
-        with torch.no_grad():
-            y = generator(x, c)
-        p = self.params
-        return pgd(x, lambda xa: per_sample_mse(generator(xa, c), y), p.eps, p.step_size, p.steps, x_init)
 
     def _attack_all_targets(self, x, x_init, conditions, generator):
         """conditions: (n, T, ...) for the n images of this chunk."""

@@ -91,9 +91,9 @@ def test_default_splits_follow_the_chosen_data_set(tmp_path):
     from bench.cli import build_parser, resolved_config
 
     parse = build_parser().parse_args
-    assert resolved_config(parse(["run"]))["splits"] == {"finetune": [0, 256], "eval": [256, 320]}
+    assert resolved_config(parse(["run"]))["splits"] == {"finetune": [0, 256], "defense": [0, 256], "eval": [256, 320]}
     config = resolved_config(parse(["run", "--data", str(tmp_path), "--dataset", "celebahq"]))
-    assert config["splits"]["eval"] == [29000, 30000]
+    assert config["splits"]["eval"] == [29000, 30000] and config["splits"]["defense"] == [28000, 29000]
     config = resolved_config(parse(["run", "--profile", "paper", "--data", str(tmp_path)]))
     assert config["splits"]["eval"] == [1000, 1500]
     config = resolved_config(parse(["run", "--data", str(tmp_path), "--set", "splits.eval=[0,10]"]))

@@ -1,0 +1,108 @@
+"""CMUA-Watermark (Huang et al., AAAI 2022, arXiv 2105.10872): one cross-model universal
+adversarial perturbation, added unchanged to every image.
+
+Fit, as the public code (VDIGPKU/CMUA-Watermark, universal_attack.py) does it: one pass
+over the fitting images (128 there) in batches of 64; for each batch, each generator in
+turn and each of its targets, 10 PGD steps of size 0.01 on the batch, whose per-image
+updates are clamped to eps, averaged over the batch and folded into the universal
+perturbation with momentum 0.5 (up = 0.5 * up + 0.5 * eta). An attack starts from a
+uniform random point in the eps-ball while there is no perturbation yet, else from the
+perturbation itself (the public code restarts from random noise for StarGAN and AttGAN
+at every call; `restart="random"` does that). The loss is the Disrupting one,
+MSE(G(x + up, c), G(x, c)).
+
+`across_generators=True` (default) fits one perturbation for all generators of the run;
+False fits one per generator. Protecting costs one addition per image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from tqdm import tqdm
+
+from bench.attacks import per_sample_mse, project, random_start
+from bench.errors import ConfigError
+from bench.plugins import Defense
+
+
+class CMUA(Defense):
+    name = "cmua"
+    version = "1"
+    paper = "Huang et al., CMUA-Watermark, AAAI 2022"
+    smoke_params = {"steps": 2, "batch_size": 4}
+
+    @dataclass
+    class Params:
+        eps: float = 0.05
+        step_size: float = 0.01
+        steps: int = 10
+        momentum: float = 0.5
+        batch_size: int = 64
+        images: int = 128  # fitting images used (the paper's 128)
+        epochs: int = 1
+        across_generators: bool = True
+        restart: str = "perturbation"  # or "random" (the public code, for StarGAN and AttGAN)
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        if self.params.restart not in ("perturbation", "random"):
+            raise ConfigError(f"cmua restart must be 'perturbation' or 'random', got {self.params.restart!r}")
+        self.perturbation: torch.Tensor | None = None
+
+    def fit_scope(self):
+        return "generators" if self.params.across_generators else "generator"
+
+    def fit(self, images, targets, seed, device):
+        p = self.params
+        images = images[:p.images]
+        up = None
+        rng = torch.Generator().manual_seed(seed)
+        losses = []
+        batches = range(0, images.size(0), p.batch_size)
+        total = p.epochs * len(batches) * sum(t.conditions.size(0) for t in targets)
+        bar = tqdm(total=total, desc="cmua: fit the universal perturbation", unit="update", leave=False)
+        for _ in range(p.epochs):
+            for start in batches:
+                x = images[start:start + p.batch_size].to(device)
+                for target in targets:
+                    for c in target.conditions[:, start:start + p.batch_size]:
+                        up, loss = self._attack_batch(x, c.to(device), target.generator, up, rng)
+                        losses.append(loss)
+                        bar.update()
+        bar.close()
+        self.perturbation = up.cpu()
+        return {"perturbation": self.perturbation}, {"final_loss": losses[-1], "first_loss": losses[0],
+                                                     "updates": len(losses), "images": images.size(0)}
+
+    def _attack_batch(self, x, c, generator, up, rng):
+        """p.steps PGD steps on one batch and target, each folded into `up` (1, 3, H, W)."""
+        p = self.params
+        with torch.no_grad():
+            y = generator(x, c)
+        if up is None or p.restart == "random":
+            x_adv = random_start(x, p.eps, int(torch.randint(2**31, (1,), generator=rng)))
+        else:
+            x_adv = project(x + up, x, p.eps)
+        for _ in range(p.steps):
+            x_adv.requires_grad_(True)
+            loss = per_sample_mse(generator(x_adv, c), y).mean()
+            (grad,) = torch.autograd.grad(loss, x_adv)
+            stepped = x_adv.detach() + p.step_size * grad.sign()
+            eta = (stepped - x).clamp(-p.eps, p.eps).mean(0, keepdim=True)
+            up = eta if up is None else p.momentum * up + (1 - p.momentum) * eta
+            x_adv = project(x + up, x, p.eps)
+        return up, float(loss.detach())
+
+    def load_state(self, state, info):
+        self.perturbation = state["perturbation"]
+
+    def protect(self, x, generator, conditions, seed):
+        if self.perturbation is None:
+            raise ConfigError("cmua has not been fitted: its universal perturbation is missing")
+        if self.perturbation.shape[-2:] != x.shape[-2:]:
+            raise ConfigError(f"the cmua perturbation is {tuple(self.perturbation.shape[-2:])} px, "
+                              f"the images {tuple(x.shape[-2:])}: fit it at this resolution")
+        protected = project(x + self.perturbation.to(x.dtype), x, self.params.eps)
+        return protected.unsqueeze(0).expand(conditions.size(0), *x.shape)
