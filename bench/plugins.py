@@ -199,6 +199,11 @@ class Generator(nn.Module):
         """(1, N, ...) conditions asking for no edit (each image's own attributes)."""
         raise NotImplementedError
 
+    def feature_module(self) -> nn.Module | None:
+        """The layer whose output counts as the generator's mid-level features (defenses
+        such as ID-Guard distort them too); None if the generator names none."""
+        return None
+
     # --- identity -------------------------------------------------------------------
     def weight_hash(self) -> str:
         """Content hash of the current weights (recomputed each time: weights can change

@@ -54,6 +54,7 @@ QUICK = {
     # (their published setting, kept by the paper profile) they do not converge at 64 px
     # (DF-RAP on AttGAN: DSR 0.15 without any bypass, 0.39 with 40 steps)
     "defenses": {"pg": {"base_channels": 16, "depth": 3, "iterations": 500},
+                 "idguard": {"ngf": 16, "blocks": 3, "iterations": 300, "batch_size": 8},
                  "dfrap": {"steps": 40}, "raw": {"steps": 40}},
     "bypasses": {"lora": {"batch_size": 8}},
 }
@@ -64,7 +65,8 @@ CI = merge(QUICK, {
     "finetune_limit": 8,
     "defense_fit_limit": 8,
     "defenses": {"disrupting": {"steps": 3}, "cmua": {"steps": 2}, "dfrap": {"steps": 2}, "raw": {"steps": 2},
-                 "pg": {"base_channels": 4, "depth": 2, "critic_channels": 4, "iterations": 2, "batch_size": 2}},
+                 "pg": {"base_channels": 4, "depth": 2, "critic_channels": 4, "iterations": 2, "batch_size": 2},
+                 "idguard": {"ngf": 4, "blocks": 1, "iterations": 2, "batch_size": 2}},
     "bypasses": {"lora": {"batch_size": 4, "pgd_steps": 2}, "jpeg": {}},
 })
 
@@ -77,7 +79,9 @@ PAPER = merge(QUICK, {
     "finetune_limit": 1000,
     "batch_size": 8,
     "generators": {name: {"weights": "official"} for name in ("stargan", "attgan", "hisd")},
+    "defense_fit_limit": 1000,
     "defenses": {"pg": {"base_channels": 64, "depth": 4, "iterations": 2000},  # the plugins' defaults
+                 "idguard": {"ngf": 64, "blocks": 6, "iterations": 10000, "batch_size": 3},
                  "dfrap": {"steps": 10}, "raw": {"steps": 10}},
     "bypasses": {"lora": {"batch_size": 4}},
 })

@@ -62,3 +62,17 @@ def run_metadata(config: dict, names: dict, plugins: dict, device: torch.device,
         "selected": names,
         "plugins": plugins,
     }
+
+
+def peak_memory_mb(device: torch.device) -> dict:
+    """Peak resident memory of this process (and peak allocated accelerator memory)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        peak = {}
+    else:
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+        peak = {"host_rss_mb": round(rss / (2**20 if sys.platform == "darwin" else 2**10), 1)}
+    if device.type == "cuda":
+        peak["cuda_allocated_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    return peak

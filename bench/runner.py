@@ -28,7 +28,7 @@ from bench.errors import ConfigError
 from bench.plugins import FitTarget
 from bench.io import atomic_write_json, atomic_write_text, save_tensors
 from bench.registry import Registry
-from bench.provenance import run_metadata
+from bench.provenance import peak_memory_mb, run_metadata
 
 SCENARIO = "standard"
 FIT_SCOPES = ("generator", "generators", "images")
@@ -390,6 +390,7 @@ def run(config: dict, output_dir: Path, defenses: str | list[str], bypasses: str
     meta["fits"] = {f"{g}/{b}": {k: v for k, v in info.items() if k != "loss_curve"}
                     for (g, b), info in state.fits.items()}
     meta["wall_seconds"] = round(time.time() - started, 2)
+    meta["peak_memory"] = peak_memory_mb(device)
     meta["cache_hits"] = sum(r["cache_hit"] for r in state.rows)
     atomic_write_text(output_dir / "cells.jsonl", "".join(json.dumps(r) + "\n" for r in state.rows))
     atomic_write_json(output_dir / "run.json", meta)

@@ -129,6 +129,10 @@ class AttGAN(Generator):
     def forward(self, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x), a)
 
+    def feature_module(self) -> nn.Module:
+        """The encoder's last layer: the bottleneck the attributes are injected into."""
+        return self.enc_layers[-1]
+
     # ------------------------------------------------------------------ editing contract
     @property
     def attribute_names(self) -> list[str]:

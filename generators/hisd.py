@@ -339,6 +339,10 @@ class HiSD(Generator):
         chosen = refs[index.clamp(min=0)]
         return torch.where((index < 0).view(-1, 1, 1, 1), x, chosen)
 
+    def feature_module(self) -> nn.Module:
+        """The encoder (its output is what ID-Guard distorts for HiSD)."""
+        return self.encoder
+
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         s = self.extract(self.reference_images(c, x), self.edit_index)
         return self.decode(self.translate(self.encode(x), s, self.edit_index)).clamp(-1, 1)  # no-op after tanh

@@ -82,6 +82,10 @@ class StarGAN(Generator):
         c = c.to(x.dtype).view(c.size(0), c.size(1), 1, 1).expand(-1, -1, x.size(2), x.size(3))
         return self.main(torch.cat([x, c], dim=1))
 
+    def feature_module(self) -> nn.Module:
+        """After half of the residual blocks (the 3rd of 6 in the official model, as ID-Guard)."""
+        return self.main[9 + max(1, self.config["repeat_num"] // 2) - 1]
+
     @property
     def attribute_names(self) -> list[str]:
         return self.config["attributes"]

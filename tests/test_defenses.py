@@ -104,10 +104,12 @@ def test_dfrap_learned_compressor_imitates_jpeg_and_reloads(tiny_stargan):
 
 
 @pytest.mark.parametrize("kind", TRANSFORMS)
-def test_raw_channel_transforms_are_differentiable(kind):
+@pytest.mark.parametrize("qualities", [[50, 90], []])
+def test_raw_channel_transforms_are_differentiable(kind, qualities):
     x = faces(2, 16).requires_grad_(True)
-    out = Channel([kind], [50, 90], seed=0)(x)
+    out = Channel([kind], qualities, seed=0)(x)
     assert out.shape == x.shape
+    assert torch.equal(out, x) == (kind == "identity" and not qualities)
     out.pow(2).sum().backward()
     assert x.grad.abs().sum() > 0
 
@@ -155,3 +157,79 @@ def test_runner_fits_learned_defenses_once_and_reuses_the_fit(tmp_path, tiny_sta
     assert all(f["cache_hit"] for f in meta2["defense_fits"])
     rows2 = [json.loads(r) for r in (tmp_path / "run2" / "cells.jsonl").read_text().splitlines()]
     assert [r["value"] for r in rows2] == [r["value"] for r in rows]
+
+
+def test_min_norm_weights_find_the_smallest_combination():
+    from defenses.idguard import min_norm_weights
+
+    w = min_norm_weights([torch.tensor([1.0, 0.0]), torch.tensor([0.0, 2.0])])
+    assert torch.allclose(w, torch.tensor([0.8, 0.2]), atol=1e-4)  # argmin w1^2 + 4 w2^2 on the simplex
+    w = min_norm_weights([torch.tensor([1.0, 1.0]), torch.tensor([-1.0, -1.0]), torch.tensor([3.0, 0.0])])
+    combined = w[0] * torch.tensor([1.0, 1.0]) + w[1] * torch.tensor([-1.0, -1.0]) + w[2] * torch.tensor([3.0, 0.0])
+    assert combined.norm() < 1e-3 and abs(float(w.sum()) - 1) < 1e-5
+
+
+def test_kpi_weighs_the_generator_that_resists_more():
+    from defenses.idguard import kpi_weight
+
+    assert kpi_weight(0.001, 1.0) > kpi_weight(0.1, 1.0) > kpi_weight(0.9, 1.0) > 0 == kpi_weight(1.0, 1.0)
+
+
+def test_face_mask_covers_the_inner_face():
+    from defenses.idguard import face_mask
+
+    mask = face_mask((64, 64))
+    assert 0.2 < mask.mean() < 0.4 and mask[0, 0, 35, 32] == 1 and mask[0, 0, 2, 2] == 0
+
+
+@pytest.mark.parametrize("name", ["stargan", "attgan", "hisd"])
+def test_quick_generators_name_their_mid_level_features(name):
+    from bench.registry import Registry
+    from defenses.idguard import FeatureTap
+
+    generator = Registry("generators").get(name).from_config("quick").eval()
+    tap = FeatureTap(generator)
+    x = faces(2, 32)
+    labels = torch.zeros(2, len(generator.attribute_names))
+    if name == "hisd":
+        generator.set_references(faces(3, 32, seed=9))
+    generator(x, generator.targets(labels)[0])
+    tap.close()
+    assert tap.value is not None and tap.value.dim() == 4 and tap.value.size(0) == 2
+
+
+@pytest.mark.parametrize("weighting", ["mgda", "kpi", "equal"])
+def test_idguard_fits_across_generators_with_each_weighting(tiny_stargan, weighting):
+    from defenses.idguard import IDGuard
+
+    settings = dict(ngf=4, blocks=1, iterations=3, batch_size=2, weighting=weighting, identity_model="none")
+    x = faces(4, 16)
+    targets = [target_of(tiny_stargan), target_of(other_stargan())]
+    state, info = IDGuard(**settings).fit(x, targets, 0, torch.device("cpu"))
+    again, _ = IDGuard(**settings).fit(x, targets, 0, torch.device("cpu"))
+    assert all(torch.equal(v, again[k]) for k, v in state.items())
+    assert state["prior"].abs().max() <= 0.05 and info["feature_term"] == {"stargan": True}
+    defense = IDGuard(**settings)
+    defense.load_state(state, info)
+    out = defense.protect(x, tiny_stargan, targets[0].conditions, 0)
+    assert (out - x).abs().max() <= 0.05 + 1e-6 and torch.equal(out[0], out[-1])
+
+
+def test_idguard_identity_term_uses_the_project_classifier(tiny_stargan):
+    from defenses.idguard import IDGuard
+
+    state, info = IDGuard(ngf=4, blocks=1, iterations=2, batch_size=2).fit(
+        faces(4, 16), [target_of(tiny_stargan)], 0, torch.device("cpu"))
+    assert info["identity_model"] == "attribute_classifier" and info["mask"] == "face"
+
+
+def test_idguard_rejects_bad_settings(tiny_stargan):
+    from defenses.idguard import IDGuard
+
+    with pytest.raises(ConfigError, match="weighting"):
+        IDGuard(weighting="pcgrad")
+    with pytest.raises(ConfigError, match="generator_weights"):
+        IDGuard(ngf=4, blocks=1, iterations=1, batch_size=2, generator_weights={"hisd": 100.0}).fit(
+            faces(4, 16), [target_of(tiny_stargan)], 0, torch.device("cpu"))
+    with pytest.raises(ConfigError, match="not been fitted"):
+        IDGuard().protect(faces(), tiny_stargan, torch.zeros(5, 4, 5), 0)
