@@ -1,8 +1,9 @@
 """Run the matrix generators x defenses x bypasses and score every cell.
 
 Data flow: images -> conditions -> clean outputs y (cached) -> each defense (fitted
-first if it learns, on the defense split: cached) -> its protected images (cached) -> each bypass (purify, or patch the generator once: cached) ->
-outputs -> metrics -> one row per (generator, defense, bypass, scenario, metric).
+first if it learns, on the defense split: cached) -> its protected images (cached) ->
+each bypass (purify, or patch the generator once: cached) -> outputs -> metrics -> one
+row per (generator, defense, bypass, scenario, metric).
 The rows of defense "none" score each bypass on clean inputs (its benign impact).
 
 The runner knows no method by name: everything comes from the registry. The steps
@@ -25,10 +26,10 @@ from bench.cache import Cache, images_identity, make_key, tensor_digest
 from bench.data import FaceSet, load_faceset
 from bench.device import autocast, resolve_device
 from bench.errors import ConfigError
-from bench.plugins import FitTarget
 from bench.io import atomic_write_json, atomic_write_text, save_tensors
-from bench.registry import Registry
+from bench.plugins import FitTarget
 from bench.provenance import peak_memory_mb, run_metadata
+from bench.registry import Registry
 
 SCENARIO = "standard"
 FIT_SCOPES = ("generator", "generators", "images")
@@ -230,10 +231,10 @@ def fit_defense(state: RunState, defense, gen_name: str) -> str | None:
         raise ConfigError(f"defense {defense.name!r} declares fit scope {scope!r}; expected one of {FIT_SCOPES}")
     names = {"generator": [gen_name], "generators": state.generator_names, "images": []}[scope]
     split = state.defense_split
-    targets = [fit_target(state.generator(n)[0], split.faces.labels(state.generator(n)[0].attribute_names))
-               for n in names]
+    loaded = [state.generator(n) for n in names]
+    targets = [fit_target(generator, split.faces.labels(generator.attribute_names)) for generator, _ in loaded]
     parts = {"step": "defense_fit", "defense": defense.identity(), "images": split.identity,
-             "generators": [state.generator(n)[1] for n in names], "seed": state.config["seed"],
+             "generators": [identity for _, identity in loaded], "seed": state.config["seed"],
              "conditions": [tensor_digest(t.conditions) for t in targets], **precision_parts(state)}
     key = make_key(parts)
     if key not in state.defense_fits:
