@@ -9,6 +9,7 @@ flattened into the batch) are optimised independently and in one batched pass.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
@@ -83,20 +84,47 @@ def output_distortion(generator: torch.nn.Module) -> Callable:
     return lambda x_adv, c, y: per_sample_mse(generator(x_adv, c), y)
 
 
-def per_target_pgd(x: torch.Tensor, generator: torch.nn.Module, conditions: torch.Tensor, seed: int, *,
-                   eps: float, step_size: float, steps: int, rand_init: bool, batch_size: int,
-                   distortion: Callable | None = None) -> torch.Tensor:
+@dataclass
+class PGDSettings:
+    """The per-image PGD of Disrupting and the defenses built on it (eps on [-1, 1]);
+    a defense's `Params` extends it with its own settings."""
+    eps: float = 0.05
+    step_size: float = 0.01
+    steps: int = 10
+    rand_init: bool = True
+    batch_size: int = 32  # (image, target) pairs per forward pass
+
+
+def per_target_pgd(x: torch.Tensor, generator: torch.nn.Module, conditions: torch.Tensor, seed: int,
+                   settings: PGDSettings, distortion: Callable | None = None) -> torch.Tensor:
     """One perturbation per (image, target): PGD maximising distortion(x_adv, c, y) -> (n,),
     with y = G(x, c) (default: MSE(G(x_adv, c), y)). All pairs run batched on the
     generator's device. x (N, ...) and conditions (T, N, ...) on the CPU -> (T, N, ...)."""
+    s = settings
     distortion = distortion or output_distortion(generator)
     xs, cs = flatten_targets(x, conditions)
-    x_init = random_start(xs, eps, seed) if rand_init else xs
+    x_init = random_start(xs, s.eps, seed) if s.rand_init else xs
 
     def attack(xb, cb, ib):
         with torch.no_grad():
             y = generator(xb, cb)
-        return pgd(xb, lambda xa: distortion(xa, cb, y), eps, step_size, steps, ib)
+        return pgd(xb, lambda xa: distortion(xa, cb, y), s.eps, s.step_size, s.steps, ib)
 
-    x_adv = chunked(attack, xs, cs, x_init, batch_size=batch_size, device=device_of(generator))
+    x_adv = chunked(attack, xs, cs, x_init, batch_size=s.batch_size, device=device_of(generator))
     return x_adv.view(conditions.size(0), *x.shape)
+
+
+def check_fitted_size(defense: str, fitted: torch.Tensor | None, x: torch.Tensor) -> None:
+    """A fitted defense protects images of the size it was fitted at, and only once fitted."""
+    from bench.errors import ConfigError
+
+    if fitted is None:
+        raise ConfigError(f"{defense} has not been fitted")
+    if fitted.shape[-2:] != x.shape[-2:]:
+        raise ConfigError(f"{defense} was fitted at {tuple(fitted.shape[-2:])} px, the images are "
+                          f"{tuple(x.shape[-2:])}: fit it at this resolution")
+
+
+def for_every_target(protected: torch.Tensor, conditions: torch.Tensor) -> torch.Tensor:
+    """One protected image per image (N, ...) -> the same for each target: (T, N, ...)."""
+    return protected.unsqueeze(0).expand(conditions.size(0), *protected.shape)

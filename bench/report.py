@@ -123,11 +123,10 @@ def write_report(run_dir: Path, output: Path | None = None) -> str:
         fits = defense_fit_table(meta)
         if not fits.empty:
             text += "\n" + to_markdown(fits, "Fitted defenses (fit_seconds: the run that fitted them)")
+        peak = meta.get("peak_memory", {}).get("host_rss_mb")
         text += (f"\nprofile {meta['config']['profile']}, seed {meta['seed']}, "
                  f"{meta['data']['eval']['n']} evaluation images ({meta['data']['eval']['name']}), "
                  f"git {str(meta['git']['commit'])[:10]}{' (dirty)' if meta['git']['dirty'] else ''}, "
-                 f"wall time {meta['wall_seconds']:.0f} s"
-                 + (f", peak memory {meta['peak_memory']['host_rss_mb']:.0f} MB" if meta.get("peak_memory", {}).get("host_rss_mb") else "")
-                 + "\n")
+                 f"wall time {meta['wall_seconds']:.0f} s" + (f", peak memory {peak:.0f} MB" if peak else "") + "\n")
     atomic_write_text(output / "report.md", text)
     return text

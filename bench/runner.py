@@ -71,9 +71,6 @@ class RunState:
 
 def load_data(config: dict) -> FaceSet:
     data = config["data"]
-    if not data.get("path") and data["dataset"] != "demo":
-        raise ConfigError(f"no {data['dataset']} data set given: pass --data PATH "
-                          "(with --dataset celeba|celebahq|folder)")
     return load_faceset(data["path"], data["dataset"], config["resolution"])
 
 

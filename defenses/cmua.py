@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
-from bench.attacks import per_sample_mse, project, random_start
+from bench.attacks import check_fitted_size, for_every_target, per_sample_mse, project, random_start
 from bench.errors import ConfigError
 from bench.plugins import Defense
 
@@ -99,10 +99,5 @@ class CMUA(Defense):
         self.perturbation = state["perturbation"]
 
     def protect(self, x, generator, conditions, seed):
-        if self.perturbation is None:
-            raise ConfigError("cmua has not been fitted: its universal perturbation is missing")
-        if self.perturbation.shape[-2:] != x.shape[-2:]:
-            raise ConfigError(f"the cmua perturbation is {tuple(self.perturbation.shape[-2:])} px, "
-                              f"the images {tuple(x.shape[-2:])}: fit it at this resolution")
-        protected = project(x + self.perturbation.to(x.dtype), x, self.params.eps)
-        return protected.unsqueeze(0).expand(conditions.size(0), *x.shape)
+        check_fitted_size("cmua", self.perturbation, x)
+        return for_every_target(project(x + self.perturbation.to(x.dtype), x, self.params.eps), conditions)

@@ -29,10 +29,11 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from bench.attacks import device_of, per_sample_mse, per_target_pgd
+from bench.attacks import PGDSettings, device_of, per_sample_mse, per_target_pgd
 from bench.codecs import QualitySampler, differentiable_jpeg, jpeg_roundtrip
 from bench.errors import ConfigError
 from bench.plugins import Defense
+from bench.training import recent_mean
 
 QUALITIES = list(range(71, 93)) + [100]
 _HEAVY = {92: 0.2, 80: 0.15, 85: 0.15, 100: 0.15}
@@ -70,11 +71,7 @@ class DFRAP(Defense):
     smoke_params = {"steps": 2, "surrogate_iters": 2}
 
     @dataclass
-    class Params:
-        eps: float = 0.05
-        step_size: float = 0.01
-        steps: int = 10
-        rand_init: bool = True
+    class Params(PGDSettings):
         qualities: list = field(default_factory=lambda: list(QUALITIES))
         quality_weights: list = field(default_factory=lambda: list(QUALITY_WEIGHTS))
         compressor: str = "jpeg"
@@ -83,7 +80,6 @@ class DFRAP(Defense):
         surrogate_iters: int = 400
         surrogate_batch: int = 16
         surrogate_lr: float = 1e-3
-        batch_size: int = 32
 
     def __init__(self, **params):
         super().__init__(**params)
@@ -114,8 +110,7 @@ class DFRAP(Defense):
             optimiser.step()
             curve.append(float(loss.detach()))
         self.surrogate = surrogate.cpu().eval().requires_grad_(False)
-        tail = curve[-max(1, len(curve) // 10):]
-        return dict(self.surrogate.state_dict()), {"surrogate_mse_to_jpeg": sum(tail) / len(tail),
+        return dict(self.surrogate.state_dict()), {"surrogate_mse_to_jpeg": recent_mean(curve),
                                                    "surrogate_first_mse": curve[0] if curve else None}
 
     def load_state(self, state, info):
@@ -140,5 +135,4 @@ class DFRAP(Defense):
             output = branches[0] if len(branches) == 1 else p.balance * branches[0] + (1 - p.balance) * branches[1]
             return per_sample_mse(output, y)
 
-        return per_target_pgd(x, generator, conditions, seed, eps=p.eps, step_size=p.step_size, steps=p.steps,
-                              rand_init=p.rand_init, batch_size=p.batch_size, distortion=distortion)
+        return per_target_pgd(x, generator, conditions, seed, p, distortion)

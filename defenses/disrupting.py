@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 import torch
 
-from bench.attacks import chunked, device_of, per_sample_mse, per_target_pgd, pgd, random_start
+from bench.attacks import (PGDSettings, chunked, device_of, for_every_target, per_sample_mse, per_target_pgd,
+                           pgd, random_start)
 from bench.errors import ConfigError
 from bench.plugins import Defense
 
@@ -30,13 +31,8 @@ class Disrupting(Defense):
     paper = "Ruiz et al., Disrupting Deepfakes, ECCV-W 2020"
 
     @dataclass
-    class Params:
-        eps: float = 0.05
-        step_size: float = 0.01
-        steps: int = 10
-        rand_init: bool = True
+    class Params(PGDSettings):
         variant: str = "per_target"
-        batch_size: int = 32
 
     def __init__(self, **params):
         super().__init__(**params)
@@ -47,13 +43,12 @@ class Disrupting(Defense):
         p = self.params
         t, device = conditions.size(0), device_of(generator)
         if p.variant == "per_target":
-            return per_target_pgd(x, generator, conditions, seed, eps=p.eps, step_size=p.step_size,
-                                  steps=p.steps, rand_init=p.rand_init, batch_size=p.batch_size)
+            return per_target_pgd(x, generator, conditions, seed, p)
         x_init = random_start(x, p.eps, seed) if p.rand_init else x
         per_image = chunked(lambda xb, ib, *cb: self._attack_all_targets(xb, ib, torch.stack(cb, 1), generator),
                             x, x_init, *conditions.unbind(0), batch_size=max(1, p.batch_size // t),
                             device=device)
-        return per_image.unsqueeze(0).expand(t, *x.shape)
+        return for_every_target(per_image, conditions)
 
     def _attack_all_targets(self, x, x_init, conditions, generator):
         """conditions: (n, T, ...) for the n images of this chunk."""

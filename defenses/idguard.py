@@ -44,9 +44,10 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from bench.attacks import chunked, device_of
+from bench.attacks import check_fitted_size, chunked, device_of, for_every_target
 from bench.errors import ConfigError
 from bench.plugins import Defense
+from bench.training import recent_mean
 
 MASKS = ("face", "none")
 IDENTITY_MODELS = ("attribute_classifier", "none")
@@ -237,11 +238,10 @@ class IDGuard(Defense):
             for tap in taps:
                 tap.close()
         self.net, self.prior = net.cpu().eval().requires_grad_(False), prior.detach().cpu().clamp(-p.eps, p.eps)
-        tail = curve[-max(1, len(curve) // 10):]
         names = [t.generator.name for t in targets]
         return self._state(), {
             "first_loss": dict(zip(names, curve[0])),
-            "final_loss": {n: sum(row[i] for row in tail) / len(tail) for i, n in enumerate(names)},
+            "final_loss": {n: recent_mean([row[i] for row in curve]) for i, n in enumerate(names)},
             "mask": p.mask, "identity_model": p.identity_model, "weighting": p.weighting,
             "feature_term": {n: t.generator.feature_module() is not None for n, t in zip(names, targets)}}
 
@@ -314,14 +314,10 @@ class IDGuard(Defense):
         self.prior = state["prior"]
 
     def protect(self, x, generator, conditions, seed):
-        if self.net is None:
-            raise ConfigError("idguard has not been fitted: its perturbation generator is missing")
-        if self.prior.shape[-2:] != x.shape[-2:]:
-            raise ConfigError(f"the idguard prior is {tuple(self.prior.shape[-2:])} px, the images "
-                              f"{tuple(x.shape[-2:])}: fit it at this resolution")
+        check_fitted_size("idguard", self.prior, x)
         device = device_of(generator)
         net, prior = self.net.to(device), self.prior.to(device)
         with torch.no_grad():
             protected = chunked(lambda xb: self.protected(net, prior, xb), x,
                                 batch_size=self.params.protect_batch_size, device=device)
-        return protected.unsqueeze(0).expand(conditions.size(0), *x.shape)
+        return for_every_target(protected, conditions)

@@ -23,7 +23,6 @@ Named choices:
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 
 import torch
@@ -31,9 +30,10 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from bench.attacks import chunked, device_of, project
+from bench.attacks import chunked, device_of, for_every_target, project
 from bench.errors import ConfigError
 from bench.plugins import Defense
+from bench.training import recent_mean
 
 
 def double_conv(n_in: int, n_out: int) -> nn.Sequential:
@@ -149,8 +149,7 @@ class PG(Defense):
             opt_net.step()
             curve.append(float(distortion.detach()))
         self.net = net.cpu().eval().requires_grad_(False)
-        tail = curve[-max(1, len(curve) // 10):]
-        return dict(self.net.state_dict()), {"final_weighted_l1": sum(tail) / len(tail),
+        return dict(self.net.state_dict()), {"final_weighted_l1": recent_mean(curve),
                                              "first_weighted_l1": curve[0], "iterations": p.iterations}
 
     def _conditions(self, target) -> list[torch.Tensor]:
@@ -163,7 +162,7 @@ class PG(Defense):
         weights = p.target_weights if p.target_weights is not None else [1.0] * n_targets
         if len(weights) != n_targets:
             raise ConfigError(f"pg target_weights has {len(weights)} values; the generator has {n_targets} targets")
-        return list(itertools.chain(weights, [p.reconstruction_weight] if target.unedited is not None else []))
+        return list(weights) + ([p.reconstruction_weight] if target.unedited is not None else [])
 
     def load_state(self, state, info):
         self.net = PerturbationUNet(self.params.base_channels, self.params.depth)
@@ -172,9 +171,9 @@ class PG(Defense):
 
     def protect(self, x, generator, conditions, seed):
         if self.net is None:
-            raise ConfigError("pg has not been fitted: its perturbation generator is missing")
+            raise ConfigError("pg has not been fitted")
         net = self.net.to(device_of(generator))
         with torch.no_grad():
             protected = chunked(lambda xb: self.perturb(net, xb), x, batch_size=self.params.protect_batch_size,
                                 device=device_of(generator))
-        return protected.unsqueeze(0).expand(conditions.size(0), *x.shape)
+        return for_every_target(protected, conditions)

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from bench.attacks import per_sample_mse, per_target_pgd
+from bench.attacks import PGDSettings, per_sample_mse, per_target_pgd
 from bench.codecs import differentiable_jpeg
 from bench.errors import ConfigError
 from bench.plugins import Defense
@@ -80,15 +80,10 @@ class RAW(Defense):
     smoke_params = {"steps": 2, "eot_samples": 2}
 
     @dataclass
-    class Params:
-        eps: float = 0.05
-        step_size: float = 0.01
-        steps: int = 10
-        rand_init: bool = True
+    class Params(PGDSettings):
         eot_samples: int = 4
         transforms: list = field(default_factory=lambda: list(TRANSFORMS))
         jpeg_qualities: list = field(default_factory=lambda: [50, 60, 70, 80, 90])
-        batch_size: int = 32
 
     def __init__(self, **params):
         super().__init__(**params)
@@ -107,5 +102,4 @@ class RAW(Defense):
         def distortion(x_adv, c, y):
             return sum(per_sample_mse(generator(channel(x_adv), c), y) for _ in range(p.eot_samples)) / p.eot_samples
 
-        return per_target_pgd(x, generator, conditions, seed, eps=p.eps, step_size=p.step_size, steps=p.steps,
-                              rand_init=p.rand_init, batch_size=p.batch_size, distortion=distortion)
+        return per_target_pgd(x, generator, conditions, seed, p, distortion)
