@@ -135,13 +135,20 @@ class Bypass(Plugin):
     """An attacker's bypass: either an input purifier or a patch of the generator.
 
     Purifiers implement `purify(x) -> x`; patches implement `patch(generator) -> generator`.
-    Trainable bypasses implement `fit`, whose result (a dict of tensors plus
-    JSON-able info) the runner caches, and `load_state` to restore it.
+    Trainable bypasses implement `fit(generator, images, conditions, seed, device)` on
+    the fine-tuning split, returning a dict of tensors plus JSON-able info (with
+    `train_seconds`, `trainable_params` and a `loss_curve`), which the runner caches,
+    and `load_state` to restore it. `fit` must leave `generator` untouched.
     """
 
     kind_name = "bypass"
     kind: ClassVar[str] = "purifier"  # or "patch"
     trainable: ClassVar[bool] = False
+    # what a fit depends on: "generator" (fitted against each generator, e.g. a patch) or
+    # "images" (the fine-tuning images alone, e.g. a compression network): fitted once
+    fit_scope: ClassVar[str] = "generator"
+    # gradients flow through `purify` (the leakage scenario optimises through it; others
+    # get straight-through gradients)
     differentiable: ClassVar[bool] = True
 
     def purify(self, x: torch.Tensor) -> torch.Tensor:

@@ -181,6 +181,11 @@ def fit_bypass(state: RunState, bypass, generator, finetune: Split, base_parts: 
     conditions = generator.targets(finetune.faces.labels(generator.attribute_names))
     parts = {"step": "fit", **base_parts, "bypass": bypass.identity(), "images": finetune.identity,
              "conditions": tensor_digest(conditions), "seed": state.config["seed"]}
+    if bypass.fit_scope == "images":  # the same fit serves every generator
+        parts = {**parts, "generator": None, "conditions": None}
+    elif bypass.fit_scope != "generator":
+        raise ConfigError(f"bypass {bypass.name!r} declares fit scope {bypass.fit_scope!r}; "
+                          "expected 'generator' or 'images'")
     hit = state.cache.get("fit", parts)
     if hit is not None:
         tensors, info = hit

@@ -27,16 +27,14 @@ from __future__ import annotations
 
 import copy
 import math
-import time
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
-from bench.attacks import per_sample_mse, pgd, random_start
 from bench.errors import ConfigError
+from bench.finetune import AdversarialFinetuneSettings, FinetuneLoop, adversarial_example, count_trainable, step_seed
 from bench.plugins import Bypass
 
 LORA_KEYS = ("lora_A", "lora_B", "gate")
@@ -136,10 +134,6 @@ def patch_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
             if k.rsplit(".", 1)[-1] in LORA_KEYS}
 
 
-def count_trainable(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
 class LoRAPatching(Bypass):
     name = "lora"
     version = "1"
@@ -148,7 +142,7 @@ class LoRAPatching(Bypass):
     trainable = True
 
     @dataclass
-    class Params:
+    class Params(AdversarialFinetuneSettings):
         rank: int = 8
         alpha: float = 2.0
         scaling: str = "sqrt_rank"
@@ -156,14 +150,6 @@ class LoRAPatching(Bypass):
         gated: bool = True
         gate_init: float = -1.0
         b_init: str = "kaiming"
-        epochs: int = 1
-        batch_size: int = 4
-        lr: float = 1e-3
-        beta1: float = 0.5
-        beta2: float = 0.999
-        eps: float = 0.05
-        pgd_steps: int = 10
-        pgd_step_size: float = 0.01
         pgd_reference: str = "original"
         loss: str = "pixel"
 
@@ -194,38 +180,18 @@ class LoRAPatching(Bypass):
         patched = self.fresh_patched(generator, seed).to(device)
         trainable = [q for q in patched.parameters() if q.requires_grad]
         opt = torch.optim.Adam(trainable, p.lr, (p.beta1, p.beta2))
-        order_rng = torch.Generator().manual_seed(seed)
-        n, n_targets = images.size(0), conditions.size(0)
-        steps_per_epoch = math.ceil(n / p.batch_size) * n_targets
-        losses, step, started = [], 0, time.time()
-        bar = tqdm(total=p.epochs * steps_per_epoch, desc="lora patch", unit="step", dynamic_ncols=True,
-                   mininterval=2.0)
-        for _ in range(p.epochs):
-            order = torch.randperm(n, generator=order_rng)
-            for start in range(0, n, p.batch_size):
-                idx = order[start:start + p.batch_size]
-                x = images[idx].to(device)
-                for t in range(n_targets):
-                    c = conditions[t, idx].to(device)
-                    loss = self._train_step(original, patched, opt, x, c, seed * 1_000_003 + step)
-                    losses.append(loss)
-                    step += 1
-                    bar.update()
-                    if step % 10 == 0:
-                        bar.set_postfix(loss=f"{sum(losses[-10:]) / 10:.4f}")
-        bar.close()
+        loop = FinetuneLoop(images, conditions, p.batch_size, p.epochs, seed, device, "lora patch")
+        for step, x, c in loop:
+            loop.record(self._train_step(original, patched, opt, x, c, step_seed(seed, step)))
         self.state = patch_tensors(patched)
-        info = {"train_seconds": time.time() - started, "trainable_params": count_trainable(patched),
-                "steps": step, "loss_curve": losses}
-        return self.state, info
+        return self.state, loop.info(count_trainable(patched))
 
     def _train_step(self, original, patched, opt, x, c, seed) -> float:
         p = self.params
         with torch.no_grad():
             y = original(x, c)
             reference = y if p.pgd_reference == "original" else patched(x, c)
-        x_adv = pgd(x, lambda xa: per_sample_mse(patched(xa, c), reference), p.eps,
-                    p.pgd_step_size, p.pgd_steps, random_start(x, p.eps, seed))
+        x_adv = adversarial_example(patched, x, c, reference, p, seed)
         loss = F.mse_loss(patched(x, c), y) + F.mse_loss(patched(x_adv, c), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
