@@ -150,6 +150,8 @@ class Bypass(Plugin):
     # gradients flow through `purify` (the leakage scenario optimises through it; others
     # get straight-through gradients)
     differentiable: ClassVar[bool] = True
+    # settings under which `bench validate` (and the tests) exercise the plugin in seconds
+    smoke_params: ClassVar[dict] = {}
 
     def purify(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -163,6 +165,22 @@ class Bypass(Plugin):
 
     def load_state(self, state: dict[str, torch.Tensor], info: dict) -> None:
         raise NotImplementedError
+
+    # --- defensive patches: outputs meant to differ from the original fake ----------
+    @property
+    def defensive(self) -> bool:
+        """True for a defensive patch (e.g. one that adds a visible warning mark): the
+        runner scores it against `intended`, and not in the leakage scenario."""
+        return False
+
+    def intended(self, clean: torch.Tensor) -> torch.Tensor:
+        """The outputs this bypass means to produce, given the original generator's outputs
+        on clean images (..., 3, H, W): those outputs themselves, for a bypass."""
+        return clean
+
+    def mark_region(self, size: int) -> torch.Tensor | None:
+        """(H, W) bool: where a defensive patch's outputs are meant to differ (None: nowhere)."""
+        return None
 
 
 class Generator(nn.Module):

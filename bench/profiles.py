@@ -34,6 +34,16 @@ SPLITS = {
 # images_256 holds the first 1,500 CelebA-HQ faces: the first 1,000 fine-tune, the rest evaluate
 PAPER_SPLITS = {**SPLITS, "celebahq": {"finetune": [0, 1000], "defense": [0, 1000], "eval": [1000, 1500]}}
 
+# Variants of LoRA patching for the ablations: rank (Table VI), gating (Fig. 8) and
+# defensive patching (Table IV; the public recipe: rank 16, 5 epochs)
+LORA_VARIANTS = {
+    "lora_r4": {"plugin": "lora", "rank": 4},
+    "lora_r16": {"plugin": "lora", "rank": 16},
+    "lora_r32": {"plugin": "lora", "rank": 32},
+    "lora_ungated": {"plugin": "lora", "gated": False},
+    "lora_warning": {"plugin": "lora", "warning": True, "rank": 16, "epochs": 5},
+}
+
 QUICK = {
     "profile": "quick",
     "resolution": 64,
@@ -59,7 +69,22 @@ QUICK = {
     "defenses": {"pg": {"base_channels": 16, "depth": 3, "iterations": 200, "lr": 1e-3},
                  "idguard": {"ngf": 16, "blocks": 3, "iterations": 300, "batch_size": 8, "lr": 1e-3},
                  "dfrap": {"steps": 40}, "raw": {"steps": 40}},
-    "bypasses": {"lora": {"batch_size": 8}},
+    # MMFA offline: the project's attribute classifier stands in for ResNet-50 and BLIP
+    # (no pretrained weights offline; recorded in every result as the lora parameters)
+    "bypasses": {"lora": {"batch_size": 8, "image_features": "classifier_features",
+                          "semantic_features": "classifier_attributes"},
+                 **LORA_VARIANTS},
+    "scenarios": ["standard", "leakage"],
+    # the leakage scenario re-protects every evaluation image against every bypassed
+    # pipeline; on a CPU only with the per-image defenses (the learned ones would be
+    # refitted against each pipeline), all of them in the paper profile
+    "leakage": {"defenses": "disrupting,dfrap,raw", "bypasses": "all"},
+    # which bypasses make up which table of `bench report` (names absent from a run are skipped)
+    "report": {"table1": ["none", "jpeg", "comdefend", "ri", "lora"],
+               "table3": {"defense": "disrupting", "bypasses": ["gat", "magat", "lora"]},
+               "table6": ["lora_r4", "lora", "lora_r16", "lora_r32"],
+               "gating": ["lora", "lora_ungated"],
+               "defensive": ["lora_warning"]},
 }
 
 CI = merge(QUICK, {
@@ -70,7 +95,7 @@ CI = merge(QUICK, {
     "defenses": {"disrupting": {"steps": 3}, "cmua": {"steps": 2}, "dfrap": {"steps": 2}, "raw": {"steps": 2},
                  "pg": {"base_channels": 4, "depth": 2, "critic_channels": 4, "iterations": 2, "batch_size": 2},
                  "idguard": {"ngf": 4, "blocks": 1, "iterations": 2, "batch_size": 2}},
-    "bypasses": {"lora": {"batch_size": 4, "pgd_steps": 2}, "jpeg": {}},
+    "bypasses": {"lora": {"batch_size": 4, "pgd_steps": 2}, "jpeg": {}, "lora_warning": {"epochs": 1}},
 })
 
 PAPER = merge(QUICK, {
@@ -86,7 +111,11 @@ PAPER = merge(QUICK, {
     "defenses": {"pg": {"base_channels": 64, "depth": 4, "iterations": 2000, "lr": 1e-4},  # the defaults
                  "idguard": {"ngf": 64, "blocks": 6, "iterations": 10000, "batch_size": 3, "lr": 1e-4},
                  "dfrap": {"steps": 10}, "raw": {"steps": 10}},
-    "bypasses": {"lora": {"batch_size": 4}},
+    "bypasses": {"lora": {"batch_size": 4, "image_features": "resnet50", "semantic_features": "blip"},
+                 "lora_warning_pixel": {"plugin": "lora", "warning": True, "rank": 16, "epochs": 5,
+                                        "loss": "pixel"}},  # Table V: defensive patching without MMFA
+    "leakage": {"defenses": "all", "bypasses": "all"},
+    "report": {"defensive": ["lora_warning", "lora_warning_pixel"]},
 })
 
 PROFILES = {"quick": QUICK, "ci": CI, "paper": PAPER}

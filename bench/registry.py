@@ -58,27 +58,39 @@ class Registry:
                     f"{type(err).__name__}: {err}") from err
         return self._loaded[name]
 
-    def resolve(self, spec: str | list[str]) -> list[str]:
+    def resolve(self, spec: str | list[str], variants: dict[str, str] | None = None) -> list[str]:
         """'all' or a comma list -> validated names in the given order.
 
-        With 'all', plugins that fail to import are reported and left out; a plugin
-        named explicitly must import.
+        `variants` maps further names to the plugin they configure (e.g. 'lora_r4' -> 'lora',
+        declared in a profile); 'all' includes them. With 'all', plugins that fail to import
+        are reported and left out; a plugin named explicitly must import.
         """
+        variants = variants or {}
         parts = spec if isinstance(spec, list) else [p.strip() for p in spec.split(",") if p.strip()]
         names: list[str] = []
         for part in parts:
             if part == "all":
-                for name in self.names():
-                    try:
-                        self.get(name)
-                    except PluginImportError as err:
-                        warnings.warn(str(err), stacklevel=2)
-                        continue
-                    names.append(name)
+                names += [n for n in [*self.names(), *variants] if self._imports(variants.get(n, n))]
+            elif part in variants and part not in self._entries:
+                self.get(variants[part])
+                names.append(part)
             else:
+                if part not in self._entries and variants:
+                    close = difflib.get_close_matches(part, [*self.names(), *variants], n=3, cutoff=0.5)
+                    if close:
+                        raise ConfigError(f"unknown {SINGULAR[self.kind]} {part!r}; did you mean "
+                                          f"{' or '.join(repr(c) for c in close)}?")
                 self.get(part)
                 names.append(part)
         return list(dict.fromkeys(names))
+
+    def _imports(self, name: str) -> bool:
+        try:
+            self.get(name)
+        except PluginImportError as err:
+            warnings.warn(str(err), stacklevel=3)
+            return False
+        return True
 
     def describe(self) -> list[dict]:
         """One row per plugin: name, entry point, and version/paper where it imports."""

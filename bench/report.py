@@ -1,4 +1,13 @@
-"""Turn `cells.jsonl` rows into the paper's tables (CSV and Markdown)."""
+"""Turn `cells.jsonl` rows into the paper's tables (CSV and Markdown) and figures.
+
+Which bypasses make up which table comes from the run's configuration (`report` in
+its profile, recorded in run.json), so the report knows no method by name:
+Table I (bypasses of `table1`), a worst-case summary over the defenses, Table III
+(`table3`: adversarial training vs LoRA against one defense, with training cost),
+Table VI (`table6`: the rank sweep), the leakage scenario (Fig. 5), defensive patching
+(`defensive`: scored against the marked fake) and the gating ablation's loss curves
+(`gating`, Fig. 8).
+"""
 
 from __future__ import annotations
 
@@ -34,10 +43,20 @@ def ordered(values, first=("none",)) -> list:
     return [v for v in first if v in seen] + [v for v in seen if v not in first]
 
 
-def table1(cells: pd.DataFrame, scenario: str = "standard") -> pd.DataFrame:
+def scored(cells: pd.DataFrame, scenario: str = "standard", reference: str = "original",
+           bypasses: list[str] | None = None) -> pd.DataFrame:
+    """The L2/SSIM/DSR rows of one scenario scored against `reference` (runs before
+    defensive patching have no reference column: all theirs are "original"), optionally
+    of some bypasses only."""
+    refs = cells["reference"].fillna("original") if "reference" in cells else pd.Series("original", cells.index)
+    df = cells[(cells.scenario == scenario) & (refs == reference) & cells.metric.isin(TABLE1_METRICS)]
+    return df if bypasses is None else df[df.bypass.isin(bypasses)]
+
+
+def table1(cells: pd.DataFrame, scenario: str = "standard", bypasses: list[str] | None = None) -> pd.DataFrame:
     """Rows (defense, bypass); columns (generator, metric with arrow); defense 'none' is
     each bypass on clean images (its benign impact)."""
-    df = cells[(cells.scenario == scenario) & cells.metric.isin(TABLE1_METRICS)]
+    df = scored(cells, scenario, bypasses=bypasses)
     if df.empty:
         raise BenchError("no L2/SSIM/DSR rows to tabulate")
     arrows = {m: ARROWS[bool(h)] for m, h in df.groupby("metric")["higher_is_better"].first().items()}
@@ -53,6 +72,91 @@ def table1(cells: pd.DataFrame, scenario: str = "standard") -> pd.DataFrame:
     table = table.reindex(index=index, columns=columns)
     table.index = table.index.set_names(["defense", "bypass"])
     return table.rename(index={"none": "(clean input)"}, level=0).rename(index={"none": "no bypass"}, level=1)
+
+
+def defense_summary(cells: pd.DataFrame, scenario: str = "standard",
+                    bypasses: list[str] | None = None) -> pd.DataFrame:
+    """Per generator and bypass: DSR averaged over the defenses and its worst case (the
+    highest DSR, i.e. the defense the bypass copes with least), as RobustBench ranks."""
+    df = scored(cells, scenario, bypasses=bypasses)
+    df = df[(df.metric == "dsr") & (df.defense != "none")]
+    if df.empty:
+        return pd.DataFrame()
+    table = df.groupby(["generator", "bypass"], sort=False)["value"].agg(["mean", "max", "count"])
+    table.columns = ["mean DSR↓", "worst DSR↓", "defenses"]
+    return table.unstack("generator").swaplevel(axis=1).sort_index(axis=1, level=0, sort_remaining=False)
+
+
+def table3(cells: pd.DataFrame, defense: str, bypasses: list[str]) -> pd.DataFrame:
+    """Adversarial training vs LoRA patching against one defense: L2, SSIM, DSR, training
+    time and trainable parameters per generator."""
+    df = scored(cells, bypasses=bypasses)
+    df = df[df.defense == defense]
+    cost = cells[cells.metric.isin(["train_seconds", "trainable_params"]) & cells.bypass.isin(bypasses)]
+    both = pd.concat([df, cost])
+    if df.empty:
+        return pd.DataFrame()
+    table = both.pivot_table(index="bypass", columns=["generator", "metric"], values="value", aggfunc="first")
+    metrics = [m for m in ["l2", "ssim", "dsr", "train_seconds", "trainable_params"] if m in set(both.metric)]
+    table = table.reindex(index=[b for b in bypasses if b in table.index],
+                          columns=[(g, m) for g in ordered(both.generator, ()) for m in metrics])
+    for column in [c for c in table.columns if c[1] == "trainable_params"]:
+        table[column] = table[column].astype("Int64")
+    names = {"l2": "L2↓", "ssim": "SSIM↑", "dsr": "DSR↓", "train_seconds": "train s↓", "trainable_params": "params↓"}
+    table.columns = pd.MultiIndex.from_tuples([(g, names[m]) for g, m in table.columns])
+    return table
+
+
+def averaged_over_defenses(cells: pd.DataFrame, bypasses: list[str], scenario: str = "standard") -> pd.DataFrame:
+    """Rows bypass; columns (generator, L2/SSIM/DSR) averaged over the protected cells."""
+    df = scored(cells, scenario, bypasses=bypasses)
+    df = df[df.defense != "none"]
+    if df.empty:
+        return pd.DataFrame()
+    table = df.pivot_table(index="bypass", columns=["generator", "metric"], values="value", aggfunc="mean")
+    table = table.reindex(index=[b for b in bypasses if b in table.index],
+                          columns=[(g, m) for g in ordered(df.generator, ()) for m in TABLE1_METRICS])
+    table.columns = pd.MultiIndex.from_tuples([(g, f"{m.upper()}{ARROWS[m == 'ssim']}") for g, m in table.columns])
+    return table
+
+
+def defensive_table(cells: pd.DataFrame, bypasses: list[str]) -> pd.DataFrame:
+    """Defensive patches: SSIM and L2 of the outputs to the marked fake (is the mark
+    there?) and, with the mark region taken from the original fake, to the original
+    fake (is the rest unchanged?); on clean inputs and averaged over protected ones."""
+    rows = []
+    for reference in ("marked", "outside_mark"):
+        df = scored(cells, reference=reference, bypasses=bypasses)
+        df = df[df.metric.isin(["l2", "ssim"])]
+        for (generator, bypass, metric), group in df.groupby(["generator", "bypass", "metric"], sort=False):
+            clean = group[group.defense == "none"]["value"]
+            protected = group[group.defense != "none"]["value"]
+            label = f"{metric.upper()} to {'marked fake' if reference == 'marked' else 'fake, outside mark'}"
+            rows.append({"generator": generator, "bypass": bypass, "metric": label,
+                         "benign": clean.mean() if len(clean) else None,
+                         "protected (mean)": protected.mean() if len(protected) else None,
+                         "protected (worst)": (protected.min() if metric == "ssim" else protected.max())
+                         if len(protected) else None})
+    if not rows:
+        return pd.DataFrame()
+    return pd.DataFrame(rows).set_index(["generator", "bypass", "metric"])
+
+
+def leakage_comparison(cells: pd.DataFrame, bypasses: list[str] | None = None) -> pd.DataFrame:
+    """Per generator and bypass: mean DSR over the leakage scenario's defenses, in the
+    standard scenario (same defenses) and in the leakage scenario (Fig. 5)."""
+    leak = scored(cells, "leakage", bypasses=bypasses)
+    leak = leak[leak.metric == "dsr"]
+    if leak.empty:
+        return pd.DataFrame()
+    pairs = set(zip(leak.generator, leak.defense, leak.bypass))
+    std = scored(cells, "standard", bypasses=bypasses)
+    std = std[(std.metric == "dsr") & [k in pairs for k in zip(std.generator, std.defense, std.bypass)]]
+    table = pd.concat([std.assign(scenario="standard"), leak]).pivot_table(
+        index=["generator", "bypass"], columns="scenario", values="value", aggfunc="mean", sort=False)
+    table = table.reindex(columns=["standard", "leakage"])
+    table.columns = ["DSR standard↓", "DSR leakage↓"]
+    return table
 
 
 def edit_table(cells: pd.DataFrame, scenario: str = "standard", by_target: bool = False) -> pd.DataFrame:
@@ -104,9 +208,18 @@ def to_markdown(table: pd.DataFrame, title: str) -> str:
 def write_report(run_dir: Path, output: Path | None = None) -> str:
     cells = read_cells(run_dir)
     output = Path(output or run_dir)
-    t1 = table1(cells)
+    meta_path = Path(run_dir) / "run.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else None
+    groups = (meta or {}).get("config", {}).get("report", {})
+    table1_bypasses = present(cells, groups.get("table1")) or None
+    t1 = table1(cells, bypasses=table1_bypasses)
     atomic_write_text(output / "table1.csv", t1.to_csv(float_format="%.4f"))
     text = to_markdown(t1, "Table I: bypassing proactive defenses (standard scenario)")
+    summary = defense_summary(cells)
+    if not summary.empty:
+        text += "\n" + to_markdown(summary, "Every bypass against the defenses: mean and worst-case DSR "
+                                             "(standard scenario)")
+    text += optional_tables(cells, groups, output, Path(run_dir))
     edits = edit_table(cells)
     if not edits.empty:
         atomic_write_text(output / "edit_success.csv", edits.to_csv(float_format="%.4f"))
@@ -117,9 +230,7 @@ def write_report(run_dir: Path, output: Path | None = None) -> str:
     if not training.empty:
         atomic_write_text(output / "training.csv", training.to_csv(float_format="%.2f"))
         text += "\n" + to_markdown(training, "Trainable bypasses: training cost")
-    meta_path = Path(run_dir) / "run.json"
-    if meta_path.exists():
-        meta = json.loads(meta_path.read_text())
+    if meta is not None:
         fits = defense_fit_table(meta)
         if not fits.empty:
             text += "\n" + to_markdown(fits, "Fitted defenses (fit_seconds: the run that fitted them)")
@@ -130,3 +241,58 @@ def write_report(run_dir: Path, output: Path | None = None) -> str:
                  f"wall time {meta['wall_seconds']:.0f} s" + (f", peak memory {peak:.0f} MB" if peak else "") + "\n")
     atomic_write_text(output / "report.md", text)
     return text
+
+
+def present(cells: pd.DataFrame, names) -> list[str]:
+    """The names (in their order) that the run has rows for."""
+    seen = set(cells.bypass)
+    return [n for n in names or [] if n in seen]
+
+
+def optional_tables(cells: pd.DataFrame, groups: dict, output: Path, run_dir: Path) -> str:
+    """Tables III and VI, the leakage scenario, defensive patching and the gating curves,
+    each where the run has its bypasses; CSVs and figures go to `output`."""
+    from bench.figures import save_grouped_bars, save_loss_curves
+
+    text = ""
+    spec = groups.get("table3") or {}
+    t3_bypasses = present(cells, spec.get("bypasses"))
+    if len(t3_bypasses) > 1:
+        t3 = table3(cells, spec["defense"], t3_bypasses)
+        if not t3.empty:
+            atomic_write_text(output / "table3.csv", t3.to_csv(float_format="%.4f"))
+            text += "\n" + to_markdown(t3, f"Table III: adversarial training vs LoRA patching against {spec['defense']}")
+    ranks = present(cells, groups.get("table6"))
+    if len(ranks) > 1:
+        t6 = averaged_over_defenses(cells, ranks)
+        atomic_write_text(output / "table6.csv", t6.to_csv(float_format="%.4f"))
+        text += "\n" + to_markdown(t6, "Table VI: LoRA rank (mean over the defenses)")
+    leak = leakage_comparison(cells)
+    if not leak.empty:
+        atomic_write_text(output / "leakage.csv", leak.to_csv(float_format="%.4f"))
+        text += "\n" + to_markdown(leak, "Fig. 5: leakage scenario, mean DSR over its defenses (the defender "
+                                          "perturbs against the bypassed pipeline)")
+        save_grouped_bars(leak, output / "fig5_leakage.png", "mean DSR over the defenses (lower: bypass works)")
+        text += "\n" + to_markdown(table1(cells, "leakage"), "Leakage scenario, every cell")
+    defensive = present(cells, groups.get("defensive"))
+    if defensive:
+        table = defensive_table(cells, defensive)
+        if not table.empty:
+            atomic_write_text(output / "defensive.csv", table.to_csv(float_format="%.4f"))
+            text += "\n" + to_markdown(table, "Defensive patching: the mark in benign and protected outputs")
+    gating = present(cells, groups.get("gating"))
+    curves = {(g, b): run_dir / f"loss_curve_{g}_{b}.json" for g in ordered(cells.generator, ()) for b in gating}
+    curves = {k: json.loads(v.read_text()) for k, v in curves.items() if v.exists()}
+    if len(curves) > 1:
+        save_loss_curves(curves, output / "fig8_gating.png", every=10)
+        text += "\n" + to_markdown(loss_summary(curves), "Gating ablation (Fig. 8: fig8_gating.png): fine-tuning loss")
+    return text
+
+
+def loss_summary(curves: dict) -> pd.DataFrame:
+    """First, last-tenth and highest loss of each fine-tuning curve."""
+    from bench.training import recent_mean
+
+    rows = [{"generator": g, "bypass": b, "steps": len(c), "first 10 steps": sum(c[:10]) / len(c[:10]),
+             "last 10%": recent_mean(c), "max": max(c)} for (g, b), c in curves.items() if c]
+    return pd.DataFrame(rows).set_index(["generator", "bypass"])

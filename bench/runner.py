@@ -6,8 +6,16 @@ each bypass (purify, or patch the generator once: cached) -> outputs -> metrics 
 row per (generator, defense, bypass, scenario, metric).
 The rows of defense "none" score each bypass on clean inputs (its benign impact).
 
-The runner knows no method by name: everything comes from the registry. The steps
-run one after the other, because torch already uses every core for each of them.
+Scenarios: "standard" (defenses perturb against the original generator) and "leakage"
+(an adaptive defender perturbs against the bypassed pipeline itself: the patched
+generator, or the generator behind the purifier, with straight-through gradients where
+the purifier is not differentiable).
+
+Bypass variants: a profile may declare further bypasses that configure a plugin
+differently (`bypasses: {lora_r4: {plugin: lora, rank: 4}}`); they run and are named
+like any bypass. The runner knows no method by name: everything comes from the
+registry and the configuration. The steps run one after the other, because torch
+already uses every core for each of them.
 """
 
 from __future__ import annotations
@@ -31,7 +39,9 @@ from bench.plugins import FitTarget
 from bench.provenance import peak_memory_mb, run_metadata
 from bench.registry import Registry
 
-SCENARIO = "standard"
+SCENARIO, LEAKAGE = "standard", "leakage"
+NONE = "none"  # the rows' name for "no defense" and "no bypass"
+ORIGINAL = "original"  # rows scored against the original generator's output on the clean image
 FIT_SCOPES = ("generator", "generators", "images")
 
 
@@ -56,6 +66,8 @@ class RunState:
     loaded: dict = field(default_factory=dict)  # name -> (generator, identity), loaded once
     defense_split: Split | None = None  # the images learned and universal defenses fit on
     defense_fits: dict = field(default_factory=dict)  # fit key -> (tensors, info)
+    finetune: Split | None = None  # the images trainable bypasses fit on
+    prepared: dict = field(default_factory=dict)  # (generator, bypass) -> Prepared, fitted once
 
     def generator(self, name: str):
         """The generator `name` and its identity (weights hashed once per run)."""
@@ -67,6 +79,20 @@ class RunState:
     @property
     def amp(self) -> bool:
         return bool(self.config["amp"]) and self.device.type == "cuda"
+
+    def bypass(self, gen_name: str, label: str) -> "Prepared":
+        """The bypass `label` ready for generator `gen_name` (fitted once, cached)."""
+        if (gen_name, label) not in self.prepared:
+            self.prepared[(gen_name, label)] = prepare_bypass(self, label, gen_name)
+        return self.prepared[(gen_name, label)]
+
+    def defender_view(self, gen_name: str, label: str) -> tuple["DefenderView", dict]:
+        """The bypassed pipeline of `label` on `gen_name`, and its identity, as a leakage-
+        scenario defender attacks it."""
+        generator, identity = self.generator(gen_name)
+        prepared = self.bypass(gen_name, label)
+        view = DefenderView(generator, prepared.bypass, prepared.patched).to(self.device)
+        return view, {**identity, "bypassed_by": prepared.identity}
 
 
 def load_data(config: dict) -> FaceSet:
@@ -149,11 +175,13 @@ def attribute_rows(metric, outputs, control, edits: Edits) -> list[tuple[str, to
 
 
 def score(state: RunState, outputs, references, base: dict, seconds: float, cache_hit: bool,
-          edits: Edits | None = None, control: torch.Tensor | None = None) -> None:
+          edits: Edits | None = None, control: torch.Tensor | None = None, pair_only: bool = False) -> None:
     """One row per metric (and per target for attribute metrics) for a cell's outputs
     (T, N, 3, H, W); `control` holds the same cell's outputs for the no-edit conditions."""
     for metric in state.metrics:
         if metric.spec.kind == "attribute":
+            if pair_only:
+                continue
             if edits is None or (metric.outputs == "unedited" and control is None):
                 continue
             values = attribute_rows(metric, outputs, control, edits)
@@ -171,13 +199,63 @@ def needs_control(state: RunState) -> bool:
     return any(getattr(m, "outputs", None) == "unedited" for m in state.metrics)
 
 
+def variants(config: dict, kind: str) -> dict[str, str]:
+    """Names the configuration declares as variants of a plugin: name -> plugin."""
+    return {name: table["plugin"] for name, table in config[kind].items()
+            if isinstance(table, dict) and "plugin" in table}
+
+
 def make_plugin(kind: str, name: str, config: dict):
-    cls = Registry(kind).get(name)
-    return cls(**config[kind].get(name, {}))
+    """The plugin (or variant) `name` with its configured parameters; `label` is the name
+    the results use. A variant's `plugin` must be a plugin, not another variant."""
+    settings = dict(config[kind].get(name, {}))
+    base = settings.pop("plugin", name)
+    if base != name:  # a variant: the plugin's configured settings, then its own
+        settings = {**config[kind].get(base, {}), **settings}
+    plugin = Registry(kind).get(base)(**settings)
+    plugin.label = name
+    return plugin
 
 
-def fit_bypass(state: RunState, bypass, generator, finetune: Split, base_parts: dict):
-    """Fit a trainable bypass once per generator (cached); returns the info dict."""
+@dataclass
+class Prepared:
+    """A bypass ready for one generator: the plugin, its patched generator (patches) and
+    what identifies it (plugin identity and fit key)."""
+    bypass: object
+    patched: torch.nn.Module | None
+    identity: dict
+
+
+class DefenderView(torch.nn.Module):
+    """The bypassed pipeline as a leakage-scenario defender attacks it: the patched
+    generator, or the generator behind the purifier. A purifier that is not
+    differentiable (real JPEG) passes gradients straight through (BPDA with the
+    identity). Everything else (targets, feature layer, name) is the generator's."""
+
+    def __init__(self, generator, bypass, patched):
+        super().__init__()
+        self.model = patched if patched is not None else generator
+        self.purifier = None if patched is not None else bypass
+
+    def forward(self, x, c):
+        if self.purifier is not None:
+            if self.purifier.differentiable:
+                x = self.purifier.purify(x)
+            else:
+                with torch.no_grad():
+                    purified = self.purifier.purify(x)
+                x = x + (purified - x).detach()
+        return self.model(x, c)
+
+    def __getattr__(self, name):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self._modules["model"], name)
+
+
+def fit_bypass(state: RunState, bypass, generator, finetune: Split, base_parts: dict) -> tuple[dict, str]:
+    """Fit a trainable bypass once per generator (cached); returns its info and cache key."""
     conditions = generator.targets(finetune.faces.labels(generator.attribute_names))
     parts = {"step": "fit", **base_parts, "bypass": bypass.identity(), "images": finetune.identity,
              "conditions": tensor_digest(conditions), "seed": state.config["seed"]}
@@ -198,10 +276,10 @@ def fit_bypass(state: RunState, bypass, generator, finetune: Split, base_parts: 
         state.cache.put("fit", parts, tensors, info)
         info = {**info, "cache_hit": False}
     # the fitted state on its own (e.g. only the LoRA and gate tensors), reusable elsewhere
-    save_tensors(state.output_dir / "fitted" / f"{generator.name}_{bypass.name}.safetensors", tensors,
+    save_tensors(state.output_dir / "fitted" / f"{generator.name}_{bypass.label}.safetensors", tensors,
                  {"bypass": bypass.identity(), "generator": base_parts["generator"],
                   "finetune_images": finetune.identity, "seed": state.config["seed"]})
-    return info
+    return info, make_key(parts)
 
 
 def bypass_outputs(state: "RunState", bypass, generator, patched, x, conditions):
@@ -222,10 +300,11 @@ def fit_target(generator, labels: torch.Tensor) -> FitTarget:
     return FitTarget(generator, generator.targets(labels), unedited)
 
 
-def fit_defense(state: RunState, defense, gen_name: str) -> str | None:
+def fit_defense(state: RunState, defense, gen_name: str, view=None) -> str | None:
     """Fit a learned or universal defense once (cached), load the result into it and
     return the fit's key (None when it has nothing to fit), which the protected images'
-    cache key then includes."""
+    cache key then includes. `view(name) -> (model, identity)` is what the defender fits
+    against (default: the original generators; the leakage scenario: bypassed pipelines)."""
     scope = defense.fit_scope()
     if scope is None:
         return None
@@ -233,7 +312,7 @@ def fit_defense(state: RunState, defense, gen_name: str) -> str | None:
         raise ConfigError(f"defense {defense.name!r} declares fit scope {scope!r}; expected one of {FIT_SCOPES}")
     names = {"generator": [gen_name], "generators": state.generator_names, "images": []}[scope]
     split = state.defense_split
-    loaded = [state.generator(n) for n in names]
+    loaded = [(view or state.generator)(n) for n in names]
     targets = [fit_target(generator, split.faces.labels(generator.attribute_names)) for generator, _ in loaded]
     parts = {"step": "defense_fit", "defense": defense.identity(), "images": split.identity,
              "generators": [identity for _, identity in loaded], "seed": state.config["seed"],
@@ -248,8 +327,8 @@ def fit_defense(state: RunState, defense, gen_name: str) -> str | None:
             state.cache.put("defense_fit", parts, tensors, info)
         else:
             tensors, info = hit[0], {**hit[1], "cache_hit": True}
-        state.defense_fits[key] = (tensors, {**info, "defense": defense.name, "scope": scope,
-                                             "generators": names})
+        state.defense_fits[key] = (tensors, {**info, "defense": defense.label, "scope": scope, "generators": names,
+                                             "scenario": SCENARIO if view is None else LEAKAGE})
     defense.load_state(*state.defense_fits[key])
     return key
 
@@ -261,99 +340,168 @@ def load_generator(config: dict, name: str, device: torch.device):
     return generator.to(device).eval().requires_grad_(False)
 
 
-def prepare_bypass(state: RunState, name: str, gen_name: str, generator, finetune: Split | None,
-                   base_parts: dict):
+def prepare_bypass(state: RunState, label: str, gen_name: str) -> Prepared:
     """The bypass plugin, fitted if trainable (with its cost as rows), and the patched
     generator for patches (None for purifiers)."""
-    bypass = make_plugin("bypasses", name, state.config)
-    state.plugins.setdefault("bypasses", {})[name] = bypass.identity()
+    generator, identity = state.generator(gen_name)
+    base_parts = {"generator": identity, **precision_parts(state)}
+    bypass = make_plugin("bypasses", label, state.config)
+    state.plugins.setdefault("bypasses", {})[label] = bypass.identity()
+    fit_key = None
     if bypass.trainable:
-        info = fit_bypass(state, bypass, generator, finetune, base_parts)
-        state.fits[(gen_name, name)] = info
+        info, fit_key = fit_bypass(state, bypass, generator, state.finetune, base_parts)
+        state.fits[(gen_name, label)] = info
         for metric in ("train_seconds", "trainable_params"):
             if metric in info:
-                state.rows.append({"generator": gen_name, "defense": "none", "bypass": name,
+                state.rows.append({"generator": gen_name, "defense": NONE, "bypass": label,
                                    "scenario": SCENARIO, "metric": metric, "value": float(info[metric]),
                                    "n": 1, "higher_is_better": False, "threshold": None,
                                    "cache_hit": info["cache_hit"], "seconds": 0.0})
     patched = bypass.patch(generator).to(state.device) if bypass.kind == "patch" else None
-    return bypass, patched
+    return Prepared(bypass, patched, {"bypass": bypass.identity(), "fit": fit_key})
+
+
+@dataclass
+class GeneratorContext:
+    """What every cell of one generator shares: its evaluation inputs and clean outputs."""
+    name: str
+    generator: torch.nn.Module
+    images: torch.Tensor
+    conditions: torch.Tensor
+    clean: torch.Tensor
+    image_parts: dict
+    edits: Edits | None
+    examples: "Examples"
+
+
+def score_cell(state: RunState, ctx: GeneratorContext, defense: str, label: str, x: torch.Tensor,
+               scenario: str, seconds: float, cache_hit: bool, examples: "Examples | None") -> None:
+    """Outputs of bypass `label` on inputs x (clean (N, ...) or protected (T, N, ...)), scored
+    against what the bypass means to produce: the original fake, or for a defensive patch
+    the marked fake (plus the original fake outside the mark)."""
+    prepared = state.bypass(ctx.name, label)
+    bypass, patched = prepared.bypass, prepared.patched
+    started = time.time()
+    outputs = bypass_outputs(state, bypass, ctx.generator, patched, x, ctx.conditions)
+    control = None
+    if ctx.edits is not None and needs_control(state):
+        unedited = ctx.edits.unedited.expand(x.size(0) if x.dim() == 5 else 1, *ctx.edits.unedited.shape[1:])
+        control = bypass_outputs(state, bypass, ctx.generator, patched, x, unedited)
+    base = {"generator": ctx.name, "defense": defense, "bypass": label, "scenario": scenario}
+    seconds += time.time() - started
+    if bypass.defensive:
+        score(state, outputs, bypass.intended(ctx.clean), {**base, "reference": "marked"}, seconds, cache_hit,
+              ctx.edits, control)
+        outside = torch.where(bypass.mark_region(outputs.size(-1)), ctx.clean, outputs)
+        score(state, outside, ctx.clean, {**base, "reference": "outside_mark"}, seconds, cache_hit, pair_only=True)
+    else:
+        score(state, outputs, ctx.clean, {**base, "reference": ORIGINAL}, seconds, cache_hit, ctx.edits, control)
+    if examples is not None and examples.wants(label):
+        examples.add(f"{'clean input' if defense == NONE else defense}\n{label}", outputs)
+
+
+def protect_cached(state: RunState, ctx: GeneratorContext, d_name: str,
+                   leaked: str | None = None) -> tuple[torch.Tensor, bool, float]:
+    """Defense `d_name`'s protected images (T, N, 3, H, W), made against the generator or,
+    in the leakage scenario, against the pipeline bypass `leaked` makes of it; cached."""
+    config = state.config
+    defense = make_plugin("defenses", d_name, config)
+    state.plugins.setdefault("defenses", {})[d_name] = defense.identity()
+    view = None if leaked is None else (lambda name: state.defender_view(name, leaked))
+    parts = {"step": "protect", **ctx.image_parts, "defense": defense.identity(), "seed": config["seed"],
+             "fit": fit_defense(state, defense, ctx.name, view)}
+    target = ctx.generator
+    if view is not None:
+        target, parts["generator"] = view(ctx.name)
+
+    def protect():  # full precision: float16 gradients of a per-pixel mean underflow
+        return defense.protect(ctx.images, target, ctx.conditions, config["seed"]).float().cpu(), {}
+
+    protected, hit, info = cached_tensor(state, "protect", parts, protect)
+    return protected, hit, 0.0 if hit else info.get("seconds", 0.0)
 
 
 def run_generator(state: RunState, gen_name: str, defenses: list[str], bypasses: list[str],
-                  evaluation: Split, finetune: Split | None) -> None:
+                  evaluation: Split) -> GeneratorContext:
+    """The standard scenario for one generator: every bypass on clean inputs and on each
+    defense's protected images."""
     config = state.config
     generator, identity = state.generator(gen_name)
     state.plugins.setdefault("generators", {})[gen_name] = identity
     labels = evaluation.faces.labels(generator.attribute_names)
     conditions = generator.targets(labels)
     edits = edits_of(generator, labels) if any(m.spec.kind == "attribute" for m in state.metrics) else None
-    base_parts = {"generator": identity, **precision_parts(state)}
-    image_parts = {**base_parts, "images": evaluation.identity,
+    image_parts = {"generator": identity, **precision_parts(state), "images": evaluation.identity,
                    "conditions": tensor_digest(conditions)}
-
-    def control_outputs(bypass, patched, x):
-        """The cell's outputs when no edit is asked (for edit_success_control)."""
-        if edits is None or not needs_control(state):
-            return None
-        unedited = edits.unedited.expand(x.size(0) if x.dim() == 5 else 1, *edits.unedited.shape[1:])
-        return bypass_outputs(state, bypass, generator, patched, x, unedited)
-
-    examples = Examples(evaluation.images, conditions.size(0))
     started = time.time()
     clean, hit, _ = cached_tensor(state, "clean", {"step": "clean", **image_parts},
                                   lambda: (batched_generate(generator, evaluation.images, conditions,
                                                             config["batch_size"], state.amp), {}))
+    examples = Examples(evaluation.images, conditions.size(0), example_bypasses(config, bypasses))
+    ctx = GeneratorContext(gen_name, generator, evaluation.images, conditions, clean, image_parts, edits, examples)
     clean_control = None
     if edits is not None and needs_control(state):
         clean_control = batched_generate(generator, evaluation.images, edits.unedited, config["batch_size"],
                                          state.amp)
-    score(state, clean, clean, {"generator": gen_name, "defense": "none", "bypass": "none",
-                                "scenario": SCENARIO}, time.time() - started, hit, edits, clean_control)
-    prepared = {}
-    for b_name in bypasses:
-        bypass, patched = prepare_bypass(state, b_name, gen_name, generator, finetune, base_parts)
-        prepared[b_name] = (bypass, patched)
-        if b_name == "none":  # the clean outputs themselves: scored above
-            continue
-        started = time.time()
-        outputs = bypass_outputs(state, bypass, generator, patched, evaluation.images, conditions)
-        examples.add(f"clean input\n{b_name}", outputs)
-        score(state, outputs, clean, {"generator": gen_name, "defense": "none", "bypass": b_name,
-                                      "scenario": SCENARIO}, time.time() - started, False,
-              edits, control_outputs(bypass, patched, evaluation.images))
-
+    score(state, clean, clean, {"generator": gen_name, "defense": NONE, "bypass": NONE, "scenario": SCENARIO,
+                                "reference": ORIGINAL}, time.time() - started, hit, edits, clean_control)
+    for label in bypasses:
+        if label != NONE:  # no bypass on clean inputs: the clean outputs, scored above
+            score_cell(state, ctx, NONE, label, evaluation.images, SCENARIO, 0.0, False, examples)
     for d_name in tqdm(defenses, desc=f"{gen_name}: defenses", unit="defense", disable=len(defenses) < 2):
-        defense = make_plugin("defenses", d_name, config)
-        state.plugins.setdefault("defenses", {})[d_name] = defense.identity()
-        parts = {"step": "protect", **image_parts, "defense": defense.identity(), "seed": config["seed"],
-                 "fit": fit_defense(state, defense, gen_name)}
-
-        def protect():  # full precision: float16 gradients of a per-pixel mean underflow
-            return defense.protect(evaluation.images, generator, conditions, config["seed"]).float().cpu(), {}
-
-        protected, hit, info = cached_tensor(state, "protect", parts, protect)
-        for b_name, (bypass, patched) in prepared.items():
-            started = time.time()
-            outputs = bypass_outputs(state, bypass, generator, patched, protected, conditions)
-            examples.add(f"{d_name}\n{b_name}", outputs)
-            score(state, outputs, clean, {"generator": gen_name, "defense": d_name, "bypass": b_name,
-                                          "scenario": SCENARIO},
-                  time.time() - started + (0 if hit else info.get("seconds", 0)), hit,
-                  edits, control_outputs(bypass, patched, protected))
+        protected, hit, seconds = protect_cached(state, ctx, d_name)
+        for label in bypasses:
+            score_cell(state, ctx, d_name, label, protected, SCENARIO, seconds, hit, examples)
     examples.save(state.output_dir / f"examples_{gen_name}.png",
                   f"{gen_name}: row i edits toward target i mod {conditions.size(0)} "
                   f"({', '.join(generator.target_names())})")
+    return ctx
+
+
+def leakage_selection(config: dict, defenses: list[str], bypasses: list[str]) -> tuple[list[str], list[str]]:
+    """The run's defenses and bypasses that the leakage scenario covers: those the
+    `leakage` settings select, except "none" (the same as the standard scenario) and
+    defensive patches (not bypasses)."""
+    leak = config["leakage"]
+    chosen_defenses = Registry("defenses").resolve(leak["defenses"], variants(config, "defenses"))
+    chosen_bypasses = Registry("bypasses").resolve(leak["bypasses"], variants(config, "bypasses"))
+    return ([d for d in defenses if d in chosen_defenses],
+            [b for b in bypasses if b in chosen_bypasses and b != NONE])
+
+
+def run_leakage(state: RunState, ctx: GeneratorContext, defenses: list[str], bypasses: list[str]) -> None:
+    """The leakage scenario: each defense perturbs against each bypassed pipeline."""
+    examples = Examples(ctx.images, ctx.conditions.size(0), example_bypasses(state.config, bypasses))
+    for label in bypasses:
+        if state.bypass(ctx.name, label).bypass.defensive:
+            continue
+        for d_name in tqdm(defenses, desc=f"{ctx.name}: leakage vs {label}", unit="defense",
+                           disable=len(defenses) < 2):
+            protected, hit, seconds = protect_cached(state, ctx, d_name, leaked=label)
+            score_cell(state, ctx, d_name, label, protected, LEAKAGE, seconds, hit, examples)
+    if len(examples.columns) > 1:
+        examples.save(state.output_dir / f"examples_leakage_{ctx.name}.png",
+                      f"{ctx.name}, leakage scenario (perturbations made against each bypassed pipeline)")
+
+
+def example_bypasses(config: dict, bypasses: list[str]) -> list[str]:
+    """The bypasses the example grids show: Table I's (and defensive patches), else all."""
+    listed = config["report"].get("table1")
+    return bypasses if not listed else [b for b in bypasses if b in listed or b in config["report"].get("defensive", [])]
 
 
 class Examples:
     """A picture of the run: for a few faces (one edit target each, cycling through the
     targets), the input and the output of every (defense, bypass) cell."""
 
-    def __init__(self, images: torch.Tensor, n_targets: int, n_faces: int = 6):
+    def __init__(self, images: torch.Tensor, n_targets: int, bypasses: list[str], n_faces: int = 6):
         self.n = min(n_faces, images.size(0))
         self.n_targets = n_targets
+        self.bypasses = set(bypasses)
         self.columns = [("input", images[:self.n])]
+
+    def wants(self, bypass: str) -> bool:
+        return bypass in self.bypasses
 
     def add(self, title: str, outputs: torch.Tensor) -> None:
         idx = torch.arange(self.n)
@@ -370,24 +518,28 @@ def run(config: dict, output_dir: Path, defenses: str | list[str], bypasses: str
     started = time.time()
     torch.manual_seed(config["seed"])
     device = resolve_device(config["device"])
-    names = {"defenses": Registry("defenses").resolve(defenses),
-             "bypasses": Registry("bypasses").resolve(bypasses),
+    names = {"defenses": Registry("defenses").resolve(defenses, variants(config, "defenses")),
+             "bypasses": Registry("bypasses").resolve(bypasses, variants(config, "bypasses")),
              "generators": Registry("generators").resolve(generators)}
     metrics = Registry("metrics")
     state = RunState(config, device, Cache(enabled=config["cache"]), output_dir=output_dir,
                      metrics=[metrics.get(m) for m in metrics.resolve(config["metrics"])],
                      generator_names=names["generators"])
+    scenarios = check_scenarios(config["scenarios"])
     output_dir.mkdir(parents=True, exist_ok=True)
     faces = load_data(config)
     evaluation = load_split(config, faces, "eval", config["limit"])
-    needs_fit = any(Registry("bypasses").get(b).trainable for b in names["bypasses"])
-    finetune = load_split(config, faces, "finetune", config["finetune_limit"]) if needs_fit else None
+    if any(make_plugin("bypasses", b, config).trainable for b in names["bypasses"]):
+        state.finetune = load_split(config, faces, "finetune", config["finetune_limit"])
     if any(make_plugin("defenses", d, config).fit_scope() for d in names["defenses"]):
         state.defense_split = load_split(config, faces, "defense", config["defense_fit_limit"])
+    leak_defenses, leak_bypasses = leakage_selection(config, names["defenses"], names["bypasses"])
     for gen_name in names["generators"]:
-        run_generator(state, gen_name, names["defenses"], names["bypasses"], evaluation, finetune)
+        ctx = run_generator(state, gen_name, names["defenses"], names["bypasses"], evaluation)
+        if LEAKAGE in scenarios:
+            run_leakage(state, ctx, leak_defenses, leak_bypasses)
     meta = run_metadata(config, names, state.plugins, device, command)
-    meta["data"] = {"eval": evaluation.identity, "finetune": finetune.identity if finetune else None,
+    meta["data"] = {"eval": evaluation.identity, "finetune": state.finetune.identity if state.finetune else None,
                     "defense_fit": state.defense_split.identity if state.defense_split else None}
     meta["defense_fits"] = [info for _, info in state.defense_fits.values()]
     meta["fits"] = {f"{g}/{b}": {k: v for k, v in info.items() if k != "loss_curve"}
@@ -401,3 +553,10 @@ def run(config: dict, output_dir: Path, defenses: str | list[str], bypasses: str
         if "loss_curve" in info:
             atomic_write_json(output_dir / f"loss_curve_{g}_{b}.json", info["loss_curve"])
     return output_dir
+
+
+def check_scenarios(scenarios: list[str]) -> list[str]:
+    unknown = [s for s in scenarios if s not in (SCENARIO, LEAKAGE)]
+    if unknown:
+        raise ConfigError(f"unknown scenario {unknown[0]!r}; choose from {SCENARIO!r}, {LEAKAGE!r}")
+    return scenarios

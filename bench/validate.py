@@ -61,7 +61,7 @@ def check_defense(cls) -> list[Check]:
 
 
 def check_bypass(cls) -> list[Check]:
-    bypass = cls()
+    bypass = cls(**cls.smoke_params)
     generator = tiny_generator()
     x, conditions, _ = sample_batch(generator)
     checks = []

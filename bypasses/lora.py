@@ -18,9 +18,21 @@ the frozen generator (norm layers frozen too):
 
 Training (Eq. 2): for each batch and each target, PGD (eps 0.05, 10 steps of 0.01, random
 start) against the CURRENT patched model, then one Adam step (lr 1e-3, betas 0.5/0.999)
-on MSE(Mp(x), y) + MSE(Mp(x_adv), y) with y = M_orig(x). The PGD maximises the
+on L(Mp(x), y) + L(Mp(x_adv), y) with y = M_orig(x). The PGD maximises the pixel
 distance to y (the paper's Eq. 2, default) or to Mp(x) (`pgd_reference=patched`, the
-public code). The pixel loss is the only term for now.
+public code).
+
+Loss (`loss`): "mmfa" (the paper's Eq. 6) L = Lpix + 0.1 Limg + 0.1 Lsem, each term the
+MSE of the output and of the target, in pixels, in `image_features` and in
+`semantic_features` (see bench.features: the paper's ResNet-50 and BLIP vision encoder,
+or the project's offline substitutes); the feature terms carry gradient to the patch
+(the public code computes its BLIP term without gradient and has both switched off).
+"pixel" keeps only Lpix (the MMFA ablation).
+
+Defensive patching (`warning=True`): the target becomes y_w = clamp(y + 2 w) with w the
+project's warning mark (bench.marks: a red triangle with `warning_text`, about
+`warning_area` of the pixels, bottom-left), so the patched model marks both benign and
+protected outputs; the public recipe uses rank 16 and 5 epochs.
 """
 
 from __future__ import annotations
@@ -34,7 +46,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.errors import ConfigError
+from bench.features import EXTRACTORS, load_extractor
 from bench.finetune import AdversarialFinetuneSettings, FinetuneLoop, adversarial_example, count_trainable, step_seed
+from bench.marks import apply_mark, mark_region, warning_mark
 from bench.plugins import Bypass
 
 LORA_KEYS = ("lora_A", "lora_B", "gate")
@@ -140,6 +154,7 @@ class LoRAPatching(Bypass):
     paper = "LoRA patching (IEEE SPL 2026, arXiv 2510.03747)"
     kind = "patch"
     trainable = True
+    smoke_params = {"image_features": "classifier_features", "semantic_features": "classifier_attributes"}
 
     @dataclass
     class Params(AdversarialFinetuneSettings):
@@ -151,14 +166,23 @@ class LoRAPatching(Bypass):
         gate_init: float = -1.0
         b_init: str = "kaiming"
         pgd_reference: str = "original"
-        loss: str = "pixel"
+        loss: str = "mmfa"
+        image_features: str = "resnet50"
+        semantic_features: str = "blip"
+        image_weight: float = 0.1
+        semantic_weight: float = 0.1
+        warning: bool = False
+        warning_text: str = "AI"
+        warning_area: float = 0.05
+        warning_strength: float = 2.0
 
     def __init__(self, **params):
         super().__init__(**params)
         p = self.params
         checks = {"scaling": (p.scaling, tuple(SCALINGS)), "linear_scaling": (p.linear_scaling, ("alpha", "rank")),
                   "b_init": (p.b_init, ("kaiming", "zeros")),
-                  "pgd_reference": (p.pgd_reference, ("original", "patched")), "loss": (p.loss, ("pixel",))}
+                  "pgd_reference": (p.pgd_reference, ("original", "patched")), "loss": (p.loss, ("mmfa", "pixel")),
+                  "image_features": (p.image_features, EXTRACTORS), "semantic_features": (p.semantic_features, EXTRACTORS)}
         for key, (value, allowed) in checks.items():
             if value not in allowed:
                 raise ConfigError(f"lora parameter {key} must be one of {allowed}, got {value!r}")
@@ -180,23 +204,55 @@ class LoRAPatching(Bypass):
         patched = self.fresh_patched(generator, seed).to(device)
         trainable = [q for q in patched.parameters() if q.requires_grad]
         opt = torch.optim.Adam(trainable, p.lr, (p.beta1, p.beta2))
-        loop = FinetuneLoop(images, conditions, p.batch_size, p.epochs, seed, device, "lora patch")
+        extractors = [(w, load_extractor(name).to(device)) for w, name in self.feature_terms()]
+        loop = FinetuneLoop(images, conditions, p.batch_size, p.epochs, seed, device,
+                            "defensive lora patch" if p.warning else "lora patch")
         for step, x, c in loop:
-            loop.record(self._train_step(original, patched, opt, x, c, step_seed(seed, step)))
+            loop.record(self._train_step(original, patched, opt, x, c, extractors, step_seed(seed, step)))
         self.state = patch_tensors(patched)
-        return self.state, loop.info(count_trainable(patched))
+        return self.state, loop.info(count_trainable(patched), feature_terms=self.feature_terms())
 
-    def _train_step(self, original, patched, opt, x, c, seed) -> float:
+    def feature_terms(self) -> list[tuple[float, str]]:
+        """(weight, extractor name) of each MMFA feature term in use."""
+        p = self.params
+        if p.loss == "pixel":
+            return []
+        return [(w, name) for w, name in ((p.image_weight, p.image_features), (p.semantic_weight, p.semantic_features))
+                if w > 0]
+
+    def _train_step(self, original, patched, opt, x, c, extractors, seed) -> float:
         p = self.params
         with torch.no_grad():
-            y = original(x, c)
+            y = self.intended(original(x, c))
             reference = y if p.pgd_reference == "original" else patched(x, c)
+            target_features = [f(y) for _, f in extractors]
         x_adv = adversarial_example(patched, x, c, reference, p, seed)
-        loss = F.mse_loss(patched(x, c), y) + F.mse_loss(patched(x_adv, c), y)
+        loss = 0.0
+        for out in (patched(x, c), patched(x_adv, c)):
+            loss = loss + F.mse_loss(out, y)
+            for (weight, f), target in zip(extractors, target_features):
+                loss = loss + weight * F.mse_loss(f(out), target)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         return loss.item()
+
+    # --- defensive patching: the outputs it means to produce ----------------------------
+    @property
+    def defensive(self) -> bool:
+        return self.params.warning
+
+    def mark(self, size: int) -> torch.Tensor:
+        p = self.params
+        return warning_mark(size, p.warning_text, p.warning_area)
+
+    def intended(self, clean: torch.Tensor) -> torch.Tensor:
+        if not self.params.warning:
+            return clean
+        return apply_mark(clean, self.mark(clean.size(-1)), self.params.warning_strength)
+
+    def mark_region(self, size: int) -> torch.Tensor | None:
+        return mark_region(self.mark(size)) if self.params.warning else None
 
     def load_state(self, state, info):
         self.state = state

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from bench.errors import ConfigError
+from bench.errors import ConfigError, WeightsError
 from bypasses.lora import LoRAPatching, count_trainable, inject_lora, patch_tensors
 from generators.stargan import StarGAN
 from tests.conftest import reference_layout
@@ -35,11 +35,14 @@ def test_gate_and_b_init_options(tiny_stargan):
     assert not any(k.endswith("gate") for k in ungated.state_dict())
 
 
-def _fit(tiny_stargan, seed=0):
+OFFLINE_MMFA = {"image_features": "classifier_features", "semantic_features": "classifier_attributes"}
+
+
+def _fit(tiny_stargan, seed=0, **params):
     torch.manual_seed(0)
     images = torch.rand(4, 3, 16, 16) * 2 - 1
     conditions = tiny_stargan.targets(torch.randint(0, 2, (4, 5)).float())
-    bypass = LoRAPatching(rank=2, batch_size=2, pgd_steps=2)
+    bypass = LoRAPatching(**{"rank": 2, "batch_size": 2, "pgd_steps": 2, **OFFLINE_MMFA, **params})
     state, info = bypass.fit(tiny_stargan, images, conditions, seed, torch.device("cpu"))
     return bypass, state, info, images, conditions
 
@@ -65,7 +68,7 @@ def test_saved_patch_applies_to_a_fresh_generator(tiny_stargan, tiny_stargan_fil
     bypass, state, info, images, conditions = _fit(tiny_stargan)
     patched = bypass.patch(tiny_stargan)
     fresh_generator = StarGAN.load(str(tiny_stargan_file), 64)
-    restored = LoRAPatching(rank=2, batch_size=2, pgd_steps=2)
+    restored = LoRAPatching(rank=2, batch_size=2, pgd_steps=2, **OFFLINE_MMFA)
     restored.load_state(patch_tensors(patched), info)
     again = restored.patch(fresh_generator)
     c = conditions[0]
@@ -79,3 +82,38 @@ def test_patch_for_another_rank_is_rejected(tiny_stargan):
     other.load_state(state, info)
     with pytest.raises(ConfigError, match="does not fit this generator with rank 4"):
         other.patch(tiny_stargan)
+
+
+def test_mmfa_feature_terms_change_the_patch_and_are_recorded(tiny_stargan):
+    _, mmfa, mmfa_info, *_ = _fit(tiny_stargan)
+    _, pixel, pixel_info, *_ = _fit(tiny_stargan, loss="pixel")
+    assert mmfa_info["feature_terms"] == [[0.1, "classifier_features"], [0.1, "classifier_attributes"]] or \
+        mmfa_info["feature_terms"] == [(0.1, "classifier_features"), (0.1, "classifier_attributes")]
+    assert pixel_info["feature_terms"] == []
+    assert mmfa_info["loss_curve"][0] > pixel_info["loss_curve"][0]  # the feature terms add to the loss
+    assert not all(torch.equal(mmfa[k], pixel[k]) for k in mmfa)  # and their gradients reach the patch
+
+
+def test_paper_feature_networks_missing_offline_fail_clearly(tiny_stargan, tmp_path, monkeypatch):
+    monkeypatch.setenv("BENCH_WEIGHTS", str(tmp_path))
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    with pytest.raises(WeightsError, match="ResNet-50 ImageNet weights not found"):
+        _fit(tiny_stargan, image_features="resnet50")
+
+
+def test_defensive_patch_is_trained_toward_the_marked_fake(tiny_stargan):
+    bypass, state, info, images, conditions = _fit(tiny_stargan, warning=True, epochs=3, lr=1e-2)
+    assert bypass.defensive and not LoRAPatching().defensive
+    c = conditions[0]
+    with torch.no_grad():
+        clean = tiny_stargan(images, c)
+        marked = bypass.intended(clean)
+        region = bypass.mark_region(16)
+        trained, untrained = bypass.patch(tiny_stargan)(images, c), bypass.fresh_patched(tiny_stargan, 0)(images, c)
+    assert region.any() and not region.all() and torch.equal(marked[..., ~region], clean[..., ~region])
+
+    def error_in_mark(out):
+        return (out - marked)[..., region].abs().mean()
+
+    assert error_in_mark(trained) < 0.7 * error_in_mark(untrained)
+    assert info["loss_curve"][-1] < 0.5 * info["loss_curve"][0]

@@ -29,6 +29,8 @@ def test_run_writes_cells_and_metadata_then_reuses_the_cache(tmp_path, tiny_star
         for metric in ("l2", "ssim", "dsr"):
             assert ("disrupting", bypass, metric) in cells and ("none", bypass, metric) in cells
     assert ("none", "lora", "trainable_params") in cells
+    leaked = {(r["defense"], r["bypass"]) for r in rows if r["scenario"] == "leakage" and r["metric"] == "dsr"}
+    assert leaked == {("disrupting", "jpeg"), ("disrupting", "lora")}  # ci: Disrupting adapts to each bypass
     n = {r["n"] for r in rows if r["metric"] == "dsr"}
     assert n == {4 * 5}  # ci limit 4 images x 5 targets
     clean = [r for r in rows if r["defense"] == "none" and r["bypass"] == "none" and r["metric"] == "l2"]
@@ -49,7 +51,7 @@ def test_run_writes_cells_and_metadata_then_reuses_the_cache(tmp_path, tiny_star
     rows2 = read_rows(out2)
     assert any(r["cache_hit"] for r in rows2)
     def key(r):
-        return r["defense"], r["bypass"], r["metric"], r.get("target")
+        return r["scenario"], r["defense"], r["bypass"], r["metric"], r.get("target"), r.get("reference")
 
     by_key = {key(r): r["value"] for r in rows}
     assert len(by_key) == len(rows) == len(rows2)

@@ -1,0 +1,21 @@
+import torch
+
+from bench.marks import apply_mark, mark_region, warning_mark
+
+
+def test_mark_covers_about_five_percent_bottom_left():
+    for size in (64, 256):
+        region = mark_region(warning_mark(size))
+        assert 0.04 < region.float().mean() < 0.08
+        rows, cols = torch.nonzero(region, as_tuple=True)
+        assert rows.min() > size / 2 and cols.max() < size / 2  # bottom-left quadrant
+
+
+def test_mark_text_is_configurable_and_saturates_the_target():
+    ai, other = warning_mark(64), warning_mark(64, text="FAKE")
+    assert not torch.equal(ai, other)
+    y = torch.zeros(2, 3, 64, 64)
+    marked = apply_mark(y, ai)
+    region = mark_region(ai)
+    assert marked.max() <= 1 and torch.equal(marked[..., ~region], y[..., ~region])
+    assert (marked[:, 0][:, region] > 0.5).float().mean() > 0.9  # the triangle is red where it is drawn
