@@ -151,7 +151,9 @@ def leakage_comparison(cells: pd.DataFrame, bypasses: list[str] | None = None) -
         return pd.DataFrame()
     pairs = set(zip(leak.generator, leak.defense, leak.bypass))
     std = scored(cells, "standard", bypasses=bypasses)
-    std = std[(std.metric == "dsr") & [k in pairs for k in zip(std.generator, std.defense, std.bypass)]]
+    same_cells = pd.Series([k in pairs for k in zip(std.generator, std.defense, std.bypass)], index=std.index,
+                           dtype=bool)
+    std = std[(std.metric == "dsr") & same_cells]
     table = pd.concat([std.assign(scenario="standard"), leak]).pivot_table(
         index=["generator", "bypass"], columns="scenario", values="value", aggfunc="mean", sort=False)
     table = table.reindex(columns=["standard", "leakage"])

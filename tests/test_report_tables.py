@@ -1,6 +1,8 @@
 import pandas as pd
+import pytest
 
-from bench.report import to_markdown, training_table
+from bench.report import (averaged_over_defenses, defense_summary, defensive_table, leakage_comparison, table1,
+                          table3, to_markdown, training_table)
 
 
 def test_training_table_prints_parameter_counts_as_integers():
@@ -12,3 +14,62 @@ def test_training_table_prints_parameter_counts_as_integers():
     text = to_markdown(training_table(cells), "training cost")
     assert " 116580 |" in text and "116580.000" not in text
     assert " 542.151 |" in text
+
+
+def cell(generator, defense, bypass, metric, value, scenario="standard", reference="original"):
+    return dict(generator=generator, defense=defense, bypass=bypass, metric=metric, value=value,
+                scenario=scenario, reference=reference, higher_is_better=metric == "ssim")
+
+
+def synthetic_cells():
+    rows = []
+    for g, scale in (("stargan", 1.0), ("attgan", 0.5)):
+        for d, dsr in (("disrupting", 1.0), ("cmua", 0.6)):
+            for b, factor in (("none", 1.0), ("jpeg", 0.5), ("gat", 0.3), ("lora", 0.02), ("lora_r4", 0.1)):
+                rows += [cell(g, d, b, "dsr", dsr * factor * scale), cell(g, d, b, "l2", 0.1 * factor),
+                         cell(g, d, b, "ssim", 1 - 0.3 * factor)]
+                if b in ("jpeg", "lora"):
+                    rows.append(cell(g, d, b, "dsr", {"jpeg": 0.9, "lora": 0.05}[b] * scale, scenario="leakage"))
+        for b, seconds, params in (("gat", 500.0, 8e6), ("lora", 50.0, 3e5)):
+            rows += [cell(g, "none", b, "train_seconds", seconds), cell(g, "none", b, "trainable_params", params)]
+    return pd.DataFrame(rows)
+
+
+def test_worst_case_summary_takes_the_defense_a_bypass_copes_with_least():
+    summary = defense_summary(synthetic_cells())
+    assert summary.loc["lora", ("stargan", "worst DSR↓")] == 0.02
+    assert summary.loc["jpeg", ("stargan", "mean DSR↓")] == pytest.approx((0.5 + 0.3) / 2)
+    assert summary.loc["jpeg", ("attgan", "worst DSR↓")] == 0.25
+
+
+def test_table3_joins_one_defense_with_training_cost():
+    t3 = table3(synthetic_cells(), "disrupting", ["gat", "lora"])
+    assert list(t3.index) == ["gat", "lora"]
+    assert t3.loc["lora", ("stargan", "DSR↓")] == 0.02 and t3.loc["gat", ("stargan", "params↓")] == 8_000_000
+    assert t3.loc["lora", ("attgan", "train s↓")] == 50.0
+
+
+def test_leakage_compares_the_same_cells_in_both_scenarios():
+    leak = leakage_comparison(synthetic_cells())
+    assert leak.loc[("stargan", "jpeg"), "DSR standard↓"] == pytest.approx((0.5 + 0.3) / 2)
+    assert leak.loc[("stargan", "jpeg"), "DSR leakage↓"] == pytest.approx(0.9)
+    assert ("stargan", "gat") not in leak.index  # no leakage rows: not compared
+
+
+def test_rank_table_and_table1_keep_their_bypasses_only():
+    cells = synthetic_cells()
+    t6 = averaged_over_defenses(cells, ["lora_r4", "lora"])
+    assert list(t6.index) == ["lora_r4", "lora"]
+    assert t6.loc["lora", ("stargan", "DSR↓")] == pytest.approx((0.02 + 0.012) / 2)
+    t1 = table1(cells, bypasses=["none", "lora"])
+    assert set(t1.index.get_level_values(1)) == {"no bypass", "lora"}
+
+
+def test_defensive_rows_are_split_by_reference():
+    rows = [cell("stargan", d, "lora_warning", m, v, reference=r)
+            for d in ("none", "disrupting") for m, v in (("ssim", 0.9), ("l2", 0.01))
+            for r in ("marked", "outside_mark")]
+    table = defensive_table(pd.DataFrame(rows), ["lora_warning"])
+    assert table.loc[("stargan", "lora_warning", "SSIM to marked fake"), "benign"] == 0.9
+    assert ("stargan", "lora_warning", "L2 to fake, outside mark") in table.index
+    assert table1(pd.DataFrame(rows + [cell("stargan", "none", "none", "dsr", 0.0)])).shape[0] == 1

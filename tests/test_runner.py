@@ -77,3 +77,26 @@ def test_report_on_a_damaged_results_file(tmp_path, capsys):
     (tmp_path / "cells.jsonl").write_text('{"metric": "l2"}\n{broken\n')
     assert main(["report", str(tmp_path)]) == 2
     assert "line 2 is not JSON" in capsys.readouterr().err
+
+
+def test_variants_defensive_patch_and_leakage(tmp_path, tiny_stargan_file, capsys):
+    out = tmp_path / "variants"
+    data = make_face_folder(tmp_path / "faces2", n=16, size=(20, 20))
+    assert main(["run", "--defenses", "disrupting", "--bypass", "lora_r4,lora_warning", "--generators", "stargan",
+                 "--profile", "ci", "--data", str(data), "--dataset", "folder", "--output", str(out),
+                 "--set", f"generators.stargan.weights={tiny_stargan_file}", "--set", "resolution=16",
+                 "--set", "splits.finetune=[0,8]", "--set", "splits.eval=[8,16]",
+                 "--set", "report.table1=[\"none\",\"lora_r4\"]"]) == 0
+    rows = read_rows(out)
+    references = {(r["bypass"], r["scenario"], r.get("reference")) for r in rows if r["metric"] == "ssim"}
+    assert ("lora_warning", "standard", "marked") in references
+    assert ("lora_warning", "standard", "outside_mark") in references
+    assert ("lora_r4", "leakage", "original") in references
+    assert not any(b == "lora_warning" and s == "leakage" for b, s, _ in references)  # not a bypass
+    _, meta = load_tensors(out / "fitted" / "stargan_lora_r4.safetensors")
+    assert meta["bypass"]["params"]["rank"] == 4 and meta["bypass"]["name"] == "lora"
+    _, meta = load_tensors(out / "fitted" / "stargan_lora_warning.safetensors")
+    assert meta["bypass"]["params"]["warning"] and meta["bypass"]["params"]["rank"] == 16  # the profile's variant
+    report = (out / "report.md").read_text()
+    assert "Defensive patching" in report and "leakage scenario" in report
+    assert (out / "fig5_leakage.png").exists()
