@@ -459,14 +459,22 @@ def run_generator(state: RunState, gen_name: str, defenses: list[str], bypasses:
 
 
 def leakage_selection(config: dict, defenses: list[str], bypasses: list[str]) -> tuple[list[str], list[str]]:
-    """The run's defenses and bypasses that the leakage scenario covers: those the
-    `leakage` settings select, except "none" (the same as the standard scenario) and
-    defensive patches (not bypasses)."""
+    """The run's defenses and bypasses that the leakage scenario covers: those its
+    `leakage` settings name ("all" or a comma list), except "none" (the same as the
+    standard scenario); defensive patches are skipped where they come up."""
+    def chosen(kind: str, spec: str, names: list[str]) -> list[str]:
+        if spec == "all":
+            return names
+        listed = [n.strip() for n in spec.split(",") if n.strip()]
+        known = set(Registry(kind).names()) | set(variants(config, kind))
+        unknown = [n for n in listed if n not in known]
+        if unknown:
+            raise ConfigError(f"leakage.{kind} names an unknown {kind[:-1]} {unknown[0]!r}")
+        return [n for n in names if n in listed]
+
     leak = config["leakage"]
-    chosen_defenses = Registry("defenses").resolve(leak["defenses"], variants(config, "defenses"))
-    chosen_bypasses = Registry("bypasses").resolve(leak["bypasses"], variants(config, "bypasses"))
-    return ([d for d in defenses if d in chosen_defenses],
-            [b for b in bypasses if b in chosen_bypasses and b != NONE])
+    return (chosen("defenses", leak["defenses"], defenses),
+            [b for b in chosen("bypasses", leak["bypasses"], bypasses) if b != NONE])
 
 
 def run_leakage(state: RunState, ctx: GeneratorContext, defenses: list[str], bypasses: list[str]) -> None:

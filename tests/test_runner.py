@@ -86,7 +86,7 @@ def test_variants_defensive_patch_and_leakage(tmp_path, tiny_stargan_file, capsy
                  "--profile", "ci", "--data", str(data), "--dataset", "folder", "--output", str(out),
                  "--set", f"generators.stargan.weights={tiny_stargan_file}", "--set", "resolution=16",
                  "--set", "splits.finetune=[0,8]", "--set", "splits.eval=[8,16]",
-                 "--set", "report.table1=[\"none\",\"lora_r4\"]"]) == 0
+                 "--set", "report.table1=[\"none\",\"lora_r4\"]", "--set", "leakage.bypasses=all"]) == 0
     rows = read_rows(out)
     references = {(r["bypass"], r["scenario"], r.get("reference")) for r in rows if r["metric"] == "ssim"}
     assert ("lora_warning", "standard", "marked") in references
