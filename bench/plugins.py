@@ -188,7 +188,9 @@ class Generator(nn.Module):
 
     Subclasses define `configs` (named architecture settings, incl. 'official'),
     `official_checkpoint` facts, `attribute_names` (the labels its targets need) and
-    `targets(labels)`, which turns N x A labels into (T, N, ...) conditions.
+    `targets(labels)`, which turns N x A labels into (T, N, ...) conditions. Those
+    with a training recipe expose it through `recipe(resolution)` (a `Generator.Recipe`),
+    which adversarial training of the whole generator (GAT) reuses.
     """
 
     name: ClassVar[str] = ""
@@ -228,6 +230,78 @@ class Generator(nn.Module):
         """The layer whose output counts as the generator's mid-level features (defenses
         such as ID-Guard distort them too); None if the generator names none."""
         return None
+
+    # --- its own training recipe (bypasses that retrain the whole generator: GAT) -----
+    class Recipe:
+        """A generator's GAN training recipe as reusable pieces: a fresh critic, the
+        optimisers and one training iteration (the losses and the critic/generator
+        schedule), written once and used both by the generator's `train_recipe` and by
+        adversarial fine-tuning of the whole generator.
+
+        A batch (built by `batch`) holds the clean images `x`, which the losses
+        reconstruct, and `x_in`, what the generator and the critic take as real inputs:
+        x itself in ordinary training, adversarial examples in adversarial training.
+        """
+
+        def discriminator(self) -> nn.Module:
+            """A fresh critic sized for this generator and resolution."""
+            raise NotImplementedError
+
+        def optimisers(self, G: nn.Module, D: nn.Module) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
+            """The recipe's optimisers of the generator and of the critic."""
+            raise NotImplementedError
+
+        def unedited(self, conditions: torch.Tensor) -> torch.Tensor:
+            """(1, N, ...) each image's unedited condition (its own attributes, as far as
+            the recipe needs them), recovered from its edit targets (T, N, ...)."""
+            raise NotImplementedError
+
+        def batch(self, G: nn.Module, x: torch.Tensor, x_in: torch.Tensor, c_org: torch.Tensor,
+                  c_trg: torch.Tensor):
+            """The recipe's inputs for clean images x, generator inputs x_in, their unedited
+            conditions c_org and one edit target c_trg each (N, ...)."""
+            raise NotImplementedError
+
+        def train_iteration(self, iteration: int, G: nn.Module, D: nn.Module, g_opt, d_opt, batch) -> dict:
+            """The updates the recipe makes at `iteration` (0-based), in its order; returns
+            the logged losses, with the optimised totals as 'D/loss' and 'G/loss'."""
+            raise NotImplementedError
+
+        def train_discriminator(self, G: nn.Module, D: nn.Module, d_opt, batch) -> dict:
+            """One critic update against the generator, which stays as it is."""
+            raise NotImplementedError
+
+        @staticmethod
+        def unedited_from_targets(conditions: torch.Tensor, changed: list[set[int]]) -> torch.Tensor:
+            """(1, N, A) attribute conditions recovered from edit targets (T, N, A): each
+            attribute read from a target that leaves it alone (`changed[t]`: the
+            attributes target t may change)."""
+            if conditions.size(0) != len(changed):
+                raise ConfigError(f"expected {len(changed)} edit targets per image, got {conditions.size(0)}")
+            columns = []
+            for j in range(conditions.size(-1)):
+                keeper = next((t for t, edits in enumerate(changed) if j not in edits), None)
+                if keeper is None:
+                    raise ConfigError(f"every edit target may change attribute {j}, so its own value is unknown")
+                columns.append(conditions[keeper, :, j])
+            return torch.stack(columns, -1).unsqueeze(0)
+
+        @staticmethod
+        def update(opt: torch.optim.Optimizer, loss: torch.Tensor,
+                   clip: tuple[nn.Module, float] | None = None) -> float:
+            """The optimiser step every recipe shares: clear, backpropagate, optionally clip
+            the gradient norm of a module's parameters, step. Returns the loss."""
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if clip is not None:
+                nn.utils.clip_grad_norm_(clip[0].parameters(), clip[1])
+            opt.step()
+            return loss.item()
+
+    def recipe(self, resolution: int, **settings) -> "Generator.Recipe":
+        """This generator's own training recipe at `resolution`, for fine-tuning all of it
+        with a fresh critic; `settings` override the recipe's (its TrainParams fields)."""
+        raise ConfigError(f"generator {self.name!r} has no training recipe to fine-tune it with")
 
     # --- identity -------------------------------------------------------------------
     def weight_hash(self) -> str:

@@ -12,6 +12,9 @@ flipped in turn (turning a hair colour on clears the other hair colours, as
 `check_attribute_conflict` does); the attribute vector is fed as (a*2-1)*thres_int,
 with the flipped attribute at +-test_int.
 
+Training (`train_recipe`, `recipe`): train.py's WGAN-GP with an attribute classifier and
+a reconstruction from the same encoding, n_d critic iterations per generator iteration.
+
 Named choice for the quick profile: `enc_norm` / `dec_norm` (options of the official
 code: batchnorm, instancenorm, none) are InstanceNorm in the small 64 px config, while
 the official checkpoint uses BatchNorm. With BatchNorm the small generator was nearly
@@ -33,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.errors import ConfigError
-from bench.plugins import Generator
+from bench.plugins import Generator, build_params
 
 ATTRIBUTES = ["Bald", "Bangs", "Black_Hair", "Blond_Hair", "Brown_Hair", "Bushy_Eyebrows", "Eyeglasses",
               "Male", "Mouth_Slightly_Open", "Mustache", "No_Beard", "Pale_Skin", "Young"]
@@ -173,6 +176,16 @@ class AttGAN(Generator):
         return ((labels.float() * 2 - 1) * self.config["thres_int"]).unsqueeze(0)
 
     # ------------------------------------------------------------------ training
+    def recipe(self, resolution: int, **settings) -> "AttGANRecipe":
+        """The recipe with a critic of as many layers as the encoder: the official one
+        (64 channels, fc 1024) for a generator of the official width, else the quick
+        recipe's (32, fc 256: the shipped weights' critic)."""
+        official_width = {"d_dim": 64, "d_fc_dim": 1024} if self.config["dim"] >= 64 else {}
+        sized = {"resolution": resolution, "layers": self.config["layers"], "thres_int": self.config["thres_int"],
+                 **official_width}
+        params = build_params(self.TrainParams, {**sized, **settings}, f"{self.name} recipe")
+        return AttGANRecipe(params, self.attribute_names, self.target_names())
+
     @dataclass
     class TrainParams:
         """The AttGAN recipe (train.py defaults: WGAN-GP, n_d 5, lambda 100/10/1) sized for CPU."""
@@ -212,10 +225,10 @@ class AttGAN(Generator):
         torch.manual_seed(params.seed)
         train_set = faceset.subset(params.train_start, params.train_stop)
         architecture = {k: v for k, v in asdict(params).items() if k in cls.configs["quick"]}
+        recipe = AttGANRecipe(params, ATTRIBUTES, EDITED)
         G = cls(**architecture).to(device)
-        D = Discriminators(params.resolution, params.d_dim, params.layers, len(ATTRIBUTES), params.d_fc_dim).to(device)
-        g_opt = torch.optim.Adam(G.parameters(), params.lr, (params.beta1, params.beta2))
-        d_opt = torch.optim.Adam(D.parameters(), params.lr, (params.beta1, params.beta2))
+        D = recipe.discriminator().to(device)
+        g_opt, d_opt = recipe.optimisers(G, D)
         sampler = BatchSampler(train_set.load_uint8(progress=True), train_set.labels(ATTRIBUTES),
                                params.batch_size, params.seed)
         run = TrainingRun(out_dir, params.iters, params.checkpoint_every)
@@ -235,10 +248,7 @@ class AttGAN(Generator):
             b = a[torch.randperm(a.size(0), device=device)]
             a_in, b_in = (a * 2 - 1) * params.thres_int, (b * 2 - 1) * params.thres_int
             G.train()
-            if (it + 1) % (params.n_d + 1) != 0:
-                losses.update(_discriminator_step(G, D, d_opt, x, a, b_in, params))
-            else:
-                losses.update(_generator_step(G, D, g_opt, x, a_in, b, b_in, params))
+            losses.update(recipe.train_iteration(it, G, D, g_opt, d_opt, AttGANBatch(x, x, a, a_in, b, b_in)))
             if (it + 1) % run.log_every == 0:
                 run.log(it + 1, losses, started)
                 bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items() if k in ("D/adv", "G/rec", "G/cls")})
@@ -284,31 +294,72 @@ def _gradient_penalty(D, real, fake):
     return gradient_penalty(D(x_hat)[0], x_hat)
 
 
-def _discriminator_step(G, D, opt, x, a, b_in, p) -> dict:
-    with torch.no_grad():
-        fake = G(x, b_in)
-    d_real, dc_real = D(x)
-    d_fake, _ = D(fake)
-    adv = d_fake.mean() - d_real.mean()
-    gp = _gradient_penalty(D, x, fake)
-    cls = F.binary_cross_entropy_with_logits(dc_real, a)
-    loss = adv + p.lambda_gp * gp + p.lambda_dcls * cls
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
-    return {"D/adv": adv.item(), "D/gp": gp.item(), "D/cls": cls.item()}
+@dataclass
+class AttGANBatch:
+    x: torch.Tensor  # clean images: what the reconstruction reproduces
+    x_in: torch.Tensor  # what the generator encodes and the critic sees as real
+    a: torch.Tensor  # the images' own attributes (0/1)
+    a_in: torch.Tensor  # ... as the generator's input
+    b: torch.Tensor  # the attributes to translate to (0/1)
+    b_in: torch.Tensor  # ... as the generator's input
 
 
-def _generator_step(G, D, opt, x, a_in, b, b_in, p) -> dict:
-    features = G.encode(x)
-    fake = G.decode(features, b_in)
-    rec = G.decode(features, a_in)
-    d_fake, dc_fake = D(fake)
-    adv = -d_fake.mean()
-    cls = F.binary_cross_entropy_with_logits(dc_fake, b)
-    rec_loss = (rec - x).abs().mean()
-    loss = adv + p.lambda_gcls * cls + p.lambda_rec * rec_loss
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
-    return {"G/adv": adv.item(), "G/cls": cls.item(), "G/rec": rec_loss.item()}
+class AttGANRecipe(Generator.Recipe):
+    """train.py's recipe: n_d critic iterations, then one generator iteration; Adam."""
+
+    def __init__(self, params: AttGAN.TrainParams, attributes: list[str], edited: list[str]):
+        self.params, self.attributes, self.edited = params, list(attributes), list(edited)
+
+    def discriminator(self) -> Discriminators:
+        p = self.params
+        return Discriminators(p.resolution, p.d_dim, p.layers, len(self.attributes), p.d_fc_dim)
+
+    def optimisers(self, G, D):
+        p = self.params
+        return (torch.optim.Adam(G.parameters(), p.lr, (p.beta1, p.beta2)),
+                torch.optim.Adam(D.parameters(), p.lr, (p.beta1, p.beta2)))
+
+    def unedited(self, conditions):
+        """A target flips its attribute and may clear the ones it conflicts with."""
+        names = self.attributes
+        changed = [{names.index(t)} | {names.index(o) for o in CONFLICTS.get(t, []) if o in names}
+                   for t in self.edited]
+        return self.unedited_from_targets(conditions, changed)
+
+    def batch(self, G, x, x_in, c_org, c_trg) -> AttGANBatch:
+        """Attribute inputs are (2a - 1) * intensity, so a = 1 where the input is positive."""
+        return AttGANBatch(x, x_in, (c_org > 0).float(), c_org, (c_trg > 0).float(), c_trg)
+
+    def train_iteration(self, iteration, G, D, g_opt, d_opt, batch) -> dict:
+        if (iteration + 1) % (self.params.n_d + 1) != 0:
+            return self.train_discriminator(G, D, d_opt, batch)
+        loss, logs = self.generator_loss(G, D, batch)
+        return {**logs, "G/loss": self.update(g_opt, loss)}
+
+    def train_discriminator(self, G, D, d_opt, batch) -> dict:
+        loss, logs = self.discriminator_loss(G, D, batch)
+        return {**logs, "D/loss": self.update(d_opt, loss)}
+
+    def discriminator_loss(self, G, D, b: AttGANBatch):
+        p = self.params
+        with torch.no_grad():
+            fake = G(b.x_in, b.b_in)
+        d_real, dc_real = D(b.x_in)
+        d_fake, _ = D(fake)
+        adv = d_fake.mean() - d_real.mean()
+        gp = _gradient_penalty(D, b.x_in, fake)
+        cls = F.binary_cross_entropy_with_logits(dc_real, b.a)
+        loss = adv + p.lambda_gp * gp + p.lambda_dcls * cls
+        return loss, {"D/adv": adv.item(), "D/gp": gp.item(), "D/cls": cls.item()}
+
+    def generator_loss(self, G, D, b: AttGANBatch):
+        p = self.params
+        features = G.encode(b.x_in)
+        fake = G.decode(features, b.b_in)
+        rec = G.decode(features, b.a_in)
+        d_fake, dc_fake = D(fake)
+        adv = -d_fake.mean()
+        cls = F.binary_cross_entropy_with_logits(dc_fake, b.b)
+        rec_loss = (rec - b.x).abs().mean()
+        loss = adv + p.lambda_gcls * cls + p.lambda_rec * rec_loss
+        return loss, {"G/adv": adv.item(), "G/cls": cls.item(), "G/rec": rec_loss.item()}

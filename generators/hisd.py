@@ -22,6 +22,11 @@ Named choices where the official code leaves something open:
   (`weights/hisd_references.png`, one per colour, chosen by the attribute classifier),
   resized to the input size; `references=<png>` in the config uses others (a strip
   of square faces side by side, in the order of the tag's attributes).
+
+Training (`train_recipe`, `recipe`): core/trainer.py's recipe (see TrainParams). For
+fine-tuning on images without labels (`recipe`, GAT), each image's own attribute of
+the edited tag is the reference whose style code is nearest to its own, and the
+critic's tag-irrelevant conditions (Male, Young) are 0, i.e. unknown.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from torch import nn
 
 from bench.errors import ConfigError, DataError, WeightsError
 from bench.io import tensors_sha256
-from bench.plugins import Generator
+from bench.plugins import Generator, build_params
 
 SHIPPED_REFERENCES = Path(__file__).parent / "weights" / "hisd_references.png"
 HAIR_COLOUR = {"name": "HairColor", "attributes": ["black", "blond", "brown"]}
@@ -374,6 +379,11 @@ class HiSD(Generator):
         return torch.full((1, labels.size(0)), -1, dtype=torch.long)
 
     # ------------------------------------------------------------------ training
+    def recipe(self, resolution: int, **settings) -> "HiSDRecipe":
+        """The recipe with the critic of this generator's config (its extractor channels)."""
+        params = build_params(self.TrainParams, {"resolution": resolution, **settings}, f"{self.name} recipe")
+        return HiSDRecipe(params, self.config)
+
     @dataclass
     class TrainParams:
         """The HiSD recipe (core/trainer.py, celeba-hq_256.yaml: hinge loss with R1 on real
@@ -417,17 +427,14 @@ class HiSD(Generator):
         if params.output is not None:
             config["output"] = params.output
         G = cls(**config)
-        D = Discriminator(params.d_channels or config["extractors"], config["style_dim"], G.tags)
-        for module in (G, D):
+        recipe = HiSDRecipe(params, G.config)
+        D = recipe.discriminator(initialise=False)
+        for module in (G, D):  # the official order of the random draws
             hisd_init(module)
         # channels_last: ~20% faster convolutions on CPU
         G, D = (m.to(device, memory_format=torch.channels_last) for m in (G, D))
         G_ema = copy.deepcopy(G).requires_grad_(False)
-        g_opt = torch.optim.Adam([
-            {"params": [p for n, p in G.named_parameters() if not n.startswith("mappers.")]},
-            {"params": G.mappers.parameters(), "lr": params.lr_mappers}],
-            lr=params.lr, betas=(params.beta1, params.beta2))
-        d_opt = torch.optim.Adam(D.parameters(), lr=params.lr, betas=(params.beta1, params.beta2))
+        g_opt, d_opt = recipe.optimisers(G, D)
         train_set = faceset.subset(params.train_start, params.train_stop)
         sampler = TagSamplers(train_set, G.tags, params.batch_size, params.seed)
         run = TrainingRun(out_dir, params.iters, params.checkpoint_every)
@@ -440,7 +447,7 @@ class HiSD(Generator):
             tag, attribute, target = sampler.draw_tag_and_attributes()
             x, y = sampler.batch(tag, attribute)
             x, y = x.to(device).contiguous(memory_format=torch.channels_last), y.to(device)
-            losses.update(_training_step(G, D, g_opt, d_opt, x, y, tag, attribute, target, params))
+            losses.update(recipe.train_iteration(it, G, D, g_opt, d_opt, HiSDBatch(x, x, y, tag, attribute, target)))
             update_ema(G_ema, G, params.ema_beta)
             if (it + 1) % run.log_every == 0:
                 run.log(it + 1, losses, started)
@@ -472,11 +479,15 @@ class Discriminator(nn.Module):
         self.fcs = nn.ModuleList([nn.Sequential(nn.Conv2d(channels[-1] + style_dim + irrelevant_dim,
                                                           2 * len(t["attributes"]), 1, 1, 0)) for t in tags])
 
-    def forward(self, x, s, y, tag: int, attribute: int) -> torch.Tensor:
-        """(N, 2): the translated-head and cycle-head logits of `attribute`."""
+    def forward(self, x, s, y, tag: int, attribute: int | torch.Tensor) -> torch.Tensor:
+        """(N, 2): the translated-head and cycle-head logits of `attribute` (one for the
+        batch, or (N,) one per image)."""
         f = self.conv(x)
         fsy = torch.cat([f, s.view(*s.shape, 1, 1), y.view(*y.shape, 1, 1)], dim=1)
-        return self.fcs[tag](fsy).view(x.size(0), 2, -1)[:, :, attribute]
+        logits = self.fcs[tag](fsy).view(x.size(0), 2, -1)
+        if isinstance(attribute, int):
+            return logits[:, :, attribute]
+        return logits[torch.arange(x.size(0), device=x.device), :, attribute]
 
 
 def hisd_init(module: nn.Module) -> None:
@@ -493,39 +504,111 @@ def _r1(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return grad.pow(2).flatten(1).sum(1).mean()
 
 
-def _training_step(G, D, g_opt, d_opt, x, y, tag, attribute, target, p) -> dict:
-    """One generator and one discriminator update (official HiSD_Trainer.update)."""
-    # generator: reconstruction, self-translation, latent-guided translation and cycle back
-    D.requires_grad_(False)
-    e = G.encode(x)
-    x_rec = G.decode(e)
-    s = G.extract(x, tag)
-    x_slf = G.decode(G.translate(e, s, tag))
-    s_trg = G.map(torch.randn(x.size(0), G.noise_dim, device=x.device), tag, target)
-    x_trg = G.decode(G.translate(e, s_trg, tag))
-    s_trg_rec = G.extract(x_trg, tag)
-    x_cyc = G.decode(G.translate(G.encode(x_trg), s, tag))
-    s_real = s if p.ali else s.detach()
-    adv = (D(x, s_real, y, tag, attribute).mean(0).sum() - D(x_trg, s_trg.detach(), y, tag, target)[:, 0].mean()
-           - D(x_cyc, s.detach(), y, tag, attribute)[:, 1].mean())
-    sty = F.l1_loss(s_trg_rec, s_trg)
-    rec = F.l1_loss(x_rec, x) + F.l1_loss(x_slf, x) + F.l1_loss(x_cyc, x)
-    g_opt.zero_grad(set_to_none=True)
-    (p.adv_w * adv + p.sty_w * sty + p.rec_w * rec).backward()
-    nn.utils.clip_grad_norm_(G.parameters(), p.clip_grad)
-    g_opt.step()
-    # discriminator: hinge loss, R1 penalty on both heads for real images
-    D.requires_grad_(True)
-    x_real = x.detach().requires_grad_(True)
-    real = D(x_real, s.detach(), y, tag, attribute)
-    d_loss = (F.relu(1 - real).mean(0).sum() + _r1(real[:, 0], x_real) + _r1(real[:, 1], x_real)
-              + F.relu(1 + D(x_trg.detach(), s_trg.detach(), y, tag, target)[:, 0]).mean()
-              + F.relu(1 + D(x_cyc.detach(), s.detach(), y, tag, attribute)[:, 1]).mean())
-    d_opt.zero_grad(set_to_none=True)
-    d_loss.backward()
-    nn.utils.clip_grad_norm_(D.parameters(), p.clip_grad)
-    d_opt.step()
-    return {"G/adv": adv.item(), "G/sty": sty.item(), "G/rec": rec.item(), "D/adv": d_loss.item()}
+@dataclass
+class HiSDBatch:
+    x: torch.Tensor  # clean images: what the reconstructions reproduce
+    x_in: torch.Tensor  # what the generator translates and the critic sees as real
+    y: torch.Tensor  # tag-irrelevant conditions (Male, Young in {-1, 1}; 0: unknown)
+    tag: int
+    attribute: int | torch.Tensor  # the images' own attribute of the tag (one, or one each)
+    target: int  # the attribute to translate to
+
+
+@torch.no_grad()
+def nearest_reference(G: HiSD, x: torch.Tensor) -> torch.Tensor:
+    """(N,) each image's attribute of the edited tag, read as the reference face whose
+    style code is nearest to its own."""
+    tag = G.edit_index
+    references = G.reference_images(torch.arange(len(G.tags[tag]["attributes"])), x[:1])
+    return torch.cdist(G.extract(x, tag), G.extract(references, tag)).argmin(1)
+
+
+class HiSDRecipe(Generator.Recipe):
+    """core/trainer.py's recipe: each iteration one generator update (reconstruction,
+    self-, latent-guided and cycle translation) then one critic update (hinge, R1),
+    both with gradient clipping."""
+
+    def __init__(self, params: HiSD.TrainParams, config: dict):
+        self.params, self.config = params, config
+
+    def discriminator(self, initialise: bool = True) -> Discriminator:
+        """A new critic; `initialise` applies HiSD's init (train_recipe initialises the
+        generator and the critic together, in the official order)."""
+        c = self.config
+        D = Discriminator(self.params.d_channels or c["extractors"], c["style_dim"], c["tags"])
+        if initialise:
+            hisd_init(D)
+        return D
+
+    def optimisers(self, G, D):
+        p = self.params
+        g_opt = torch.optim.Adam([
+            {"params": [q for n, q in G.named_parameters() if not n.startswith("mappers.")]},
+            {"params": G.mappers.parameters(), "lr": p.lr_mappers}],
+            lr=p.lr, betas=(p.beta1, p.beta2))
+        return g_opt, torch.optim.Adam(D.parameters(), lr=p.lr, betas=(p.beta1, p.beta2))
+
+    def unedited(self, conditions):
+        """-1: each image is its own reference (its attribute is estimated in `batch`)."""
+        return torch.full((1, conditions.size(1)), -1, dtype=torch.long)
+
+    def batch(self, G, x, x_in, c_org, c_trg) -> HiSDBatch:
+        """Fine-tuning images come without labels: their own attribute is the nearest
+        reference's, their tag-irrelevant conditions unknown (0)."""
+        targets = c_trg.unique()
+        if targets.numel() != 1 or int(targets) < 0:
+            raise ConfigError(f"the HiSD recipe translates a batch toward one reference, got {targets.tolist()}")
+        y = torch.zeros(x.size(0), len(TAG_IRRELEVANT), device=x.device)
+        return HiSDBatch(x, x_in, y, G.edit_index, nearest_reference(G, x), int(targets))
+
+    def train_iteration(self, iteration, G, D, g_opt, d_opt, batch) -> dict:
+        p = self.params
+        D.requires_grad_(False)
+        out = self.translations(G, batch)
+        loss, logs = self.generator_loss(D, batch, out)
+        logs["G/loss"] = self.update(g_opt, loss, clip=(G, p.clip_grad))
+        D.requires_grad_(True)
+        d_loss = self.update(d_opt, self.discriminator_loss(D, batch, out), clip=(D, p.clip_grad))
+        return {**logs, "D/adv": d_loss, "D/loss": d_loss}
+
+    def train_discriminator(self, G, D, d_opt, batch) -> dict:
+        with torch.no_grad():
+            out = self.translations(G, batch)
+        return {"D/loss": self.update(d_opt, self.discriminator_loss(D, batch, out), clip=(D, self.params.clip_grad))}
+
+    @staticmethod
+    def translations(G, b: HiSDBatch) -> dict:
+        """Reconstruction, self-translation, latent-guided translation and cycle back."""
+        e = G.encode(b.x_in)
+        x_rec = G.decode(e)
+        s = G.extract(b.x_in, b.tag)
+        x_slf = G.decode(G.translate(e, s, b.tag))
+        s_trg = G.map(torch.randn(b.x.size(0), G.noise_dim, device=b.x.device), b.tag, b.target)
+        x_trg = G.decode(G.translate(e, s_trg, b.tag))
+        s_trg_rec = G.extract(x_trg, b.tag)
+        x_cyc = G.decode(G.translate(G.encode(x_trg), s, b.tag))
+        return {"x_rec": x_rec, "s": s, "x_slf": x_slf, "s_trg": s_trg, "x_trg": x_trg, "s_trg_rec": s_trg_rec,
+                "x_cyc": x_cyc}
+
+    def generator_loss(self, D, b: HiSDBatch, out: dict):
+        p = self.params
+        s_real = out["s"] if p.ali else out["s"].detach()
+        adv = (D(b.x_in, s_real, b.y, b.tag, b.attribute).mean(0).sum()
+               - D(out["x_trg"], out["s_trg"].detach(), b.y, b.tag, b.target)[:, 0].mean()
+               - D(out["x_cyc"], out["s"].detach(), b.y, b.tag, b.attribute)[:, 1].mean())
+        sty = F.l1_loss(out["s_trg_rec"], out["s_trg"])
+        rec = F.l1_loss(out["x_rec"], b.x) + F.l1_loss(out["x_slf"], b.x) + F.l1_loss(out["x_cyc"], b.x)
+        loss = p.adv_w * adv + p.sty_w * sty + p.rec_w * rec
+        return loss, {"G/adv": adv.item(), "G/sty": sty.item(), "G/rec": rec.item()}
+
+    @staticmethod
+    def discriminator_loss(D, b: HiSDBatch, out: dict) -> torch.Tensor:
+        """Hinge loss, R1 penalty on both heads for real images."""
+        x_real = b.x_in.detach().requires_grad_(True)
+        real = D(x_real, out["s"].detach(), b.y, b.tag, b.attribute)
+        return (F.relu(1 - real).mean(0).sum() + _r1(real[:, 0], x_real) + _r1(real[:, 1], x_real)
+                + F.relu(1 + D(out["x_trg"].detach(), out["s_trg"].detach(), b.y, b.tag, b.target)[:, 0]).mean()
+                + F.relu(1 + D(out["x_cyc"].detach(), out["s"].detach(), b.y, b.tag, b.attribute)[:, 1]).mean())
 
 
 def faces_with(labels: dict[str, torch.Tensor], rule: dict[str, int]) -> torch.Tensor:

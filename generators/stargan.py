@@ -8,10 +8,14 @@ InstanceNorms use per-image statistics; here they always do (see
 
 Targets (official `create_labels`): for a hair colour, that colour is set and the
 other hair colours cleared; Male and Young are flipped -> 5 targets per image.
+
+Training (`train_recipe`, `recipe`): solver.py's WGAN-GP with an auxiliary attribute
+classifier and a cycle reconstruction, n_critic critic steps per generator step.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.plugins import Generator
+from bench.plugins import Generator, build_params
 
 ATTRIBUTES = ["Black_Hair", "Blond_Hair", "Brown_Hair", "Male", "Young"]
 HAIR_COLOURS = {"Black_Hair", "Blond_Hair", "Brown_Hair", "Gray_Hair"}
@@ -116,6 +120,15 @@ class StarGAN(Generator):
         return labels.float().unsqueeze(0)
 
     # ------------------------------------------------------------------ training
+    def recipe(self, resolution: int, **settings) -> "StarGANRecipe":
+        """The recipe with a critic as wide as this generator (official 64/64, quick
+        32/32) and at most the official 6 down-samplings (5 at 64 px, as trained)."""
+        sized = {"resolution": resolution, "conv_dim": self.config["conv_dim"],
+                 "repeat_num": self.config["repeat_num"], "d_conv_dim": self.config["conv_dim"],
+                 "d_repeat_num": min(6, int(math.log2(resolution)) - 1)}
+        params = build_params(self.TrainParams, {**sized, **settings}, f"{self.name} recipe")
+        return StarGANRecipe(params, self.attribute_names)
+
     @dataclass
     class TrainParams:
         """The StarGAN recipe (solver.py defaults) with sizes for small CPU runs."""
@@ -144,15 +157,15 @@ class StarGAN(Generator):
     def train_recipe(cls, params: "StarGAN.TrainParams", faceset, out_dir: Path, device: torch.device,
               export: Path | None = None, command: str = "") -> "StarGAN":
         from bench.figures import save_edit_grid
-        from bench.training import BatchSampler, TrainingRun, gradient_penalty
+        from bench.training import BatchSampler, TrainingRun
 
         torch.manual_seed(params.seed)
         train_set = faceset.subset(params.train_start, params.train_stop)
+        recipe = StarGANRecipe(params, ATTRIBUTES)
         G = cls(conv_dim=params.conv_dim, repeat_num=params.repeat_num).to(device)
-        D = Discriminator(params.resolution, params.d_conv_dim, len(ATTRIBUTES), params.d_repeat_num).to(device)
+        D = recipe.discriminator().to(device)
         G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
-        g_opt = torch.optim.Adam(G.parameters(), params.lr_g, (params.beta1, params.beta2))
-        d_opt = torch.optim.Adam(D.parameters(), params.lr_d, (params.beta1, params.beta2))
+        g_opt, d_opt = recipe.optimisers(G, D)
         sampler = BatchSampler(train_set.load_uint8(progress=True), train_set.labels(ATTRIBUTES),
                                params.batch_size, params.seed)
         run = TrainingRun(out_dir, params.iters, params.checkpoint_every)
@@ -172,9 +185,7 @@ class StarGAN(Generator):
             x = x.to(device).contiguous(memory_format=torch.channels_last)
             c_org = c_org.to(device)
             c_trg = c_org[torch.randperm(c_org.size(0))]
-            losses.update(_discriminator_step(G, D, d_opt, x, c_org, c_trg, params, gradient_penalty))
-            if (it + 1) % params.n_critic == 0:
-                losses.update(_generator_step(G, D, g_opt, x, c_org, c_trg, params))
+            losses.update(recipe.train_iteration(it, G, D, g_opt, d_opt, StarGANBatch(x, x, c_org, c_trg)))
             if (it + 1) % run.log_every == 0:
                 run.log(it + 1, losses, started)
                 bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items() if k in ("D/adv", "G/rec", "G/cls")})
@@ -217,31 +228,73 @@ def _classification_loss(logits, target):
     return F.binary_cross_entropy_with_logits(logits, target, reduction="sum") / logits.size(0)
 
 
-def _discriminator_step(G, D, opt, x, c_org, c_trg, p, gradient_penalty) -> dict:
-    out_src, out_cls = D(x)
-    loss_real = -out_src.mean()
-    loss_cls = _classification_loss(out_cls, c_org)
-    with torch.no_grad():
-        fake = G(x, c_trg)
-    loss_fake = D(fake)[0].mean()
-    alpha = torch.rand(x.size(0), 1, 1, 1, device=x.device)
-    x_hat = (alpha * x + (1 - alpha) * fake).requires_grad_(True)
-    loss_gp = gradient_penalty(D(x_hat)[0], x_hat)
-    loss = loss_real + loss_fake + p.lambda_cls * loss_cls + p.lambda_gp * loss_gp
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
-    return {"D/adv": (loss_real + loss_fake).item(), "D/cls": loss_cls.item(), "D/gp": loss_gp.item()}
+@dataclass
+class StarGANBatch:
+    x: torch.Tensor  # clean images: what the cycle reconstructs
+    x_in: torch.Tensor  # what the generator translates and the critic sees as real
+    c_org: torch.Tensor  # the images' own labels
+    c_trg: torch.Tensor  # the labels to translate to
 
 
-def _generator_step(G, D, opt, x, c_org, c_trg, p) -> dict:
-    fake = G(x, c_trg)
-    out_src, out_cls = D(fake)
-    loss_adv = -out_src.mean()
-    loss_cls = _classification_loss(out_cls, c_trg)
-    loss_rec = (x - G(fake, c_org)).abs().mean()
-    loss = loss_adv + p.lambda_rec * loss_rec + p.lambda_cls * loss_cls
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
-    return {"G/adv": loss_adv.item(), "G/cls": loss_cls.item(), "G/rec": loss_rec.item()}
+class StarGANRecipe(Generator.Recipe):
+    """solver.py's recipe: a critic step every iteration, a generator step every
+    n_critic-th; Adam for both."""
+
+    def __init__(self, params: StarGAN.TrainParams, attributes: list[str]):
+        self.params, self.attributes = params, list(attributes)
+
+    def discriminator(self) -> Discriminator:
+        p = self.params
+        return Discriminator(p.resolution, p.d_conv_dim, len(self.attributes), p.d_repeat_num)
+
+    def optimisers(self, G, D):
+        p = self.params
+        return (torch.optim.Adam(G.parameters(), p.lr_g, (p.beta1, p.beta2)),
+                torch.optim.Adam(D.parameters(), p.lr_d, (p.beta1, p.beta2)))
+
+    def unedited(self, conditions):
+        """Targets are label vectors: a hair-colour target may change every hair colour,
+        any other target only its own attribute."""
+        hair = {i for i, name in enumerate(self.attributes) if name in HAIR_COLOURS}
+        changed = [hair if t in hair else {t} for t in range(len(self.attributes))]
+        return self.unedited_from_targets(conditions, changed)
+
+    def batch(self, G, x, x_in, c_org, c_trg) -> StarGANBatch:
+        return StarGANBatch(x, x_in, c_org, c_trg)
+
+    def train_iteration(self, iteration, G, D, g_opt, d_opt, batch) -> dict:
+        logs = self.train_discriminator(G, D, d_opt, batch)
+        if (iteration + 1) % self.params.n_critic == 0:
+            loss, g_logs = self.generator_loss(G, D, batch)
+            logs.update(g_logs, **{"G/loss": self.update(g_opt, loss)})
+        return logs
+
+    def train_discriminator(self, G, D, d_opt, batch) -> dict:
+        loss, logs = self.discriminator_loss(G, D, batch)
+        return {**logs, "D/loss": self.update(d_opt, loss)}
+
+    def discriminator_loss(self, G, D, b: StarGANBatch):
+        from bench.training import gradient_penalty
+
+        p = self.params
+        out_src, out_cls = D(b.x_in)
+        loss_real = -out_src.mean()
+        loss_cls = _classification_loss(out_cls, b.c_org)
+        with torch.no_grad():
+            fake = G(b.x_in, b.c_trg)
+        loss_fake = D(fake)[0].mean()
+        alpha = torch.rand(b.x.size(0), 1, 1, 1, device=b.x.device)
+        x_hat = (alpha * b.x_in + (1 - alpha) * fake).requires_grad_(True)
+        loss_gp = gradient_penalty(D(x_hat)[0], x_hat)
+        loss = loss_real + loss_fake + p.lambda_cls * loss_cls + p.lambda_gp * loss_gp
+        return loss, {"D/adv": (loss_real + loss_fake).item(), "D/cls": loss_cls.item(), "D/gp": loss_gp.item()}
+
+    def generator_loss(self, G, D, b: StarGANBatch):
+        p = self.params
+        fake = G(b.x_in, b.c_trg)
+        out_src, out_cls = D(fake)
+        loss_adv = -out_src.mean()
+        loss_cls = _classification_loss(out_cls, b.c_trg)
+        loss_rec = (b.x - G(fake, b.c_org)).abs().mean()
+        loss = loss_adv + p.lambda_rec * loss_rec + p.lambda_cls * loss_cls
+        return loss, {"G/adv": loss_adv.item(), "G/cls": loss_cls.item(), "G/rec": loss_rec.item()}

@@ -1,0 +1,67 @@
+import pytest
+import torch
+
+from bench.errors import ConfigError
+from bypasses.magat import MaGAT, edit_mask, masked_mse
+from generators.stargan import StarGAN
+
+FAST = dict(epochs=1, batch_size=2, pgd_steps=2)
+
+
+def fit(generator, seed=0, **params):
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, 16, 16, generator=gen) * 2 - 1
+    conditions = generator.targets(torch.randint(0, 2, (2, 5), generator=gen).float())
+    bypass = MaGAT(**{**FAST, **params})
+    state, info = bypass.fit(generator, x, conditions, seed, torch.device("cpu"))
+    return bypass, state, info, x, conditions
+
+
+def test_the_mask_is_the_edited_region():
+    x = torch.zeros(1, 3, 4, 4)
+    y = x.clone()
+    y[..., :2, :2] = 0.5  # channel sum 1.5 > 0.5
+    y[..., 3, 3] = 0.1  # 0.3: below the threshold
+    hard = edit_mask(y, x)
+    assert hard.shape == (1, 1, 4, 4) and hard.sum() == 4 and hard[..., :2, :2].all()
+    soft = edit_mask(y, x, "soft")
+    assert soft[..., 0, 0] == 1 and torch.isclose(soft[..., 3, 3], torch.tensor(0.2)).all()
+    out = y + 0.1
+    assert torch.isclose(masked_mse(out, y, hard), torch.tensor(0.01))  # mean over the 4 pixels x 3 channels
+    assert masked_mse(out, y, torch.zeros_like(hard)) == 0
+
+
+def test_fit_trains_every_generator_parameter_and_leaves_the_original(tiny_stargan):
+    before = {k: v.clone() for k, v in tiny_stargan.state_dict().items()}
+    _, state, info, *_ = fit(tiny_stargan)
+    assert all(torch.equal(before[k], v) for k, v in tiny_stargan.state_dict().items())
+    assert state.keys() == before.keys()
+    assert all(not torch.equal(state[k], before[k]) for k, _ in tiny_stargan.named_parameters())
+    assert info["trainable_params"] == sum(q.numel() for q in tiny_stargan.parameters())
+    assert info["steps"] == len(info["loss_curve"]) == 5 and info["train_seconds"] > 0
+
+
+def test_fit_is_deterministic_and_the_mask_term_counts(tiny_stargan):
+    _, a, *_ = fit(tiny_stargan, seed=3)
+    _, b, *_ = fit(tiny_stargan, seed=3)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    _, unmasked, *_ = fit(tiny_stargan, seed=3, mask_weight=0.0)
+    assert not all(torch.equal(a[k], unmasked[k]) for k in a)
+
+
+def test_patch_applies_the_fitted_weights_to_a_fresh_generator(tiny_stargan, tiny_stargan_file):
+    bypass, state, info, x, conditions = fit(tiny_stargan)
+    patched = bypass.patch(tiny_stargan)
+    restored = MaGAT(**FAST)
+    restored.load_state(state, info)
+    again = restored.patch(StarGAN.load(str(tiny_stargan_file), 16))
+    assert torch.equal(patched(x, conditions[0]), again(x, conditions[0]))
+    assert not torch.allclose(patched(x, conditions[0]), tiny_stargan(x, conditions[0]))
+
+
+def test_weights_of_another_generator_are_rejected(tiny_stargan):
+    bypass, *_ = fit(tiny_stargan)
+    with pytest.raises(ConfigError, match="do not fit this stargan generator"):
+        bypass.patch(StarGAN(conv_dim=4, repeat_num=1))
+    with pytest.raises(ConfigError, match="mask must be one of"):
+        MaGAT(mask="circle")
