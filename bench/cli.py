@@ -234,11 +234,31 @@ def cmd_download(args) -> int:
         cls = registry.get(name)
         facts = cls.official_checkpoint
         path = cls.official_weights_path()
-        state = "present" if path.exists() else "missing"
-        print(f"{name}: {facts.get('file')} ({state}) -> {path}\n    source: {facts.get('source')}")
+        print(f"{name}: {facts.get('file')} ({presence(path)}) -> {path}\n    source: {facts.get('source')}")
+    if not args.names:
+        for name, path, source in other_paper_weights():
+            print(f"{name}: ({presence(path)}) -> {path}\n    source: {source}")
     print("bench does not download weights itself: fetch the files from their sources and place them at the paths above "
           "(or set BENCH_WEIGHTS to the folder holding <generator>/<file>).")
     return 0
+
+
+def presence(path: Path) -> str:
+    return "present" if path.exists() else "missing"
+
+
+def other_paper_weights() -> list[tuple[str, Path, str]]:
+    """What the paper profile reads besides the generators: ComDefend's official weights
+    (`bypasses.comdefend.weights=official`) and MMFA's feature networks."""
+    from bench.features import BLIP_FOLDER, resnet50_weights_path
+    from bench.plugins import weights_root
+
+    return [("comdefend", weights_root() / "comdefend" / "enc20_0.0001.npy",
+             "jiaxiaojunQAQ/Comdefend checkpoints/enc20_0.0001.npy and dec20_0.0001.npy (same folder)"),
+            ("resnet50 (MMFA image features)", resnet50_weights_path(),
+             "torchvision ResNet50_Weights.IMAGENET1K_V1 (torch's hub cache works too)"),
+            ("blip (MMFA semantic features)", weights_root() / BLIP_FOLDER,
+             "a local copy (config.json + weights) of Salesforce/blip-image-captioning-base")]
 
 
 def add_data_options(p: argparse.ArgumentParser) -> None:
