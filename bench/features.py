@@ -1,4 +1,5 @@
-"""Frozen feature extractors for feature-alignment losses (LoRA patching's MMFA loss).
+"""Feature extractors: frozen networks for feature-alignment losses (LoRA patching's MMFA
+loss), and `FeatureTap`, which reads a generator's own mid-level features.
 
 Each maps images in [-1, 1] (N, 3, H, W) to features (N, D) and carries gradients to
 its input (its own weights are frozen). Names:
@@ -126,3 +127,19 @@ def classifier_extractor(classifier: nn.Module, name: str) -> nn.Module:
 
 
 EXTRACTORS = ("resnet50", "blip", "classifier_features", "classifier_attributes")
+
+
+class FeatureTap:
+    """Records the output of a generator's feature module during a forward pass."""
+
+    def __init__(self, generator):
+        module = generator.feature_module()
+        self.value = None
+        self.handle = module.register_forward_hook(self._keep) if module is not None else None
+
+    def _keep(self, module, inputs, output):
+        self.value = output[-1] if isinstance(output, (list, tuple)) else output
+
+    def close(self):
+        if self.handle is not None:
+            self.handle.remove()

@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from bench.features import FeatureTap
 from bench.attacks import check_fitted_size, chunked, device_of, for_every_target
 from bench.errors import ConfigError
 from bench.plugins import Defense
@@ -133,22 +134,6 @@ def kpi_weight(loss: float, tau: float) -> float:
     """KPI weighting: a generator whose masked output loss is still small weighs more."""
     k = min(max(loss, 1e-13), 1.0)
     return -((1 - k) ** tau) * math.log(k)
-
-
-class FeatureTap:
-    """Records the output of a generator's feature module during a forward pass."""
-
-    def __init__(self, generator):
-        module = generator.feature_module()
-        self.value = None
-        self.handle = module.register_forward_hook(self._keep) if module is not None else None
-
-    def _keep(self, module, inputs, output):
-        self.value = output[-1] if isinstance(output, (list, tuple)) else output
-
-    def close(self):
-        if self.handle is not None:
-            self.handle.remove()
 
 
 # ---------------------------------------------------------------------- the defense

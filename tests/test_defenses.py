@@ -185,7 +185,7 @@ def test_face_mask_covers_the_inner_face():
 @pytest.mark.parametrize("name", ["stargan", "attgan", "hisd"])
 def test_quick_generators_name_their_mid_level_features(name):
     from bench.registry import Registry
-    from defenses.idguard import FeatureTap
+    from bench.features import FeatureTap
 
     generator = Registry("generators").get(name).from_config("quick").eval()
     tap = FeatureTap(generator)
