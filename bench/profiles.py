@@ -71,9 +71,15 @@ QUICK = {
                  "dfrap": {"steps": 40}, "raw": {"steps": 40}},
     # MMFA offline: the project's attribute classifier stands in for ResNet-50 and BLIP
     # (no pretrained weights offline; recorded in every result as the lora parameters)
+    # GAT and MaGAT retrain the whole generator for 20 epochs by default (inferred from the
+    # paper's Table III times); on a CPU 3, still longer than LoRA patching's one epoch.
+    # RI: 4 residual blocks of 32 channels instead of 16 of 64.
     "bypasses": {"lora": {"batch_size": 8, "image_features": "classifier_features",
                           "semantic_features": "classifier_attributes"},
-                 **LORA_VARIANTS},
+                 **LORA_VARIANTS,
+                 "gat": {"epochs": 3, "batch_size": 8, "d_warmup": 100},
+                 "magat": {"epochs": 3, "batch_size": 8},
+                 "ri": {"blocks": 4, "channels": 32, "batch_size": 8}},
     "scenarios": ["standard", "leakage"],
     # the leakage scenario (Fig. 5) re-protects every evaluation image against each
     # bypassed pipeline of Table I; on a CPU with Disrupting only (10 PGD steps; the
@@ -96,7 +102,10 @@ CI = merge(QUICK, {
     "defenses": {"disrupting": {"steps": 3}, "cmua": {"steps": 2}, "dfrap": {"steps": 2}, "raw": {"steps": 2},
                  "pg": {"base_channels": 4, "depth": 2, "critic_channels": 4, "iterations": 2, "batch_size": 2},
                  "idguard": {"ngf": 4, "blocks": 1, "iterations": 2, "batch_size": 2}},
-    "bypasses": {"lora": {"batch_size": 4, "pgd_steps": 2}, "jpeg": {}, "lora_warning": {"epochs": 1}},
+    "bypasses": {"lora": {"batch_size": 4, "pgd_steps": 2}, "jpeg": {}, "lora_warning": {"epochs": 1},
+                 "gat": {"epochs": 1, "batch_size": 4, "pgd_steps": 2, "d_warmup": 2},
+                 "magat": {"epochs": 1, "batch_size": 4, "pgd_steps": 2},
+                 "ri": {"blocks": 1, "channels": 8, "batch_size": 4, "pgd_steps": 2}},
 })
 
 PAPER = merge(QUICK, {
@@ -113,6 +122,8 @@ PAPER = merge(QUICK, {
                  "idguard": {"ngf": 64, "blocks": 6, "iterations": 10000, "batch_size": 3, "lr": 1e-4},
                  "dfrap": {"steps": 10}, "raw": {"steps": 10}},
     "bypasses": {"lora": {"batch_size": 4, "image_features": "resnet50", "semantic_features": "blip"},
+                 "gat": {"epochs": 20, "batch_size": 4, "d_warmup": 500}, "magat": {"epochs": 20, "batch_size": 4},
+                 "ri": {"blocks": 16, "channels": 64, "batch_size": 4},
                  "lora_warning_pixel": {"plugin": "lora", "warning": True, "rank": 16, "epochs": 5,
                                         "loss": "pixel"}},  # Table V: defensive patching without MMFA
     "leakage": {"defenses": "all", "bypasses": "jpeg,comdefend,ri,lora"},
