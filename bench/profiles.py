@@ -79,7 +79,9 @@ QUICK = {
                  **LORA_VARIANTS,
                  "gat": {"epochs": 3, "batch_size": 8, "d_warmup": 100},
                  "magat": {"epochs": 3, "batch_size": 8},
-                 "ri": {"blocks": 4, "channels": 32, "batch_size": 8}},
+                 "ri": {"blocks": 4, "channels": 32, "batch_size": 8},
+                 # 64 steps of 16 crops (4.4 s each here): 19.2 dB PSNR on held-out faces
+                 "comdefend": {"epochs": 4}},
     "scenarios": ["standard", "leakage"],
     # the leakage scenario (Fig. 5) re-protects every evaluation image against each
     # bypassed pipeline of Table I; on a CPU with Disrupting only (10 PGD steps; the
@@ -105,7 +107,8 @@ CI = merge(QUICK, {
     "bypasses": {"lora": {"batch_size": 4, "pgd_steps": 2}, "jpeg": {}, "lora_warning": {"epochs": 1},
                  "gat": {"epochs": 1, "batch_size": 4, "pgd_steps": 2, "d_warmup": 2},
                  "magat": {"epochs": 1, "batch_size": 4, "pgd_steps": 2},
-                 "ri": {"blocks": 1, "channels": 8, "batch_size": 4, "pgd_steps": 2}},
+                 "ri": {"blocks": 1, "channels": 8, "batch_size": 4, "pgd_steps": 2},
+                 "comdefend": {"epochs": 1, "batch_size": 4, "crop": 16}},
 })
 
 PAPER = merge(QUICK, {
