@@ -185,8 +185,12 @@ def cmd_run(args) -> int:
 def cmd_report(args) -> int:
     from bench.report import write_report
 
-    for run_dir in args.runs or [latest_run_dir()]:
-        print(write_report(Path(run_dir), Path(args.output) if args.output else None))
+    runs = [Path(r) for r in args.runs] or [latest_run_dir()]
+    if args.output:  # several runs: one report of them all
+        print(write_report(runs, Path(args.output)))
+        return 0
+    for run_dir in runs:
+        print(write_report(run_dir))
     return 0
 
 
@@ -292,7 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="tables (CSV, Markdown) from one or more run folders")
     p.add_argument("runs", nargs="*", help="run folders (default: the newest under ./bench-results)")
-    p.add_argument("--output", help="write tables here instead of into each run folder")
+    p.add_argument("--output", help="write one report of all the given runs here (default: each into its folder)")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("grid", help="image grid of each generator's edits on evaluation faces")

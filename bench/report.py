@@ -207,10 +207,14 @@ def to_markdown(table: pd.DataFrame, title: str) -> str:
     return f"### {title}\n\n" + flat.to_markdown(index=False, floatfmt=".3f") + "\n"
 
 
-def write_report(run_dir: Path, output: Path | None = None) -> str:
-    cells = read_cells(run_dir)
-    output = Path(output or run_dir)
-    meta_path = Path(run_dir) / "run.json"
+def write_report(run_dirs: Path | list[Path], output: Path | None = None) -> str:
+    """The report of one run, or of several runs together (e.g. a matrix run in parts
+    that share one configuration): their rows are joined, a cell found in several runs
+    is taken from the first; the first run's metadata describes the whole."""
+    run_dirs = [Path(d) for d in (run_dirs if isinstance(run_dirs, list) else [run_dirs])]
+    cells = pd.concat([read_cells(d) for d in run_dirs], ignore_index=True)
+    output = Path(output or run_dirs[0])
+    meta_path = run_dirs[0] / "run.json"
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else None
     groups = (meta or {}).get("config", {}).get("report", {})
     table1_bypasses = present(cells, groups.get("table1")) or None
@@ -221,7 +225,7 @@ def write_report(run_dir: Path, output: Path | None = None) -> str:
     if not summary.empty:
         text += "\n" + to_markdown(summary, "Every bypass against the defenses: mean and worst-case DSR "
                                              "(standard scenario)")
-    text += optional_tables(cells, groups, output, Path(run_dir))
+    text += optional_tables(cells, groups, output, run_dirs)
     edits = edit_table(cells)
     if not edits.empty:
         atomic_write_text(output / "edit_success.csv", edits.to_csv(float_format="%.4f"))
@@ -251,7 +255,7 @@ def present(cells: pd.DataFrame, names) -> list[str]:
     return [n for n in names or [] if n in seen]
 
 
-def optional_tables(cells: pd.DataFrame, groups: dict, output: Path, run_dir: Path) -> str:
+def optional_tables(cells: pd.DataFrame, groups: dict, output: Path, run_dirs: list[Path]) -> str:
     """Tables III and VI, the leakage scenario, defensive patching and the gating curves,
     each where the run has its bypasses; CSVs and figures go to `output`."""
     from bench.figures import save_grouped_bars, save_loss_curves
@@ -283,8 +287,12 @@ def optional_tables(cells: pd.DataFrame, groups: dict, output: Path, run_dir: Pa
             atomic_write_text(output / "defensive.csv", table.to_csv(float_format="%.4f"))
             text += "\n" + to_markdown(table, "Defensive patching: the mark in benign and protected outputs")
     gating = present(cells, groups.get("gating"))
-    curves = {(g, b): run_dir / f"loss_curve_{g}_{b}.json" for g in ordered(cells.generator, ()) for b in gating}
-    curves = {k: json.loads(v.read_text()) for k, v in curves.items() if v.exists()}
+    curves = {}
+    for g in ordered(cells.generator, ()):
+        for b in gating:
+            found = [d / f"loss_curve_{g}_{b}.json" for d in run_dirs if (d / f"loss_curve_{g}_{b}.json").exists()]
+            if found:
+                curves[(g, b)] = json.loads(found[0].read_text())
     if len(curves) > 1:
         save_loss_curves(curves, output / "fig8_gating.png", every=10)
         text += "\n" + to_markdown(loss_summary(curves), "Gating ablation (Fig. 8: fig8_gating.png): fine-tuning loss")

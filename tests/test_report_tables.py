@@ -73,3 +73,19 @@ def test_defensive_rows_are_split_by_reference():
     assert table.loc[("stargan", "lora_warning", "SSIM to marked fake"), "benign"] == 0.9
     assert ("stargan", "lora_warning", "L2 to fake, outside mark") in table.index
     assert table1(pd.DataFrame(rows + [cell("stargan", "none", "none", "dsr", 0.0)])).shape[0] == 1
+
+
+def test_several_runs_make_one_report(tmp_path):
+    import json
+
+    from bench.report import write_report
+
+    cells = synthetic_cells()
+    for name, bypasses in (("a", {"none", "lora"}), ("b", {"none", "jpeg", "gat"})):
+        (tmp_path / name).mkdir()
+        part = cells[cells.bypass.isin(bypasses)]
+        (tmp_path / name / "cells.jsonl").write_text("".join(json.dumps(r) + "\n" for r in part.to_dict("records")))
+    text = write_report([tmp_path / "a", tmp_path / "b"], tmp_path / "merged")
+    table = pd.read_csv(tmp_path / "merged" / "table1.csv", header=[0, 1], index_col=[0, 1])
+    assert {"lora", "jpeg", "gat", "no bypass"} == set(table.index.get_level_values(1))
+    assert "Table I" in text and not (tmp_path / "a" / "table1.csv").exists()
