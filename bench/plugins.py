@@ -77,6 +77,7 @@ class Plugin:
 
     def __init__(self, **params: Any):
         self.params = build_params(self.Params, params, f"{self.kind_name} {self.name!r}")
+        self.label = self.name  # the name results use: a variant's own (set by the runner)
 
     def identity(self) -> dict:
         """What determines this plugin's results: goes into cache keys and run.json."""
