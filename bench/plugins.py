@@ -157,6 +157,16 @@ class Bypass(Plugin):
     def purify(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def purify_for_gradients(self, x: torch.Tensor) -> torch.Tensor:
+        """`purify(x)` as an adaptive (leakage-scenario) defender differentiates it: itself
+        where it is differentiable, else its exact output with the identity's gradient
+        (BPDA); a purifier with a differentiable approximation overrides this."""
+        if self.differentiable:
+            return self.purify(x)
+        with torch.no_grad():
+            purified = self.purify(x)
+        return x + (purified - x).detach()
+
     def patch(self, generator: "Generator") -> "Generator":
         raise NotImplementedError
 

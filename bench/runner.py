@@ -228,9 +228,9 @@ class Prepared:
 
 class DefenderView(torch.nn.Module):
     """The bypassed pipeline as a leakage-scenario defender attacks it: the patched
-    generator, or the generator behind the purifier. A purifier that is not
-    differentiable (real JPEG) passes gradients straight through (BPDA with the
-    identity). Everything else (targets, feature layer, name) is the generator's."""
+    generator, or the generator behind the purifier (`Bypass.purify_for_gradients`:
+    real JPEG, for one, is differentiated through a differentiable JPEG). Everything
+    else (targets, feature layer, name) is the generator's."""
 
     def __init__(self, generator, bypass, patched):
         super().__init__()
@@ -239,12 +239,7 @@ class DefenderView(torch.nn.Module):
 
     def forward(self, x, c):
         if self.purifier is not None:
-            if self.purifier.differentiable:
-                x = self.purifier.purify(x)
-            else:
-                with torch.no_grad():
-                    purified = self.purifier.purify(x)
-                x = x + (purified - x).detach()
+            x = self.purifier.purify_for_gradients(x)
         return self.model(x, c)
 
     def __getattr__(self, name):

@@ -3,14 +3,19 @@
 Real JPEG re-encoding (libjpeg through Pillow, its default 4:2:0 chroma subsampling)
 of the 8-bit image. The paper does
 not state the quality; social networks use about 71-95, so it is a parameter.
-Not differentiable: the leakage scenario handles it with straight-through gradients.
+Not differentiable: the leakage scenario's defender differentiates it BPDA-style,
+through kornia's differentiable JPEG at the same quality (`gradients=surrogate`,
+default) or as the identity (`gradients=identity`), the output staying the real JPEG.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bench.codecs import jpeg_roundtrip
+import torch
+
+from bench.codecs import differentiable_jpeg, jpeg_roundtrip
+from bench.errors import ConfigError
 from bench.plugins import Bypass
 
 
@@ -24,6 +29,20 @@ class JPEGCompression(Bypass):
     @dataclass
     class Params:
         quality: int = 75
+        gradients: str = "surrogate"  # or "identity"
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        if self.params.gradients not in ("surrogate", "identity"):
+            raise ConfigError(f"jpeg parameter gradients must be surrogate or identity, got {self.params.gradients!r}")
 
     def purify(self, x):
         return jpeg_roundtrip(x, self.params.quality)
+
+    def purify_for_gradients(self, x):
+        if self.params.gradients == "identity":
+            return super().purify_for_gradients(x)
+        surrogate = differentiable_jpeg(x, torch.full((x.size(0),), float(self.params.quality)))
+        with torch.no_grad():
+            real = self.purify(x)
+        return surrogate + (real - surrogate).detach()

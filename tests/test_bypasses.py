@@ -20,3 +20,15 @@ def test_jpeg_is_a_real_lossy_roundtrip():
 def test_no_bypass_is_identity():
     x = torch.rand(1, 3, 4, 4)
     assert NoBypass().purify(x) is x
+
+
+def test_jpeg_gradients_for_an_adaptive_defender():
+    x = (torch.rand(2, 3, 32, 32) * 2 - 1).requires_grad_(True)
+    for gradients in ("surrogate", "identity"):
+        jpeg = JPEGCompression(quality=50, gradients=gradients)
+        out = jpeg.purify_for_gradients(x)
+        assert torch.allclose(out, jpeg.purify(x.detach()), atol=1e-5)  # the real JPEG's output
+        (grad,) = torch.autograd.grad((out * torch.linspace(-1, 1, 32)).sum(), x)
+        identity = torch.linspace(-1, 1, 32).expand_as(x)
+        assert torch.equal(grad, identity) == (gradients == "identity")  # the surrogate's gradient differs
+        assert grad.abs().sum() > 0
