@@ -79,9 +79,7 @@ QUICK = {
                  **LORA_VARIANTS,
                  "gat": {"epochs": 3, "batch_size": 8, "d_warmup": 100},
                  "magat": {"epochs": 3, "batch_size": 8},
-                 "ri": {"blocks": 4, "channels": 32, "batch_size": 8},
-                 # 64 steps of 16 crops (4.4 s each here): 19.2 dB PSNR on held-out faces
-                 "comdefend": {"epochs": 4}},
+                 "ri": {"blocks": 4, "channels": 32, "batch_size": 8}},
     "scenarios": ["standard", "leakage"],
     # the leakage scenario (Fig. 5) re-protects every evaluation image against each
     # bypassed pipeline of Table I; on a CPU with Disrupting only (10 PGD steps; the
@@ -127,6 +125,7 @@ PAPER = merge(QUICK, {
     "bypasses": {"lora": {"batch_size": 4, "image_features": "resnet50", "semantic_features": "blip"},
                  "gat": {"epochs": 20, "batch_size": 4, "d_warmup": 500}, "magat": {"epochs": 20, "batch_size": 4},
                  "ri": {"blocks": 16, "channels": 64, "batch_size": 4},
+                 "comdefend": {"weights": "official"},
                  "lora_warning_pixel": {"plugin": "lora", "warning": True, "rank": 16, "epochs": 5,
                                         "loss": "pixel"}},  # Table V: defensive patching without MMFA
     "leakage": {"defenses": "all", "bypasses": "jpeg,comdefend,ri,lora"},
