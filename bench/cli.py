@@ -275,6 +275,20 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
                    help="override a setting, e.g. bypasses.lora.rank=16 or splits.eval=[0,100]")
 
 
+def add_training_parser(sub, name: str, help_text: str, export_help: str, func,
+                        out_help: str = "folder for checkpoints, loss log and samples (resumes if present)"):
+    """A sub-command that trains one network on a data folder (resumable from --out)."""
+    p = sub.add_parser(name, help=help_text)
+    p.add_argument("--data", required=True, help="data folder")
+    p.add_argument("--dataset", choices=DATASET_KINDS, default="celebahq")
+    p.add_argument("--out", help=out_help)
+    p.add_argument("--export", help=export_help)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a training setting")
+    p.set_defaults(func=func)
+    return p
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bench", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -315,33 +329,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("names", nargs="*", help="generators (default: all)")
     p.set_defaults(func=cmd_download)
 
-    p = sub.add_parser("train-generator", help="train a generator with its own recipe (resumable)")
+    p = add_training_parser(sub, "train-generator", "train a generator with its own recipe (resumable)",
+                            "write the final generator weights here (.safetensors)", cmd_train_generator)
     p.add_argument("name")
-    p.add_argument("--data", required=True, help="data folder")
-    p.add_argument("--dataset", choices=DATASET_KINDS, default="celebahq")
-    p.add_argument("--out", help="folder for checkpoints, loss log and samples (resumes if present)")
-    p.add_argument("--export", help="write the final generator weights here (.safetensors)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a training setting")
-    p.set_defaults(func=cmd_train_generator)
 
-    p = sub.add_parser("train-classifier", help="train the attribute classifier behind edit_success (resumable)")
-    p.add_argument("--data", required=True, help="data folder")
-    p.add_argument("--dataset", choices=DATASET_KINDS, default="celebahq")
-    p.add_argument("--out", help="folder for checkpoints and the loss log (resumes if present)")
-    p.add_argument("--export", help="write the final weights here (.safetensors)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a training setting")
-    p.set_defaults(func=cmd_train_classifier)
+    add_training_parser(sub, "train-classifier", "train the attribute classifier behind edit_success (resumable)",
+                        "write the final weights here (.safetensors)", cmd_train_classifier,
+                        out_help="folder for checkpoints and the loss log (resumes if present)")
 
-    p = sub.add_parser("train-demo-faces", help="train the small face generator behind the demo face set")
-    p.add_argument("--data", required=True, help="data folder")
-    p.add_argument("--dataset", choices=DATASET_KINDS, default="celebahq")
-    p.add_argument("--out", help="folder for checkpoints, loss log and samples (resumes if present)")
-    p.add_argument("--export", help="write the final generator here (.safetensors)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a training setting")
-    p.set_defaults(func=cmd_train_demo_faces)
+    add_training_parser(sub, "train-demo-faces", "train the small face generator behind the demo face set",
+                        "write the final generator here (.safetensors)", cmd_train_demo_faces)
 
     p = sub.add_parser("make-demo-faces", help="sample and label the demo face set (deterministic)")
     p.add_argument("--generator", default="bench/weights/demo_face_generator_64.safetensors")
