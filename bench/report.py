@@ -244,9 +244,16 @@ def write_report(run_dirs: Path | list[Path], output: Path | None = None) -> str
         text += (f"\nprofile {meta['config']['profile']}, seed {meta['seed']}, "
                  f"{meta['data']['eval']['n']} evaluation images ({meta['data']['eval']['name']}), "
                  f"git {str(meta['git']['commit'])[:10]}{' (dirty)' if meta['git']['dirty'] else ''}, "
-                 f"wall time {meta['wall_seconds']:.0f} s" + (f", peak memory {peak:.0f} MB" if peak else "") + "\n")
+                 f"wall time {wall_times(run_dirs)}" + (f", peak memory {peak:.0f} MB" if peak else "") + "\n")
     atomic_write_text(output / "report.md", text)
     return text
+
+
+def wall_times(run_dirs: list[Path]) -> str:
+    """Wall time of the run, or of each part of a merged report ("1200 s + 300 s")."""
+    seconds = [json.loads((d / "run.json").read_text()).get("wall_seconds") for d in run_dirs
+               if (d / "run.json").exists()]
+    return " + ".join(f"{s:.0f} s" for s in seconds if s is not None)
 
 
 def present(cells: pd.DataFrame, names) -> list[str]:

@@ -89,3 +89,14 @@ def test_several_runs_make_one_report(tmp_path):
     table = pd.read_csv(tmp_path / "merged" / "table1.csv", header=[0, 1], index_col=[0, 1])
     assert {"lora", "jpeg", "gat", "no bypass"} == set(table.index.get_level_values(1))
     assert "Table I" in text and not (tmp_path / "a" / "table1.csv").exists()
+
+
+def test_a_merged_report_gives_the_wall_time_of_each_part(tmp_path):
+    import json
+
+    from bench.report import wall_times
+
+    for name, seconds in (("a", 1200.4), ("b", 300.0)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "run.json").write_text(json.dumps({"wall_seconds": seconds}))
+    assert wall_times([tmp_path / "a", tmp_path / "b", tmp_path / "missing"]) == "1200 s + 300 s"
