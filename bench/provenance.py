@@ -49,13 +49,16 @@ def environment(device: torch.device) -> dict:
     return env
 
 
-def run_metadata(config: dict, names: dict, plugins: dict, device: torch.device, command: str) -> dict:
+def run_metadata(config: dict, names: dict, plugins: dict, device: torch.device, command: str,
+                 git: dict | None = None) -> dict:
+    """The run's provenance; `git`: the state taken when the run started (the tree may
+    change while a long run goes on)."""
     return {
         "schema_version": bench.RESULT_SCHEMA_VERSION,
         "harness_version": bench.__version__,
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": command,
-        "git": git_state(),
+        "git": git or git_state(),
         "environment": environment(device),
         "seed": config["seed"],
         "config": config,

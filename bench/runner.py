@@ -36,7 +36,7 @@ from bench.device import autocast, resolve_device
 from bench.errors import ConfigError
 from bench.io import atomic_write_json, atomic_write_text, save_tensors
 from bench.plugins import FitTarget
-from bench.provenance import peak_memory_mb, run_metadata
+from bench.provenance import git_state, peak_memory_mb, run_metadata
 from bench.registry import Registry
 
 SCENARIO, LEAKAGE = "standard", "leakage"
@@ -518,7 +518,7 @@ class Examples:
 
 def run(config: dict, output_dir: Path, defenses: str | list[str], bypasses: str | list[str],
         generators: str | list[str], command: str = "") -> Path:
-    started = time.time()
+    started, git = time.time(), git_state()
     torch.manual_seed(config["seed"])
     device = resolve_device(config["device"])
     names = {"defenses": Registry("defenses").resolve(defenses, variants(config, "defenses")),
@@ -541,7 +541,7 @@ def run(config: dict, output_dir: Path, defenses: str | list[str], bypasses: str
         ctx = run_generator(state, gen_name, names["defenses"], names["bypasses"], evaluation)
         if LEAKAGE in scenarios:
             run_leakage(state, ctx, leak_defenses, leak_bypasses)
-    meta = run_metadata(config, names, state.plugins, device, command)
+    meta = run_metadata(config, names, state.plugins, device, command, git)
     meta["data"] = {"eval": evaluation.identity, "finetune": state.finetune.identity if state.finetune else None,
                     "defense_fit": state.defense_split.identity if state.defense_split else None}
     meta["defense_fits"] = [info for _, info in state.defense_fits.values()]

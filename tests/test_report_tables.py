@@ -100,3 +100,13 @@ def test_a_merged_report_gives_the_wall_time_of_each_part(tmp_path):
         (tmp_path / name).mkdir()
         (tmp_path / name / "run.json").write_text(json.dumps({"wall_seconds": seconds}))
     assert wall_times([tmp_path / "a", tmp_path / "b", tmp_path / "missing"]) == "1200 s + 300 s"
+
+
+def test_run_metadata_keeps_the_git_state_taken_at_the_start():
+    import torch
+
+    from bench.provenance import run_metadata
+
+    start = {"commit": "0" * 40, "dirty": False}
+    meta = run_metadata({"seed": 0}, {}, {}, torch.device("cpu"), "bench run", git=start)
+    assert meta["git"] == start
