@@ -55,6 +55,9 @@ QUICK = {
     "limit": 32,            # evaluation images
     "finetune_limit": 256,  # images that fit trainable bypasses (paper: 1,000)
     "defense_fit_limit": 128,  # images that learned / universal defenses fit on (CMUA: 128)
+    # universal defenses (CMUA, ID-Guard) fit across these generators whichever ones a run
+    # evaluates, so runs split by generator share one fit; "run": the run's own generators
+    "universal_fit_generators": "attgan,hisd,stargan",
     "batch_size": 32,       # images x targets per forward pass
     "metrics": METRICS,
     "cache": True,
@@ -99,6 +102,7 @@ CI = merge(QUICK, {
     "limit": 4,
     "finetune_limit": 8,
     "defense_fit_limit": 8,
+    "universal_fit_generators": "run",
     "defenses": {"disrupting": {"steps": 3}, "cmua": {"steps": 2}, "dfrap": {"steps": 2}, "raw": {"steps": 2},
                  "pg": {"base_channels": 4, "depth": 2, "critic_channels": 4, "iterations": 2, "batch_size": 2},
                  "idguard": {"ngf": 4, "blocks": 1, "iterations": 2, "batch_size": 2}},

@@ -62,7 +62,7 @@ class RunState:
     fits: dict = field(default_factory=dict)
     output_dir: Path = Path(".")
     metrics: list = field(default_factory=list)
-    generator_names: list = field(default_factory=list)
+    universal_generators: list = field(default_factory=list)  # what "generators"-scope fits span
     loaded: dict = field(default_factory=dict)  # name -> (generator, identity), loaded once
     defense_split: Split | None = None  # the images learned and universal defenses fit on
     defense_fits: dict = field(default_factory=dict)  # fit key -> (tensors, info)
@@ -305,7 +305,7 @@ def fit_defense(state: RunState, defense, gen_name: str, view=None) -> str | Non
         return None
     if scope not in FIT_SCOPES:
         raise ConfigError(f"defense {defense.name!r} declares fit scope {scope!r}; expected one of {FIT_SCOPES}")
-    names = {"generator": [gen_name], "generators": state.generator_names, "images": []}[scope]
+    names = {"generator": [gen_name], "generators": state.universal_generators, "images": []}[scope]
     split = state.defense_split
     loaded = [(view or state.generator)(n) for n in names]
     targets = [fit_target(generator, split.faces.labels(generator.attribute_names)) for generator, _ in loaded]
@@ -516,6 +516,14 @@ class Examples:
         save_titled_grid(self.columns, path, title)
 
 
+def universal_generators(config: dict, run_generators: list[str]) -> list[str]:
+    """The generators universal defenses fit across: the profile's fixed set (so a run
+    of one generator reuses the fit of a run of all), or the run's own with "run"; sorted,
+    so the order they are named in does not change the fit."""
+    chosen = config["universal_fit_generators"]
+    return sorted(run_generators if chosen == "run" else Registry("generators").resolve(chosen))
+
+
 def run(config: dict, output_dir: Path, defenses: str | list[str], bypasses: str | list[str],
         generators: str | list[str], command: str = "") -> Path:
     started, git = time.time(), git_state()
@@ -527,7 +535,7 @@ def run(config: dict, output_dir: Path, defenses: str | list[str], bypasses: str
     metrics = Registry("metrics")
     state = RunState(config, device, Cache(enabled=config["cache"]), output_dir=output_dir,
                      metrics=[metrics.get(m) for m in metrics.resolve(config["metrics"])],
-                     generator_names=names["generators"])
+                     universal_generators=universal_generators(config, names["generators"]))
     scenarios = check_scenarios(config["scenarios"])
     output_dir.mkdir(parents=True, exist_ok=True)
     faces = load_data(config)

@@ -233,3 +233,17 @@ def test_idguard_rejects_bad_settings(tiny_stargan):
             faces(4, 16), [target_of(tiny_stargan)], 0, torch.device("cpu"))
     with pytest.raises(ConfigError, match="not been fitted"):
         IDGuard().protect(faces(), tiny_stargan, torch.zeros(5, 4, 5), 0)
+
+
+def test_universal_defenses_fit_across_a_fixed_generator_set():
+    from bench.errors import ConfigError
+    from bench.profiles import QUICK
+    from bench.runner import universal_generators
+
+    # a run of one generator fits CMUA across the profile's set, as a run of all does
+    assert universal_generators(QUICK, ["attgan"]) == universal_generators(QUICK, ["stargan", "attgan", "hisd"])
+    assert universal_generators(QUICK, ["attgan"]) == ["attgan", "hisd", "stargan"]
+    assert universal_generators({"universal_fit_generators": "stargan,attgan"}, []) == ["attgan", "stargan"]
+    assert universal_generators({"universal_fit_generators": "run"}, ["attgan"]) == ["attgan"]
+    with pytest.raises(ConfigError, match="unknown generator"):
+        universal_generators({"universal_fit_generators": "stargn"}, ["attgan"])
