@@ -44,12 +44,12 @@ def ordered(values, first=("none",)) -> list:
 
 
 def scored(cells: pd.DataFrame, scenario: str = "standard", reference: str = "original",
-           bypasses: list[str] | None = None) -> pd.DataFrame:
-    """The L2/SSIM/DSR rows of one scenario scored against `reference` (runs before
-    defensive patching have no reference column: all theirs are "original"), optionally
-    of some bypasses only."""
+           bypasses: list[str] | None = None, metrics=TABLE1_METRICS) -> pd.DataFrame:
+    """The rows of `metrics` (default L2/SSIM/DSR) of one scenario scored against `reference`
+    (runs before defensive patching have no reference column: all theirs are "original"),
+    optionally of some bypasses only."""
     refs = cells["reference"].fillna("original") if "reference" in cells else pd.Series("original", cells.index)
-    df = cells[(cells.scenario == scenario) & (refs == reference) & cells.metric.isin(TABLE1_METRICS)]
+    df = cells[(cells.scenario == scenario) & (refs == reference) & cells.metric.isin(metrics)]
     return df if bypasses is None else df[df.bypass.isin(bypasses)]
 
 
@@ -121,21 +121,22 @@ def averaged_over_defenses(cells: pd.DataFrame, bypasses: list[str], scenario: s
 
 
 def defensive_table(cells: pd.DataFrame, bypasses: list[str]) -> pd.DataFrame:
-    """Defensive patches: SSIM and L2 of the outputs to the marked fake (is the mark
-    there?) and, with the mark region taken from the original fake, to the original
-    fake (is the rest unchanged?); on clean inputs and averaged over protected ones."""
+    """Defensive patches: SSIM and L2 of the outputs to the marked fake and the mark's
+    recovery inside its region (is the mark there?), and, with the mark region taken
+    from the original fake, SSIM and L2 to the original fake (is the rest unchanged?);
+    on clean inputs and averaged over protected ones."""
     rows = []
     for reference in ("marked", "outside_mark"):
-        df = scored(cells, reference=reference, bypasses=bypasses)
-        df = df[df.metric.isin(["l2", "ssim"])]
+        df = scored(cells, reference=reference, bypasses=bypasses, metrics=["l2", "ssim", "mark_recovery"])
         for (generator, bypass, metric), group in df.groupby(["generator", "bypass", "metric"], sort=False):
             clean = group[group.defense == "none"]["value"]
             protected = group[group.defense != "none"]["value"]
-            label = f"{metric.upper()} to {'marked fake' if reference == 'marked' else 'fake, outside mark'}"
+            label = ("mark recovery, inside mark" if metric == "mark_recovery" else
+                     f"{metric.upper()} to {'marked fake' if reference == 'marked' else 'fake, outside mark'}")
             rows.append({"generator": generator, "bypass": bypass, "metric": label,
                          "benign": clean.mean() if len(clean) else None,
                          "protected (mean)": protected.mean() if len(protected) else None,
-                         "protected (worst)": (protected.min() if metric == "ssim" else protected.max())
+                         "protected (worst)": (protected.max() if metric == "l2" else protected.min())
                          if len(protected) else None})
     if not rows:
         return pd.DataFrame()

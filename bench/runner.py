@@ -387,12 +387,27 @@ def score_cell(state: RunState, ctx: GeneratorContext, defense: str, label: str,
     if bypass.defensive:
         score(state, outputs, bypass.intended(ctx.clean), {**base, "reference": "marked"}, seconds, cache_hit,
               ctx.edits, control)
-        outside = torch.where(bypass.mark_region(outputs.size(-1)), ctx.clean, outputs)
+        region = bypass.mark_region(outputs.size(-1))
+        outside = torch.where(region, ctx.clean, outputs)
         score(state, outside, ctx.clean, {**base, "reference": "outside_mark"}, seconds, cache_hit, pair_only=True)
+        recovery = mark_recovery(outputs, bypass.intended(ctx.clean), ctx.clean, region)
+        state.rows.append({**base, "reference": "marked", "metric": "mark_recovery", "target": "all",
+                           "value": float(recovery.mean()), "n": int(recovery.numel()), "higher_is_better": True,
+                           "threshold": None, "cache_hit": cache_hit, "seconds": round(seconds, 3)})
     else:
         score(state, outputs, ctx.clean, {**base, "reference": ORIGINAL}, seconds, cache_hit, ctx.edits, control)
     if examples is not None and examples.wants(label):
         examples.add(f"{'clean input' if defense == NONE else defense}\n{label}", outputs)
+
+
+def mark_recovery(outputs, marked, clean, region) -> torch.Tensor:
+    """How much of the mark each output (T, N, ...) carries, per image: 1 - the squared
+    error to the marked fake over that of the unmarked fake, inside the mark region
+    (1: the mark exactly, 0: no closer to it than the original fake, below 0: further)."""
+    inside = region.expand_as(marked).float()
+    missed = ((outputs - marked) ** 2 * inside).flatten(-3).sum(-1)
+    absent = ((clean - marked) ** 2 * inside).flatten(-3).sum(-1).clamp_min(1e-12)
+    return 1 - missed / absent
 
 
 def protect_cached(state: RunState, ctx: GeneratorContext, d_name: str,

@@ -19,3 +19,15 @@ def test_mark_text_is_configurable_and_saturates_the_target():
     region = mark_region(ai)
     assert marked.max() <= 1 and torch.equal(marked[..., ~region], y[..., ~region])
     assert (marked[:, 0][:, region] > 0.5).float().mean() > 0.9  # the triangle is red where it is drawn
+
+
+def test_mark_recovery_is_one_for_the_mark_and_zero_without_it():
+    from bench.runner import mark_recovery
+
+    y = torch.rand(2, 3, 64, 64) * 2 - 1
+    ai = warning_mark(64)
+    marked, region = apply_mark(y, ai), mark_region(ai)
+    outputs = torch.stack([marked, y, (marked + y) / 2])  # (T=3, N=2, ...)
+    recovery = mark_recovery(outputs, marked, y, region)
+    assert recovery.shape == (3, 2)
+    assert torch.allclose(recovery, torch.tensor([[1.0], [0.0], [0.75]]).expand(3, 2), atol=1e-5)

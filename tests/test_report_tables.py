@@ -72,6 +72,10 @@ def test_defensive_rows_are_split_by_reference():
     table = defensive_table(pd.DataFrame(rows), ["lora_warning"])
     assert table.loc[("stargan", "lora_warning", "SSIM to marked fake"), "benign"] == 0.9
     assert ("stargan", "lora_warning", "L2 to fake, outside mark") in table.index
+    rows.append(cell("stargan", "disrupting", "lora_warning", "mark_recovery", 0.7, reference="marked"))
+    rows.append(cell("stargan", "pg", "lora_warning", "mark_recovery", 0.5, reference="marked"))
+    table = defensive_table(pd.DataFrame(rows), ["lora_warning"])
+    assert table.loc[("stargan", "lora_warning", "mark recovery, inside mark"), "protected (worst)"] == 0.5
     assert table1(pd.DataFrame(rows + [cell("stargan", "none", "none", "dsr", 0.0)])).shape[0] == 1
 
 

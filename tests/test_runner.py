@@ -91,6 +91,8 @@ def test_variants_defensive_patch_and_leakage(tmp_path, tiny_stargan_file, capsy
     references = {(r["bypass"], r["scenario"], r.get("reference")) for r in rows if r["metric"] == "ssim"}
     assert ("lora_warning", "standard", "marked") in references
     assert ("lora_warning", "standard", "outside_mark") in references
+    recovery = [r for r in rows if r["metric"] == "mark_recovery"]
+    assert {r["defense"] for r in recovery} == {"none", "disrupting"} and all(r["value"] <= 1 for r in recovery)
     assert ("lora_r4", "leakage", "original") in references
     assert not any(b == "lora_warning" and s == "leakage" for b, s, _ in references)  # not a bypass
     _, meta = load_tensors(out / "fitted" / "stargan_lora_r4.safetensors")
