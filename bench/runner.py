@@ -188,11 +188,15 @@ def score(state: RunState, outputs, references, base: dict, seconds: float, cach
         else:
             values = pair_rows(metric, outputs, references)
         for target, v in values:
-            state.rows.append({**base, "metric": metric.spec.name, "target": target,
-                               "value": float(v.mean()), "n": int(v.numel()),
-                               "higher_is_better": metric.spec.higher_is_better,
-                               "threshold": metric.spec.threshold, "cache_hit": cache_hit,
-                               "seconds": round(seconds, 3)})
+            add_row(state, {**base, "metric": metric.spec.name, "target": target,
+                            "higher_is_better": metric.spec.higher_is_better, "threshold": metric.spec.threshold},
+                    v, seconds, cache_hit)
+
+
+def add_row(state: RunState, fields: dict, values: torch.Tensor, seconds: float, cache_hit: bool) -> None:
+    """One cell row: the mean of per-pair `values`, how many there were, and its cost."""
+    state.rows.append({**fields, "value": float(values.mean()), "n": int(values.numel()),
+                       "cache_hit": cache_hit, "seconds": round(seconds, 3)})
 
 
 def needs_control(state: RunState) -> bool:
@@ -390,10 +394,9 @@ def score_cell(state: RunState, ctx: GeneratorContext, defense: str, label: str,
         region = bypass.mark_region(outputs.size(-1))
         outside = torch.where(region, ctx.clean, outputs)
         score(state, outside, ctx.clean, {**base, "reference": "outside_mark"}, seconds, cache_hit, pair_only=True)
-        recovery = mark_recovery(outputs, bypass.intended(ctx.clean), ctx.clean, region)
-        state.rows.append({**base, "reference": "marked", "metric": "mark_recovery", "target": "all",
-                           "value": float(recovery.mean()), "n": int(recovery.numel()), "higher_is_better": True,
-                           "threshold": None, "cache_hit": cache_hit, "seconds": round(seconds, 3)})
+        add_row(state, {**base, "reference": "marked", "metric": "mark_recovery", "target": "all",
+                        "higher_is_better": True, "threshold": None},
+                mark_recovery(outputs, bypass.intended(ctx.clean), ctx.clean, region), seconds, cache_hit)
     else:
         score(state, outputs, ctx.clean, {**base, "reference": ORIGINAL}, seconds, cache_hit, ctx.edits, control)
     if examples is not None and examples.wants(label):
