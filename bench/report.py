@@ -84,7 +84,10 @@ def defense_summary(cells: pd.DataFrame, scenario: str = "standard",
         return pd.DataFrame()
     table = df.groupby(["generator", "bypass"], sort=False)["value"].agg(["mean", "max", "count"])
     table.columns = ["mean DSR↓", "worst DSR↓", "defenses"]
-    return table.unstack("generator").swaplevel(axis=1).sort_index(axis=1, level=0, sort_remaining=False)
+    table = table.unstack("generator").swaplevel(axis=1).sort_index(axis=1, level=0, sort_remaining=False)
+    counts = [c for c in table.columns if c[1] == "defenses"]
+    table[counts] = table[counts].astype("Int64")  # whole numbers, blank where a generator lacks the bypass
+    return table
 
 
 def table3(cells: pd.DataFrame, defense: str, bypasses: list[str]) -> pd.DataFrame:
@@ -204,8 +207,9 @@ def to_markdown(table: pd.DataFrame, title: str) -> str:
     flat = table.copy()
     if isinstance(flat.columns, pd.MultiIndex):
         flat.columns = [" ".join(str(c) for c in col) for col in flat.columns]
-    flat = flat.reset_index()
-    return f"### {title}\n\n" + flat.to_markdown(index=False, floatfmt=".3f") + "\n"
+    flat = flat.reset_index().astype(object)
+    flat = flat.where(flat.notna(), None)  # cells a run lacks print as a dash, not "nan"
+    return f"### {title}\n\n" + flat.to_markdown(index=False, floatfmt=".3f", missingval="–") + "\n"
 
 
 def write_report(run_dirs: Path | list[Path], output: Path | None = None) -> str:

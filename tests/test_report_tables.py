@@ -42,6 +42,13 @@ def test_worst_case_summary_takes_the_defense_a_bypass_copes_with_least():
     assert summary.loc["jpeg", ("attgan", "worst DSR↓")] == 0.25
 
 
+def test_a_bypass_one_generator_lacks_prints_dashes_and_whole_counts():
+    cells = pd.concat([synthetic_cells(), pd.DataFrame([cell("stargan", "disrupting", "lora_x", "dsr", 0.125)])])
+    text = to_markdown(defense_summary(cells), "summary")
+    row = [c.strip() for c in next(line for line in text.splitlines() if line.startswith("| lora_x")).split("|")]
+    assert row[1:-1] == ["lora_x", "–", "–", "–", "0.125", "0.125", "1"]
+
+
 def test_table3_joins_one_defense_with_training_cost():
     t3 = table3(synthetic_cells(), "disrupting", ["gat", "lora"])
     assert list(t3.index) == ["gat", "lora"]
