@@ -23,7 +23,8 @@ def test_disrupting_works_and_lora_patching_bypasses_it(tmp_path, generator):
     assert main(["run", "--defenses", "disrupting", "--bypass", "none,jpeg,lora", "--generators", generator.name,
                  "--data", str(data), "--output", str(out)]) == 0
     rows = [json.loads(line) for line in (out / "cells.jsonl").read_text().splitlines()]
-    value = {(r["defense"], r["bypass"], r["metric"]): r["value"] for r in rows}
+    # the standard scenario (the quick profile also runs the leakage one, with the same keys)
+    value = {(r["defense"], r["bypass"], r["metric"]): r["value"] for r in rows if r["scenario"] == "standard"}
     assert value[("disrupting", "none", "dsr")] >= 0.9
     assert value[("disrupting", "lora", "dsr")] <= 0.1
     assert value[("none", "lora", "ssim")] >= 0.8  # benign outputs stay close to the original
