@@ -51,3 +51,13 @@ def mark_region(mark: torch.Tensor) -> torch.Tensor:
 def apply_mark(y: torch.Tensor, mark: torch.Tensor, strength: float = 2.0) -> torch.Tensor:
     """The defensive target y_w = clamp(y + strength * w, -1, 1) for outputs y (..., 3, H, W)."""
     return (y + strength * mark.to(y.device, y.dtype)).clamp(-1, 1)
+
+
+def mark_recovery(outputs, marked, clean, region) -> torch.Tensor:
+    """How much of the mark each output (T, N, ...) carries, per image: 1 - the squared
+    error to the marked fake over that of the unmarked fake, inside the mark region
+    (1: the mark exactly, 0: no closer to it than the original fake, below 0: further)."""
+    inside = region.expand_as(marked).float()
+    missed = ((outputs - marked) ** 2 * inside).flatten(-3).sum(-1)
+    absent = ((clean - marked) ** 2 * inside).flatten(-3).sum(-1).clamp_min(1e-12)
+    return 1 - missed / absent

@@ -36,6 +36,8 @@ PAPER_SPLITS = {**SPLITS, "celebahq": {"finetune": [0, 1000], "defense": [0, 100
 
 # Variants of LoRA patching for the ablations: rank (Table VI), gating (Fig. 8) and
 # defensive patching (Table IV; the public recipe: rank 16, 5 epochs)
+GENERATORS = ("stargan", "attgan", "hisd")
+
 LORA_VARIANTS = {
     "lora_r4": {"plugin": "lora", "rank": 4},
     "lora_r16": {"plugin": "lora", "rank": 16},
@@ -57,11 +59,11 @@ QUICK = {
     "defense_fit_limit": 128,  # images that learned / universal defenses fit on (CMUA: 128)
     # universal defenses (CMUA, ID-Guard) fit across these generators whichever ones a run
     # evaluates, so runs split by generator share one fit; "run": the run's own generators
-    "universal_fit_generators": "attgan,hisd,stargan",
+    "universal_fit_generators": ",".join(sorted(GENERATORS)),
     "batch_size": 32,       # images x targets per forward pass
     "metrics": METRICS,
     "cache": True,
-    "generators": {name: {"weights": "shipped"} for name in ("stargan", "attgan", "hisd")},
+    "generators": {name: {"weights": "shipped"} for name in GENERATORS},
     # per-plugin parameter overrides, e.g. {"disrupting": {"steps": 20}}. Sized for a CPU:
     # small perturbation generators trained a few hundred steps at lr 1e-3 (published:
     # 1e-4 for thousands of steps; PG at 1e-4 reached DSR 0.63 on StarGAN after 500
@@ -121,7 +123,7 @@ PAPER = merge(QUICK, {
     "limit": 500,
     "finetune_limit": 1000,
     "batch_size": 8,
-    "generators": {name: {"weights": "official"} for name in ("stargan", "attgan", "hisd")},
+    "generators": {name: {"weights": "official"} for name in GENERATORS},
     "defense_fit_limit": 1000,
     "defenses": {"pg": {"base_channels": 64, "depth": 4, "iterations": 2000, "lr": 1e-4},  # the defaults
                  "idguard": {"ngf": 64, "blocks": 6, "iterations": 10000, "batch_size": 3, "lr": 1e-4},

@@ -35,6 +35,7 @@ from bench.data import FaceSet, load_faceset
 from bench.device import autocast, resolve_device
 from bench.errors import ConfigError
 from bench.io import atomic_write_json, atomic_write_text, save_tensors
+from bench.marks import mark_recovery
 from bench.plugins import FitTarget
 from bench.provenance import git_state, peak_memory_mb, run_metadata
 from bench.registry import Registry
@@ -389,28 +390,17 @@ def score_cell(state: RunState, ctx: GeneratorContext, defense: str, label: str,
     base = {"generator": ctx.name, "defense": defense, "bypass": label, "scenario": scenario}
     seconds += time.time() - started
     if bypass.defensive:
-        score(state, outputs, bypass.intended(ctx.clean), {**base, "reference": "marked"}, seconds, cache_hit,
-              ctx.edits, control)
-        region = bypass.mark_region(outputs.size(-1))
+        marked, region = bypass.intended(ctx.clean), bypass.mark_region(outputs.size(-1))
+        score(state, outputs, marked, {**base, "reference": "marked"}, seconds, cache_hit, ctx.edits, control)
         outside = torch.where(region, ctx.clean, outputs)
         score(state, outside, ctx.clean, {**base, "reference": "outside_mark"}, seconds, cache_hit, pair_only=True)
         add_row(state, {**base, "reference": "marked", "metric": "mark_recovery", "target": "all",
                         "higher_is_better": True, "threshold": None},
-                mark_recovery(outputs, bypass.intended(ctx.clean), ctx.clean, region), seconds, cache_hit)
+                mark_recovery(outputs, marked, ctx.clean, region), seconds, cache_hit)
     else:
         score(state, outputs, ctx.clean, {**base, "reference": ORIGINAL}, seconds, cache_hit, ctx.edits, control)
     if examples is not None and examples.wants(label):
         examples.add(f"{'clean input' if defense == NONE else defense}\n{label}", outputs)
-
-
-def mark_recovery(outputs, marked, clean, region) -> torch.Tensor:
-    """How much of the mark each output (T, N, ...) carries, per image: 1 - the squared
-    error to the marked fake over that of the unmarked fake, inside the mark region
-    (1: the mark exactly, 0: no closer to it than the original fake, below 0: further)."""
-    inside = region.expand_as(marked).float()
-    missed = ((outputs - marked) ** 2 * inside).flatten(-3).sum(-1)
-    absent = ((clean - marked) ** 2 * inside).flatten(-3).sum(-1).clamp_min(1e-12)
-    return 1 - missed / absent
 
 
 def protect_cached(state: RunState, ctx: GeneratorContext, d_name: str,

@@ -1,6 +1,6 @@
 import torch
 
-from bench.marks import apply_mark, mark_region, warning_mark
+from bench.marks import apply_mark, mark_recovery, mark_region, warning_mark
 
 
 def test_mark_covers_about_five_percent_bottom_left():
@@ -22,8 +22,6 @@ def test_mark_text_is_configurable_and_saturates_the_target():
 
 
 def test_mark_recovery_is_one_for_the_mark_and_zero_without_it():
-    from bench.runner import mark_recovery
-
     y = torch.rand(2, 3, 64, 64) * 2 - 1
     ai = warning_mark(64)
     marked, region = apply_mark(y, ai), mark_region(ai)
