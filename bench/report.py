@@ -1,12 +1,15 @@
-"""Turn `cells.jsonl` rows into the paper's tables (CSV and Markdown) and figures.
+"""Turn `cells.jsonl` rows into the paper's tables (CSV, Markdown and LaTeX) and figures.
 
 Which bypasses make up which table comes from the run's configuration (`report` in
 its profile, recorded in run.json), so the report knows no method by name:
-Table I (bypasses of `table1`), a worst-case summary over the defenses, Table III
-(`table3`: adversarial training vs LoRA against one defense, with training cost),
-Table VI (`table6`: the rank sweep), the leakage scenario (Fig. 5), defensive patching
-(`defensive`: scored against the marked fake) and the gating ablation's loss curves
-(`gating`, Fig. 8).
+Table I (bypasses of `table1`), a worst-case summary over the defenses, Table II
+(`table2`: image quality of each bypass's benign outputs), Table III (`table3`:
+adversarial training vs LoRA against one defense, with training cost), Table IV
+(`table4`: image quality of defensive patches), Table V (`table5`: a defensive patch
+without and with MMFA), Table VI (`table6`: the rank sweep), the leakage scenario
+(Fig. 5), defensive patching (`defensive`: scored against the marked fake) and the
+gating ablation's loss curves (`gating`, Fig. 8). A metric a run could not compute
+(its weights were missing) prints as "n/a", with the reason under the table.
 """
 
 from __future__ import annotations
@@ -21,6 +24,9 @@ from bench.io import atomic_write_text
 
 ARROWS = {True: "↑", False: "↓"}
 TABLE1_METRICS = ["l2", "ssim", "dsr"]
+NA = "n/a"
+LABELS = {"l2": "L2", "ssim": "SSIM", "dsr": "DSR", "fid": "FID", "kid": "KID", "brisque": "BRISQUE",
+          "clip_score": "CLIP score", "classifier_cosine": "classifier cosine"}
 
 
 def read_cells(run_dir: Path) -> pd.DataFrame:
@@ -165,6 +171,100 @@ def leakage_comparison(cells: pd.DataFrame, bypasses: list[str] | None = None) -
     return table
 
 
+def metric_header(metric: str) -> str:
+    """'FID↓': the metric's label and direction (from the metric table)."""
+    from bench.registry import Registry
+
+    try:
+        higher = Registry("metrics").get(metric).spec.higher_is_better
+    except BenchError:  # a metric no longer installed: its label alone
+        return LABELS.get(metric, metric)
+    return f"{LABELS.get(metric, metric)}{ARROWS[bool(higher)]}"
+
+
+def quality_table(df: pd.DataFrame, index: list[str], metrics: list[str], skipped: dict) -> pd.DataFrame:
+    """Rows `index`; columns (generator, metric with its direction) and (generator, n): the
+    outputs behind each value. Metrics the run skipped print as "n/a"."""
+    generators = ordered(df.generator, ())
+    table = df.pivot_table(index=index, columns=["generator", "metric"], values="value", aggfunc="mean", sort=False)
+    n = df.pivot_table(index=index, columns="generator", values="n", aggfunc="max", sort=False)
+    columns, data = [], {}
+    for g in generators:
+        for m in metrics:
+            columns.append((g, metric_header(m)))
+            data[columns[-1]] = table[(g, m)] if (g, m) in table else (NA if m in skipped else None)
+        columns.append((g, "n"))
+        data[columns[-1]] = n[g].astype("Int64") if g in n else None
+    out = pd.DataFrame(data, index=table.index)
+    out.columns = pd.MultiIndex.from_tuples(columns)
+    return out
+
+
+def table2(cells: pd.DataFrame, bypasses: list[str], skipped: dict | None = None) -> pd.DataFrame:
+    """Table II: each bypass on clean inputs (its benign outputs) against the original
+    generator's outputs on the same images: FID, KID and SSIM to them, BRISQUE of the
+    outputs themselves."""
+    metrics = ["fid", "kid", "ssim", "brisque"]
+    df = scored(cells, bypasses=bypasses, metrics=metrics)
+    df = df[df.defense == "none"]
+    if df.empty:
+        return pd.DataFrame()
+    table = quality_table(df, ["bypass"], metrics, skipped or {})
+    return table.reindex([b for b in bypasses if b in table.index])
+
+
+def with_output(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows of clean inputs are 'benign' outputs; of protected inputs, 'adversarial'."""
+    return df.assign(output=df.defense.map(lambda d: "benign" if d == "none" else "adversarial"))
+
+
+def table4(cells: pd.DataFrame, bypasses: list[str], skipped: dict | None = None) -> pd.DataFrame:
+    """Table IV: a defensive patch's benign and adversarial outputs (the latter averaged
+    over the run's defenses) against the marked fakes it means to produce: FID and KID
+    to them, BRISQUE of the outputs."""
+    metrics = ["fid", "kid", "brisque"]
+    df = scored(cells, reference="marked", bypasses=bypasses, metrics=metrics)
+    if df.empty:
+        return pd.DataFrame()
+    table = quality_table(with_output(df), ["bypass", "output"], metrics, skipped or {})
+    return table.reindex([(b, o) for b in bypasses for o in ("benign", "adversarial") if (b, o) in table.index])
+
+
+def semantic_metric(cells: pd.DataFrame, skipped: dict) -> tuple[str, str | None]:
+    """The CLIP score where the run has it, else its stand-in (and the note saying so)."""
+    from bench.registry import Registry
+
+    if (cells.metric == "clip_score").any():
+        return "clip_score", None
+    registry = Registry("metrics")
+    for name in registry.names():
+        try:
+            spec = registry.get(name).spec
+        except BenchError:
+            continue
+        if spec.stand_in_for == "clip_score" and (cells.metric == name).any():
+            why = skipped.get("clip_score", "the run did not compute the CLIP score")
+            return name, (f"{LABELS.get(name, name)} stands in for the CLIP score ({why}): "
+                          f"{spec.description}")
+    return "clip_score", None
+
+
+def table5(cells: pd.DataFrame, spec: dict, skipped: dict | None = None) -> tuple[pd.DataFrame, str | None]:
+    """Table V: the defensive patch without and with MMFA (`spec`: {"without": bypass,
+    "with": bypass}), SSIM and CLIP score (or its stand-in) of its benign and adversarial
+    outputs to the marked fakes."""
+    skipped = skipped or {}
+    semantic, note = semantic_metric(cells, skipped)
+    names = {spec.get("without"): "w/o", spec.get("with"): "w/"}
+    df = scored(cells, reference="marked", bypasses=[b for b in names if b], metrics=["ssim", semantic])
+    if df.empty:
+        return pd.DataFrame(), None
+    df = with_output(df).assign(MMFA=df.bypass.map(names))
+    table = quality_table(df, ["MMFA", "output"], ["ssim", semantic], skipped)
+    order = [(m, o) for m in ("w/o", "w/") for o in ("benign", "adversarial")]
+    return table.reindex([k for k in order if k in table.index]), note
+
+
 def edit_table(cells: pd.DataFrame, scenario: str = "standard", by_target: bool = False) -> pd.DataFrame:
     """Edit success, its no-edit control and the gain (success - control) per cell;
     with `by_target`, the clean outputs' values per target."""
@@ -203,6 +303,26 @@ def defense_fit_table(meta: dict) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("defense") if rows else pd.DataFrame()
 
 
+def to_latex(table: pd.DataFrame, title: str, float_digits: int = 3) -> str:
+    """A booktabs table (tabular inside table, caption and label), ready to paste."""
+    flat = table.copy()
+    flat.index = flat.index.set_names([n or "" for n in flat.index.names])
+    styler = flat.style.format(precision=float_digits, na_rep="--", escape="latex")
+    styler = styler.format_index(escape="latex", axis=0).format_index(escape="latex", axis=1)
+    label = "tab:" + "".join(c if c.isalnum() else "-" for c in title.split(":")[0].lower()).strip("-")
+    text = styler.to_latex(hrules=True, multicol_align="c", caption=title.replace("_", r"\_"), label=label,
+                           position_float="centering")
+    return text.replace("↑", r"$\uparrow$").replace("↓", r"$\downarrow$").replace("–", "--")
+
+
+def emit(output: Path, stem: str, table: pd.DataFrame, title: str, float_format: str = "%.4f",
+         note: str | None = None) -> str:
+    """Write a table as `stem`.csv and `stem`.tex; return its Markdown (with `note` under it)."""
+    atomic_write_text(output / f"{stem}.csv", table.to_csv(float_format=float_format))
+    atomic_write_text(output / f"{stem}.tex", to_latex(table, title))
+    return to_markdown(table, title) + (f"\n{note}\n" if note else "")
+
+
 def to_markdown(table: pd.DataFrame, title: str) -> str:
     flat = table.copy()
     if isinstance(flat.columns, pd.MultiIndex):
@@ -219,32 +339,34 @@ def write_report(run_dirs: Path | list[Path], output: Path | None = None) -> str
     run_dirs = [Path(d) for d in (run_dirs if isinstance(run_dirs, list) else [run_dirs])]
     cells = pd.concat([read_cells(d) for d in run_dirs], ignore_index=True)
     output = Path(output or run_dirs[0])
-    meta_path = run_dirs[0] / "run.json"
-    meta = json.loads(meta_path.read_text()) if meta_path.exists() else None
+    metas = [json.loads((d / "run.json").read_text()) for d in run_dirs if (d / "run.json").exists()]
+    meta = metas[0] if metas else None
     groups = (meta or {}).get("config", {}).get("report", {})
+    skipped = skipped_metrics(metas, cells)
     table1_bypasses = present(cells, groups.get("table1")) or None
-    t1 = table1(cells, bypasses=table1_bypasses)
-    atomic_write_text(output / "table1.csv", t1.to_csv(float_format="%.4f"))
-    text = to_markdown(t1, "Table I: bypassing proactive defenses (standard scenario)")
+    text = emit(output, "table1", table1(cells, bypasses=table1_bypasses),
+                "Table I: bypassing proactive defenses (standard scenario)")
     summary = defense_summary(cells)
     if not summary.empty:
-        text += "\n" + to_markdown(summary, "Every bypass against the defenses: mean and worst-case DSR "
-                                             "(standard scenario)")
-    text += optional_tables(cells, groups, output, run_dirs)
+        text += "\n" + emit(output, "summary", summary, "Every bypass against the defenses: mean and worst-case "
+                                                         "DSR (standard scenario)")
+    text += optional_tables(cells, groups, output, run_dirs, skipped)
     edits = edit_table(cells)
     if not edits.empty:
-        atomic_write_text(output / "edit_success.csv", edits.to_csv(float_format="%.4f"))
-        text += "\n" + to_markdown(edits, "Edit success (attribute classifier): does the output still show "
-                                           "the asked edit? control = same test with no edit asked")
-        text += "\n" + to_markdown(edit_table(cells, by_target=True), "Edit success of the clean outputs, per target")
+        text += "\n" + emit(output, "edit_success", edits, "Edit success (attribute classifier): does the output "
+                                                           "still show the asked edit? control = same test with no "
+                                                           "edit asked")
+        text += "\n" + emit(output, "edit_success_targets", edit_table(cells, by_target=True),
+                            "Edit success of the clean outputs, per target")
     training = training_table(cells)
     if not training.empty:
-        atomic_write_text(output / "training.csv", training.to_csv(float_format="%.2f"))
-        text += "\n" + to_markdown(training, "Trainable bypasses: training cost")
+        text += "\n" + emit(output, "training", training, "Trainable bypasses: training cost", "%.2f")
     if meta is not None:
         fits = defense_fit_table(meta)
         if not fits.empty:
-            text += "\n" + to_markdown(fits, "Fitted defenses (fit_seconds: the run that fitted them)")
+            text += "\n" + emit(output, "defense_fits", fits, "Fitted defenses (fit_seconds: the run that fitted them)",
+                                "%.2f")
+        text += metric_notes(metas, skipped)
         peak = meta.get("peak_memory", {}).get("host_rss_mb")
         text += (f"\nprofile {meta['config']['profile']}, seed {meta['seed']}, "
                  f"{meta['data']['eval']['n']} evaluation images ({meta['data']['eval']['name']}), "
@@ -252,6 +374,35 @@ def write_report(run_dirs: Path | list[Path], output: Path | None = None) -> str
                  f"wall time {wall_times(run_dirs)}" + (f", peak memory {peak:.0f} MB" if peak else "") + "\n")
     atomic_write_text(output / "report.md", text)
     return text
+
+
+def skipped_metrics(metas: list[dict], cells: pd.DataFrame) -> dict:
+    """Metrics some run skipped (weights missing) and no run computed: name -> reason."""
+    skipped = {}
+    for meta in metas:
+        for name, reason in (meta.get("metrics_skipped") or {}).items():
+            if not (cells.metric == name).any():
+                skipped.setdefault(name, reason)
+    return skipped
+
+
+def metric_notes(metas: list[dict], skipped: dict) -> str:
+    """What computed the image-quality metrics (implementation, weights' hash), the time
+    each metric took, and why any is n/a."""
+    identities, seconds = {}, {}
+    for meta in metas:
+        for name, identity in (meta.get("metrics") or {}).items():
+            identities.setdefault(name, identity)
+        for name, t in (meta.get("metric_seconds") or {}).items():
+            seconds[name] = seconds.get(name, 0.0) + t
+    rows = [{"metric": name, "kind": identity.get("kind"), "seconds": seconds.get(name),
+             "weights sha256": (identity.get("weights_sha256") or "-")[:16],
+             "implementation": identity.get("implementation")} for name, identity in identities.items()]
+    rows += [{"metric": name, "kind": None, "seconds": None, "weights sha256": NA, "implementation": f"{NA}: {why}"}
+             for name, why in skipped.items()]
+    if not rows:
+        return ""
+    return "\n" + to_markdown(pd.DataFrame(rows).set_index("metric"), "Metrics (seconds: computing each, all runs)")
 
 
 def wall_times(run_dirs: list[Path]) -> str:
@@ -267,37 +418,63 @@ def present(cells: pd.DataFrame, names) -> list[str]:
     return [n for n in names or [] if n in seen]
 
 
-def optional_tables(cells: pd.DataFrame, groups: dict, output: Path, run_dirs: list[Path]) -> str:
-    """Tables III and VI, the leakage scenario, defensive patching and the gating curves,
-    each where the run has its bypasses; CSVs and figures go to `output`."""
+def figures_of(run_dirs: list[Path], pattern: str) -> list[str]:
+    return sorted({p.name for d in run_dirs for p in d.glob(pattern)})
+
+
+def optional_tables(cells: pd.DataFrame, groups: dict, output: Path, run_dirs: list[Path],
+                    skipped: dict | None = None) -> str:
+    """Tables II-VI, the leakage scenario, defensive patching and the gating curves,
+    each where the run has its bypasses; CSVs, LaTeX and figures go to `output`."""
     from bench.figures import save_grouped_bars, save_loss_curves
 
+    skipped = skipped or {}
     text = ""
+    quality_note = lambda reference: (f"n: outputs per cell. Reference: {reference}. FID is biased upward at "
+                                      "small n (KID is not); compare values of the same n only.")
+    t2_bypasses = present(cells, groups.get("table2"))
+    t2 = table2(cells, t2_bypasses, skipped) if t2_bypasses else pd.DataFrame()
+    if not t2.empty:
+        text += "\n" + emit(output, "table2", t2, "Table II: impact of each bypass on benign outputs",
+                            note=quality_note("the original generator's outputs on the same clean images "
+                                              "(BRISQUE: the outputs alone)") + na_note(t2, skipped))
     spec = groups.get("table3") or {}
     t3_bypasses = present(cells, spec.get("bypasses"))
     if len(t3_bypasses) > 1:
         t3 = table3(cells, spec["defense"], t3_bypasses)
         if not t3.empty:
-            atomic_write_text(output / "table3.csv", t3.to_csv(float_format="%.4f"))
-            text += "\n" + to_markdown(t3, f"Table III: adversarial training vs LoRA patching against {spec['defense']}")
+            text += "\n" + emit(output, "table3", t3,
+                                f"Table III: adversarial training vs LoRA patching against {spec['defense']}")
+    t4_bypasses = present(cells, groups.get("table4"))
+    t4 = table4(cells, t4_bypasses, skipped) if t4_bypasses else pd.DataFrame()
+    if not t4.empty:
+        text += "\n" + emit(output, "table4", t4, "Table IV: defensive LoRA patching, quality of its outputs",
+                            note=quality_note("the marked fakes (the original generator's outputs with the "
+                                              "warning mark); adversarial: mean over the run's defenses")
+                            + na_note(t4, skipped))
+    t5_spec = groups.get("table5") or {}
+    if present(cells, [t5_spec.get("without"), t5_spec.get("with")]):
+        t5, semantic_note = table5(cells, t5_spec, skipped)
+        if not t5.empty:
+            note = "Reference: the marked fakes; adversarial: mean over the run's defenses." + na_note(t5, skipped)
+            text += "\n" + emit(output, "table5", t5, "Table V: MMFA loss in defensive LoRA patching",
+                                note=note + (f" {semantic_note}" if semantic_note else ""))
     ranks = present(cells, groups.get("table6"))
     if len(ranks) > 1:
-        t6 = averaged_over_defenses(cells, ranks)
-        atomic_write_text(output / "table6.csv", t6.to_csv(float_format="%.4f"))
-        text += "\n" + to_markdown(t6, "Table VI: LoRA rank (mean over the defenses)")
+        text += "\n" + emit(output, "table6", averaged_over_defenses(cells, ranks),
+                            "Table VI: LoRA rank (mean over the defenses)")
     leak = leakage_comparison(cells)
     if not leak.empty:
-        atomic_write_text(output / "leakage.csv", leak.to_csv(float_format="%.4f"))
-        text += "\n" + to_markdown(leak, "Fig. 5: leakage scenario, mean DSR over its defenses (the defender "
-                                          "perturbs against the bypassed pipeline)")
+        text += "\n" + emit(output, "leakage", leak, "Fig. 5: leakage scenario, mean DSR over its defenses (the "
+                                                     "defender perturbs against the bypassed pipeline)")
         save_grouped_bars(leak, output / "fig5_leakage.png", "mean DSR over the defenses (lower: bypass works)")
-        text += "\n" + to_markdown(table1(cells, "leakage"), "Leakage scenario, every cell")
+        text += "\n" + emit(output, "table1_leakage", table1(cells, "leakage"), "Leakage scenario, every cell")
     defensive = present(cells, groups.get("defensive"))
     if defensive:
         table = defensive_table(cells, defensive)
         if not table.empty:
-            atomic_write_text(output / "defensive.csv", table.to_csv(float_format="%.4f"))
-            text += "\n" + to_markdown(table, "Defensive patching: the mark in benign and protected outputs")
+            text += "\n" + emit(output, "defensive", table, "Defensive patching: the mark in benign and protected "
+                                                            "outputs")
     gating = present(cells, groups.get("gating"))
     curves = {}
     for g in ordered(cells.generator, ()):
@@ -307,8 +484,21 @@ def optional_tables(cells: pd.DataFrame, groups: dict, output: Path, run_dirs: l
                 curves[(g, b)] = json.loads(found[0].read_text())
     if len(curves) > 1:
         save_loss_curves(curves, output / "fig8_gating.png", every=10)
-        text += "\n" + to_markdown(loss_summary(curves), "Gating ablation (Fig. 8: fig8_gating.png): fine-tuning loss")
+        text += "\n" + emit(output, "gating", loss_summary(curves),
+                            "Gating ablation (Fig. 8: fig8_gating.png): fine-tuning loss")
+    grids = {"Fig. 6 (leakage scenario)": figures_of(run_dirs, "fig6_leakage_*.png"),
+             "Fig. 7 (defensive patching)": figures_of(run_dirs, "fig7_defensive_*.png")}
+    listed = [f"{name}: {', '.join(files)}" for name, files in grids.items() if files]
+    if listed:
+        text += "\nImage grids in the run folder: " + "; ".join(listed) + "\n"
     return text
+
+
+def na_note(table: pd.DataFrame, skipped: dict) -> str:
+    """Why the table's n/a columns are n/a (their metric's weights were missing)."""
+    shown = {c[1] for c in table.columns if (table[c] == NA).any()}
+    reasons = [f" {metric_header(m)} n/a: {why}" for m, why in skipped.items() if metric_header(m) in shown]
+    return "".join(reasons)
 
 
 def loss_summary(curves: dict) -> pd.DataFrame:

@@ -62,7 +62,9 @@ class RunState:
     plugins: dict = field(default_factory=dict)
     fits: dict = field(default_factory=dict)
     output_dir: Path = Path(".")
-    metrics: list = field(default_factory=list)
+    metrics: list = field(default_factory=list)  # the metrics that can run here
+    skipped_metrics: dict = field(default_factory=dict)  # name -> why it cannot run here
+    metric_seconds: dict = field(default_factory=dict)  # name -> time spent computing it
     universal_generators: list = field(default_factory=list)  # what "generators"-scope fits span
     loaded: dict = field(default_factory=dict)  # name -> (generator, identity), loaded once
     defense_split: Split | None = None  # the images learned and universal defenses fit on
@@ -161,43 +163,66 @@ def edits_of(generator, labels: torch.Tensor) -> Edits | None:
         return None
 
 
-def pair_rows(metric, outputs, references) -> list[tuple[str, torch.Tensor]]:
-    o = outputs.reshape(-1, *outputs.shape[2:])
-    r = references.reshape(-1, *references.shape[2:])
-    return [("all", chunked(metric.per_pair, o, r, batch_size=256))]
+def flat(images: torch.Tensor) -> torch.Tensor:
+    """(T, N, 3, H, W) -> (T*N, 3, H, W)."""
+    return images.reshape(-1, *images.shape[2:])
 
 
-def attribute_rows(metric, outputs, control, edits: Edits) -> list[tuple[str, torch.Tensor]]:
+def pair_rows(state: "RunState", metric, outputs, references) -> list[tuple[str, torch.Tensor, int]]:
+    values = chunked(metric.per_pair, flat(outputs), flat(references), batch_size=256, device=state.device)
+    return [("all", values.mean(), values.numel())]
+
+
+def set_rows(state: "RunState", metric, outputs, references) -> list[tuple[str, torch.Tensor, int]]:
+    outputs = flat(outputs)
+    return [("all", torch.tensor(metric.per_set(outputs, flat(references), state.device)), outputs.size(0))]
+
+
+def no_reference_rows(state: "RunState", metric, outputs, references) -> list[tuple[str, torch.Tensor, int]]:
+    values = metric.per_image(flat(outputs), state.device)
+    return [("all", values.mean(), values.numel())]
+
+
+def attribute_rows(metric, outputs, control, edits: Edits) -> list[tuple[str, torch.Tensor, int]]:
     from bench.metrics import attribute_hits
 
     hits = attribute_hits(outputs if metric.outputs == "edited" else control, edits.expected,
                           edits.target_names)
-    return [("all", hits)] + [(name, hits[t]) for t, name in enumerate(edits.target_names)]
+    return [("all", hits.mean(), hits.numel())] + [(name, hits[t].mean(), hits[t].numel())
+                                                   for t, name in enumerate(edits.target_names)]
+
+
+ROWS_BY_KIND = {"pair": pair_rows, "set": set_rows, "no-reference": no_reference_rows}
 
 
 def score(state: RunState, outputs, references, base: dict, seconds: float, cache_hit: bool,
           edits: Edits | None = None, control: torch.Tensor | None = None, pair_only: bool = False) -> None:
     """One row per metric (and per target for attribute metrics) for a cell's outputs
-    (T, N, 3, H, W); `control` holds the same cell's outputs for the no-edit conditions."""
+    (T, N, 3, H, W) against `references` (same shape); `control` holds the same cell's
+    outputs for the no-edit conditions. `pair_only`: the pair metrics alone (for
+    references that are not images a generator is meant to make)."""
     for metric in state.metrics:
-        if metric.spec.kind == "attribute":
-            if pair_only:
-                continue
+        kind = metric.spec.kind
+        if pair_only and kind != "pair":
+            continue
+        started = time.time()
+        if kind == "attribute":
             if edits is None or (metric.outputs == "unedited" and control is None):
                 continue
             values = attribute_rows(metric, outputs, control, edits)
         else:
-            values = pair_rows(metric, outputs, references)
-        for target, v in values:
-            add_row(state, {**base, "metric": metric.spec.name, "target": target,
-                            "higher_is_better": metric.spec.higher_is_better, "threshold": metric.spec.threshold},
-                    v, seconds, cache_hit)
+            values = ROWS_BY_KIND[kind](state, metric, outputs, references)
+        name = metric.spec.name
+        state.metric_seconds[name] = state.metric_seconds.get(name, 0.0) + time.time() - started
+        for target, value, n in values:
+            add_row(state, {**base, "metric": name, "target": target, "higher_is_better": metric.spec.higher_is_better,
+                            "threshold": metric.spec.threshold}, float(value), n, seconds, cache_hit)
 
 
-def add_row(state: RunState, fields: dict, values: torch.Tensor, seconds: float, cache_hit: bool) -> None:
-    """One cell row: the mean of per-pair `values`, how many there were, and its cost."""
-    state.rows.append({**fields, "value": float(values.mean()), "n": int(values.numel()),
-                       "cache_hit": cache_hit, "seconds": round(seconds, 3)})
+def add_row(state: RunState, fields: dict, value: float, n: int, seconds: float, cache_hit: bool) -> None:
+    """One cell row: its value (a mean over n pairs or images, or a set's score over n
+    outputs) and its cost."""
+    state.rows.append({**fields, "value": value, "n": n, "cache_hit": cache_hit, "seconds": round(seconds, 3)})
 
 
 def needs_control(state: RunState) -> bool:
@@ -371,11 +396,11 @@ class GeneratorContext:
     clean: torch.Tensor
     image_parts: dict
     edits: Edits | None
-    examples: "Examples"
+    grids: list["Grid"] = field(default_factory=list)
 
 
 def score_cell(state: RunState, ctx: GeneratorContext, defense: str, label: str, x: torch.Tensor,
-               scenario: str, seconds: float, cache_hit: bool, examples: "Examples | None") -> None:
+               scenario: str, seconds: float, cache_hit: bool) -> None:
     """Outputs of bypass `label` on inputs x (clean (N, ...) or protected (T, N, ...)), scored
     against what the bypass means to produce: the original fake, or for a defensive patch
     the marked fake (plus the original fake outside the mark)."""
@@ -394,13 +419,14 @@ def score_cell(state: RunState, ctx: GeneratorContext, defense: str, label: str,
         score(state, outputs, marked, {**base, "reference": "marked"}, seconds, cache_hit, ctx.edits, control)
         outside = torch.where(region, ctx.clean, outputs)
         score(state, outside, ctx.clean, {**base, "reference": "outside_mark"}, seconds, cache_hit, pair_only=True)
+        recovery = mark_recovery(outputs, marked, ctx.clean, region)
         add_row(state, {**base, "reference": "marked", "metric": "mark_recovery", "target": "all",
                         "higher_is_better": True, "threshold": None},
-                mark_recovery(outputs, marked, ctx.clean, region), seconds, cache_hit)
+                float(recovery.mean()), recovery.numel(), seconds, cache_hit)
     else:
         score(state, outputs, ctx.clean, {**base, "reference": ORIGINAL}, seconds, cache_hit, ctx.edits, control)
-    if examples is not None and examples.wants(label):
-        examples.add(f"{'clean input' if defense == NONE else defense}\n{label}", outputs)
+    for grid in ctx.grids:
+        grid.offer(defense, label, scenario, bypass.defensive, outputs)
 
 
 def protect_cached(state: RunState, ctx: GeneratorContext, d_name: str,
@@ -424,11 +450,11 @@ def protect_cached(state: RunState, ctx: GeneratorContext, d_name: str,
     return protected, hit, 0.0 if hit else info.get("seconds", 0.0)
 
 
-def run_generator(state: RunState, gen_name: str, defenses: list[str], bypasses: list[str],
-                  evaluation: Split) -> GeneratorContext:
+def run_generator(state: RunState, gen_name: str, names: dict, evaluation: Split) -> GeneratorContext:
     """The standard scenario for one generator: every bypass on clean inputs and on each
-    defense's protected images."""
-    config = state.config
+    defense's protected images. `names`: the run's defenses and bypasses, and those of
+    the leakage scenario (for the figures)."""
+    config, defenses, bypasses = state.config, names["defenses"], names["bypasses"]
     generator, identity = state.generator(gen_name)
     state.plugins.setdefault("generators", {})[gen_name] = identity
     labels = evaluation.faces.labels(generator.attribute_names)
@@ -440,8 +466,8 @@ def run_generator(state: RunState, gen_name: str, defenses: list[str], bypasses:
     clean, hit, _ = cached_tensor(state, "clean", {"step": "clean", **image_parts},
                                   lambda: (batched_generate(generator, evaluation.images, conditions,
                                                             config["batch_size"], state.amp), {}))
-    examples = Examples(evaluation.images, conditions.size(0), example_bypasses(config, bypasses))
-    ctx = GeneratorContext(gen_name, generator, evaluation.images, conditions, clean, image_parts, edits, examples)
+    ctx = GeneratorContext(gen_name, generator, evaluation.images, conditions, clean, image_parts, edits)
+    ctx.grids = figure_grids(state, ctx, names)
     clean_control = None
     if edits is not None and needs_control(state):
         clean_control = batched_generate(generator, evaluation.images, edits.unedited, config["batch_size"],
@@ -450,14 +476,11 @@ def run_generator(state: RunState, gen_name: str, defenses: list[str], bypasses:
                                 "reference": ORIGINAL}, time.time() - started, hit, edits, clean_control)
     for label in bypasses:
         if label != NONE:  # no bypass on clean inputs: the clean outputs, scored above
-            score_cell(state, ctx, NONE, label, evaluation.images, SCENARIO, 0.0, False, examples)
+            score_cell(state, ctx, NONE, label, evaluation.images, SCENARIO, 0.0, False)
     for d_name in tqdm(defenses, desc=f"{gen_name}: defenses", unit="defense", disable=len(defenses) < 2):
         protected, hit, seconds = protect_cached(state, ctx, d_name)
         for label in bypasses:
-            score_cell(state, ctx, d_name, label, protected, SCENARIO, seconds, hit, examples)
-    examples.save(state.output_dir / f"examples_{gen_name}.png",
-                  f"{gen_name}: row i edits toward target i mod {conditions.size(0)} "
-                  f"({', '.join(generator.target_names())})")
+            score_cell(state, ctx, d_name, label, protected, SCENARIO, seconds, hit)
     return ctx
 
 
@@ -482,17 +505,13 @@ def leakage_selection(config: dict, defenses: list[str], bypasses: list[str]) ->
 
 def run_leakage(state: RunState, ctx: GeneratorContext, defenses: list[str], bypasses: list[str]) -> None:
     """The leakage scenario: each defense perturbs against each bypassed pipeline."""
-    examples = Examples(ctx.images, ctx.conditions.size(0), example_bypasses(state.config, bypasses))
     for label in bypasses:
         if state.bypass(ctx.name, label).bypass.defensive:
             continue
         for d_name in tqdm(defenses, desc=f"{ctx.name}: leakage vs {label}", unit="defense",
                            disable=len(defenses) < 2):
             protected, hit, seconds = protect_cached(state, ctx, d_name, leaked=label)
-            score_cell(state, ctx, d_name, label, protected, LEAKAGE, seconds, hit, examples)
-    if len(examples.columns) > 1:
-        examples.save(state.output_dir / f"examples_leakage_{ctx.name}.png",
-                      f"{ctx.name}, leakage scenario (perturbations made against each bypassed pipeline)")
+            score_cell(state, ctx, d_name, label, protected, LEAKAGE, seconds, hit)
 
 
 def example_bypasses(config: dict, bypasses: list[str]) -> list[str]:
@@ -501,27 +520,71 @@ def example_bypasses(config: dict, bypasses: list[str]) -> list[str]:
     return bypasses if not listed else [b for b in bypasses if b in listed or b in config["report"].get("defensive", [])]
 
 
-class Examples:
+def figure_defense(config: dict, defenses: list[str]) -> str | None:
+    """The defense whose protected images the figures show: the profile's choice where
+    the run has it, else the run's first."""
+    chosen = config["report"].get("figure_defense")
+    return chosen if chosen in defenses else (defenses[0] if defenses else None)
+
+
+def figure_grids(state: RunState, ctx: GeneratorContext, names: dict) -> list["Grid"]:
+    """The run's pictures of one generator: every cell of the example bypasses; Fig. 6,
+    each leakage bypass on clean and on leakage-protected inputs beside the unprotected
+    fake; Fig. 7, defensive patches on clean and protected inputs beside the fakes of
+    the unpatched generator."""
+    out, g, targets = state.output_dir, ctx.name, ", ".join(ctx.generator.target_names())
+    shown = set(example_bypasses(state.config, names["bypasses"]))
+    leak_defense = (names["leakage_defenses"] or [None])[0]
+    leaked = set(names["leakage_bypasses"])
+    chosen = figure_defense(state.config, names["defenses"])
+    edits = f"row i edits toward target i mod {ctx.conditions.size(0)} ({targets})"
+    grids = [Grid(out / f"examples_{g}.png", f"{g}: {edits}", ctx,
+                  lambda d, b, s, defensive: s == SCENARIO and b in shown)]
+    if leaked and leak_defense is not None:
+        grids.append(Grid(out / f"fig6_leakage_{g}.png",
+                          f"Fig. 6, {g}, leakage scenario: each bypass on clean inputs and on inputs protected by "
+                          f"{leak_defense} against the bypassed pipeline; {edits}", ctx,
+                          lambda d, b, s, defensive: (s == LEAKAGE and d == leak_defense) or
+                          (s == SCENARIO and ((d == NONE and b in leaked) or (d == leak_defense and b == NONE)))))
+    if chosen is not None:
+        grids.append(Grid(out / f"fig7_defensive_{g}.png",
+                          f"Fig. 7, {g}: defensive patches on clean inputs and on inputs protected by {chosen}, "
+                          f"beside the unpatched generator's fakes; {edits}", ctx,
+                          lambda d, b, s, defensive: s == SCENARIO and d in (NONE, chosen) and
+                          (defensive or (d == chosen and b == NONE)), needs=lambda columns: any(
+                              "defensive" in c for c in columns)))
+    return grids
+
+
+class Grid:
     """A picture of the run: for a few faces (one edit target each, cycling through the
-    targets), the input and the output of every (defense, bypass) cell."""
+    targets), the input, the original fake (the original generator's output on the
+    clean image, which every cell is compared with) and the outputs of the cells it
+    `wants(defense, bypass, scenario, defensive)`. Saved where it shows any cell (or
+    where `needs(kinds of its cells)` holds)."""
 
-    def __init__(self, images: torch.Tensor, n_targets: int, bypasses: list[str], n_faces: int = 6):
-        self.n = min(n_faces, images.size(0))
-        self.n_targets = n_targets
-        self.bypasses = set(bypasses)
-        self.columns = [("input", images[:self.n])]
+    def __init__(self, path: Path, title: str, ctx: GeneratorContext, wants, n_faces: int = 6, needs=None):
+        self.path, self.title, self.wants, self.needs = path, title, wants, needs
+        self.n = min(n_faces, ctx.images.size(0))
+        self.index = torch.arange(self.n)
+        self.n_targets = ctx.conditions.size(0)
+        self.columns = [("input", ctx.images[:self.n]), ("original fake", self.pick(ctx.clean))]
+        self.kinds: list[str] = []
 
-    def wants(self, bypass: str) -> bool:
-        return bypass in self.bypasses
+    def pick(self, outputs: torch.Tensor) -> torch.Tensor:
+        return outputs[self.index % self.n_targets, self.index]
 
-    def add(self, title: str, outputs: torch.Tensor) -> None:
-        idx = torch.arange(self.n)
-        self.columns.append((title, outputs[idx % self.n_targets, idx]))
+    def offer(self, defense: str, bypass: str, scenario: str, defensive: bool, outputs: torch.Tensor) -> None:
+        if self.wants(defense, bypass, scenario, defensive):
+            title = f"{'clean input' if defense == NONE else defense}\n{bypass}"
+            self.columns.append((title + (" (leakage)" if scenario == LEAKAGE else ""), self.pick(outputs)))
+            self.kinds.append("defensive" if defensive else scenario)
 
-    def save(self, path: Path, title: str) -> None:
+    def save(self) -> None:
         from bench.figures import save_titled_grid
 
-        save_titled_grid(self.columns, path, title)
+        if self.kinds and (self.needs is None or self.needs(self.kinds)):
+            save_titled_grid(self.columns, self.path, self.title)
 
 
 def universal_generators(config: dict, run_generators: list[str]) -> list[str]:
@@ -540,10 +603,9 @@ def run(config: dict, output_dir: Path, defenses: str | list[str], bypasses: str
     names = {"defenses": Registry("defenses").resolve(defenses, variants(config, "defenses")),
              "bypasses": Registry("bypasses").resolve(bypasses, variants(config, "bypasses")),
              "generators": Registry("generators").resolve(generators)}
-    metrics = Registry("metrics")
-    state = RunState(config, device, Cache(enabled=config["cache"]), output_dir=output_dir,
-                     metrics=[metrics.get(m) for m in metrics.resolve(config["metrics"])],
-                     universal_generators=universal_generators(config, names["generators"]))
+    metrics, skipped = usable_metrics(config)
+    state = RunState(config, device, Cache(enabled=config["cache"]), output_dir=output_dir, metrics=metrics,
+                     skipped_metrics=skipped, universal_generators=universal_generators(config, names["generators"]))
     scenarios = check_scenarios(config["scenarios"])
     output_dir.mkdir(parents=True, exist_ok=True)
     faces = load_data(config)
@@ -553,10 +615,15 @@ def run(config: dict, output_dir: Path, defenses: str | list[str], bypasses: str
     if any(make_plugin("defenses", d, config).fit_scope() for d in names["defenses"]):
         state.defense_split = load_split(config, faces, "defense", config["defense_fit_limit"])
     leak_defenses, leak_bypasses = leakage_selection(config, names["defenses"], names["bypasses"])
+    if LEAKAGE not in scenarios:
+        leak_defenses, leak_bypasses = [], []
+    cells = {**names, "leakage_defenses": leak_defenses, "leakage_bypasses": leak_bypasses}
     for gen_name in names["generators"]:
-        ctx = run_generator(state, gen_name, names["defenses"], names["bypasses"], evaluation)
-        if LEAKAGE in scenarios:
+        ctx = run_generator(state, gen_name, cells, evaluation)
+        if leak_defenses and leak_bypasses:
             run_leakage(state, ctx, leak_defenses, leak_bypasses)
+        for grid in ctx.grids:
+            grid.save()
     meta = run_metadata(config, names, state.plugins, device, command, git)
     meta["data"] = {"eval": evaluation.identity, "finetune": state.finetune.identity if state.finetune else None,
                     "defense_fit": state.defense_split.identity if state.defense_split else None}
@@ -566,12 +633,31 @@ def run(config: dict, output_dir: Path, defenses: str | list[str], bypasses: str
     meta["wall_seconds"] = round(time.time() - started, 2)
     meta["peak_memory"] = peak_memory_mb(device)
     meta["cache_hits"] = sum(r["cache_hit"] for r in state.rows)
+    meta["metrics"] = {m.spec.name: m.identity() for m in state.metrics}
+    meta["metrics_skipped"] = state.skipped_metrics
+    meta["metric_seconds"] = {name: round(t, 2) for name, t in state.metric_seconds.items()}
     atomic_write_text(output_dir / "cells.jsonl", "".join(json.dumps(r) + "\n" for r in state.rows))
     atomic_write_json(output_dir / "run.json", meta)
     for (g, b), info in state.fits.items():
         if "loss_curve" in info:
             atomic_write_json(output_dir / f"loss_curve_{g}_{b}.json", info["loss_curve"])
     return output_dir
+
+
+def usable_metrics(config: dict) -> tuple[list, dict]:
+    """The configured metrics that can run here, and why each of the others cannot (one
+    line each, printed: a metric is never silently left out)."""
+    registry = Registry("metrics")
+    usable, skipped = [], {}
+    for name in registry.resolve(config["metrics"]):
+        metric = registry.get(name)
+        reason = metric.missing()
+        if reason:
+            skipped[name] = reason
+            tqdm.write(f"note: metric {name} skipped: {reason}")
+        else:
+            usable.append(metric)
+    return usable, skipped
 
 
 def check_scenarios(scenarios: list[str]) -> list[str]:

@@ -119,14 +119,41 @@ def check_attribute_metric(cls) -> list[Check]:
 
 
 def check_metric(cls) -> list[Check]:
+    from bench.metrics import KINDS
+
+    if cls.spec.kind not in KINDS:
+        return [("declares a known kind", False, f"{cls.spec.kind!r}; expected one of {', '.join(KINDS)}")]
     if cls.spec.kind == "attribute":
         return check_attribute_metric(cls)
+    missing = cls.missing()
+    if missing:
+        return [("its weights are present", False, missing)]
+    if cls.spec.kind == "set":
+        return check_set_metric(cls)
+    if cls.spec.kind == "no-reference":
+        return check_no_reference_metric(cls)
     x = torch.rand(3, 3, 16, 16) * 2 - 1
     same = cls.per_pair(x, x)
     other = cls.per_pair(x, -x)
     return [("one value per pair", tuple(same.shape) == (3,), f"{tuple(same.shape)}"),
             ("identical images score best", bool((same >= other).all() if cls.spec.higher_is_better
                                                   else (same <= other).all()), "")]
+
+
+def check_set_metric(cls) -> list[Check]:
+    g = torch.Generator().manual_seed(0)
+    x = torch.nn.functional.interpolate(torch.rand(6, 3, 4, 4, generator=g) * 2 - 1, size=32, mode="bilinear")
+    same, other = cls.per_set(x, x.clone()), cls.per_set(x, -x)
+    return [("one number per pair of sets", isinstance(same, float), type(same).__name__),
+            ("identical sets score best", same >= other if cls.spec.higher_is_better else same <= other,
+             f"{same:.4g} vs {other:.4g}")]
+
+
+def check_no_reference_metric(cls) -> list[Check]:
+    x = torch.rand(3, 3, 32, 32) * 2 - 1
+    values = cls.per_image(x)
+    return [("one value per image", tuple(values.shape) == (3,), f"{tuple(values.shape)}"),
+            ("finite values", bool(torch.isfinite(values).all()), "")]
 
 
 CHECKS: dict[str, Callable] = {"defenses": check_defense, "bypasses": check_bypass,

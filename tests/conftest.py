@@ -90,3 +90,17 @@ def tiny_stargan_file(tmp_path, tiny_stargan) -> Path:
 @pytest.fixture(autouse=True)
 def isolated_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))
+
+
+def write_random_clip_weights(root: Path) -> Path:
+    """open_clip's ViT-B-32 layout (as built for OpenAI's weights) with seeded random
+    weights, saved where the CLIP score looks under BENCH_WEIGHTS=root."""
+    import open_clip
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    model = open_clip.create_model("ViT-B-32", pretrained=None, force_quick_gelu=True)
+    path = root / "clip" / "ViT-B-32-openai.safetensors"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(model.state_dict(), str(path))
+    return path

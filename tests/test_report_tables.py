@@ -121,3 +121,66 @@ def test_run_metadata_keeps_the_git_state_taken_at_the_start():
     start = {"commit": "0" * 40, "dirty": False}
     meta = run_metadata({"seed": 0}, {}, {}, torch.device("cpu"), "bench run", git=start)
     assert meta["git"] == start
+
+
+def quality_cells():
+    """Benign outputs of two bypasses, and a defensive patch with and without MMFA."""
+    rows = []
+    for g, n in (("stargan", 160), ("hisd", 96)):
+        for b, fid in (("jpeg", 8.0), ("lora", 9.5)):
+            for metric, value in (("fid", fid), ("kid", fid / 1000), ("ssim", 0.9), ("brisque", 20.0)):
+                rows.append({**cell(g, "none", b, metric, value), "n": n})
+        for b, ssim, sem in (("lora_warning", 0.9, 0.95), ("lora_warning_pixel", 0.8, 0.85)):
+            for d, shift in (("none", 0.0), ("disrupting", 0.1), ("cmua", 0.2)):
+                for metric, value in (("fid", 10 + 10 * shift), ("brisque", 18.0), ("ssim", ssim - shift),
+                                      ("classifier_cosine", sem - shift)):
+                    rows.append({**cell(g, d, b, metric, value, reference="marked"), "n": n,
+                                 "higher_is_better": metric in ("ssim", "classifier_cosine")})
+    return pd.DataFrame(rows)
+
+
+def test_table2_shows_each_bypass_benign_quality_with_its_n():
+    from bench.report import table2
+
+    t2 = table2(quality_cells(), ["jpeg", "lora", "ri"], {"kid": "weights missing"})
+    assert list(t2.index) == ["jpeg", "lora"]
+    assert t2.loc["lora", ("stargan", "FID↓")] == 9.5 and t2.loc["jpeg", ("hisd", "BRISQUE↓")] == 20.0
+    assert t2.loc["jpeg", ("stargan", "n")] == 160 and t2.loc["jpeg", ("hisd", "n")] == 96
+    assert t2.loc["jpeg", ("stargan", "SSIM↑")] == 0.9
+
+
+def test_table2_prints_na_for_a_skipped_metric():
+    from bench.report import table2
+
+    cells = quality_cells()
+    t2 = table2(cells[cells.metric != "kid"], ["jpeg", "lora"], {"kid": "weights missing"})
+    assert (t2[("stargan", "KID↓")] == "n/a").all()
+
+
+def test_table4_averages_adversarial_outputs_over_the_defenses():
+    from bench.report import table4
+
+    t4 = table4(quality_cells(), ["lora_warning"])
+    assert list(t4.index) == [("lora_warning", "benign"), ("lora_warning", "adversarial")]
+    assert t4.loc[("lora_warning", "benign"), ("stargan", "FID↓")] == 10
+    assert t4.loc[("lora_warning", "adversarial"), ("stargan", "FID↓")] == pytest.approx(11.5)
+
+
+def test_table5_uses_the_stand_in_and_says_so():
+    from bench.report import table5
+
+    t5, note = table5(quality_cells(), {"without": "lora_warning_pixel", "with": "lora_warning"},
+                      {"clip_score": "CLIP weights not found at /x"})
+    assert list(t5.index) == [("w/o", "benign"), ("w/o", "adversarial"), ("w/", "benign"), ("w/", "adversarial")]
+    assert t5.loc[("w/", "benign"), ("stargan", "classifier cosine↑")] == 0.95
+    assert t5.loc[("w/o", "adversarial"), ("hisd", "SSIM↑")] == pytest.approx(0.65)
+    assert "stands in for the CLIP score" in note and "/x" in note
+
+
+def test_latex_is_booktabs_with_arrows():
+    from bench.report import table2, to_latex
+
+    text = to_latex(table2(quality_cells(), ["jpeg", "lora"]), "Table II: benign_impact")
+    assert "\\toprule" in text and "\\midrule" in text and "\\bottomrule" in text
+    assert "FID$\\downarrow$" in text and "SSIM$\\uparrow$" in text and "benign\\_impact" in text
+    assert "\\multicolumn{5}{c}{stargan}" in text

@@ -102,3 +102,64 @@ def test_variants_defensive_patch_and_leakage(tmp_path, tiny_stargan_file, capsy
     report = (out / "report.md").read_text()
     assert "Defensive patching" in report and "leakage scenario" in report
     assert (out / "fig5_leakage.png").exists()
+
+
+QUALITY = '["l2","ssim","dsr","fid","kid","brisque","clip_score","classifier_cosine"]'
+
+
+def pooled_pixels(images, device="cpu"):
+    """A cheap stand-in for the Inception features (the runner's plumbing is under test)."""
+    import torch.nn.functional as F
+
+    return F.adaptive_avg_pool2d(images.float(), 4).flatten(1).double()
+
+
+def test_set_and_no_reference_metrics_give_one_row_per_cell(tmp_path, tiny_stargan_file, monkeypatch, capsys):
+    from bench import fid
+    from bench.metrics import FID
+
+    monkeypatch.setattr(FID, "missing", classmethod(lambda cls: None))
+    monkeypatch.setattr(FID, "weights_sha256", classmethod(lambda cls: "f" * 64))
+    monkeypatch.setattr(fid, "set_features", pooled_pixels)
+    monkeypatch.setenv("BENCH_WEIGHTS", str(tmp_path / "no-weights"))
+    out = tmp_path / "run"
+    assert run_cli(tmp_path, tiny_stargan_file, out, ["--set", f"metrics={QUALITY}"]) == 0
+    rows = read_rows(out)
+    for metric in ("fid", "kid", "brisque", "classifier_cosine"):
+        cells = [r for r in rows if r["metric"] == metric]
+        assert {(r["defense"], r["bypass"]) for r in cells if r["scenario"] == "standard"} >= {
+            ("none", "none"), ("none", "jpeg"), ("disrupting", "none"), ("disrupting", "lora")}
+        assert all(r["n"] == 4 * 5 and isinstance(r["value"], float) for r in cells)
+    clean = {r["metric"]: r["value"] for r in rows if (r["defense"], r["bypass"]) == ("none", "none")}
+    protected = {r["metric"]: r["value"] for r in rows if (r["defense"], r["bypass"], r["scenario"]) ==
+                 ("disrupting", "none", "standard")}
+    assert abs(clean["fid"]) < 1e-6 and protected["fid"] > 1e-3  # the clean outputs are their own reference
+    assert clean["classifier_cosine"] == 1.0 or abs(clean["classifier_cosine"] - 1) < 1e-5
+    assert not [r for r in rows if r["metric"] == "clip_score"]
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["metrics"]["fid"]["weights_sha256"] == "f" * 64 and meta["metrics"]["fid"]["kind"] == "set"
+    assert len(meta["metrics"]["brisque"]["weights_sha256"]) == 64
+    assert "no-weights" in meta["metrics_skipped"]["clip_score"]
+    assert set(meta["metric_seconds"]) >= {"fid", "kid", "brisque", "classifier_cosine"}
+    printed = capsys.readouterr()
+    assert "note: metric clip_score skipped" in printed.err + printed.out
+    for grid in ("examples_stargan.png", "fig6_leakage_stargan.png"):
+        assert (out / grid).exists()
+    assert not (out / "fig7_defensive_stargan.png").exists()  # no defensive patch in this run
+
+
+def test_a_metric_without_its_weights_is_skipped_and_reported_as_na(tmp_path, tiny_stargan_file, monkeypatch):
+    from bench import inception
+
+    monkeypatch.setenv("BENCH_WEIGHTS", str(tmp_path / "no-weights"))
+    monkeypatch.setattr(inception, "helper_file", lambda: None)
+    out = tmp_path / "run"
+    assert run_cli(tmp_path, tiny_stargan_file, out, ["--set", f"metrics={QUALITY}",
+                                                      "--set", 'scenarios=["standard"]']) == 0
+    assert not [r for r in read_rows(out) if r["metric"] in ("fid", "kid")]
+    meta = json.loads((out / "run.json").read_text())
+    assert inception.PTH_NAME in meta["metrics_skipped"]["fid"]
+    report = (out / "report.md").read_text()
+    table2 = report[report.index("### Table II"):].split("###")[1]
+    assert "n/a" in table2 and f"FID↓ n/a: FID Inception weights not found at {tmp_path / 'no-weights'}" in table2
+    assert "\\toprule" in (out / "table2.tex").read_text()
