@@ -297,7 +297,9 @@ class ClassifierCosine(PairMetric):
                        "(bench.features classifier_features) of output and reference",
         weights="bench/weights/attribute_classifier_64.safetensors (shipped)", stand_in_for="clip_score",
         description="offline stand-in for the CLIP score: semantic similarity of the output to its reference "
-                    "under the project's face-attribute network; not comparable with CLIP numbers")
+                    "under the project's face-attribute network; not comparable with CLIP numbers, and biased "
+                    "toward methods trained on the same features (the quick profile's MMFA substitute "
+                    "classifier_features is this very network)")
 
     @classmethod
     def weights_sha256(cls):

@@ -163,3 +163,32 @@ def test_a_metric_without_its_weights_is_skipped_and_reported_as_na(tmp_path, ti
     table2 = report[report.index("### Table II"):].split("###")[1]
     assert "n/a" in table2 and f"FID↓ n/a: FID Inception weights not found at {tmp_path / 'no-weights'}" in table2
     assert "\\toprule" in (out / "table2.tex").read_text()
+
+
+def test_defensive_patches_are_scored_against_the_marked_fakes(tmp_path, tiny_stargan_file, monkeypatch):
+    from bench import fid
+    from bench.metrics import FID
+
+    monkeypatch.setattr(FID, "missing", classmethod(lambda cls: None))
+    monkeypatch.setattr(FID, "weights_sha256", classmethod(lambda cls: "f" * 64))
+    monkeypatch.setattr(fid, "set_features", pooled_pixels)
+    out = tmp_path / "run"
+    assert main(["run", "--defenses", "disrupting", "--bypass", "none,lora_warning,lora_warning_pixel",
+                 "--generators", "stargan", "--profile", "ci", "--output", str(out),
+                 "--data", str(make_face_folder(tmp_path / "faces", n=16, size=(20, 20))), "--dataset", "folder",
+                 "--set", f"generators.stargan.weights={tiny_stargan_file}", "--set", "resolution=16",
+                 "--set", "splits.finetune=[0,8]", "--set", "splits.eval=[8,16]",
+                 "--set", "bypasses.lora_warning_pixel.epochs=1", "--set", 'scenarios=["standard"]',
+                 "--set", f"metrics={QUALITY}"]) == 0
+    rows = read_rows(out)
+    quality = {(r["defense"], r["bypass"], r["reference"], r["metric"]) for r in rows
+               if r["metric"] in ("fid", "kid", "brisque", "classifier_cosine")}
+    for bypass in ("lora_warning", "lora_warning_pixel"):
+        for defense in ("none", "disrupting"):
+            assert {(defense, bypass, "marked", m) for m in ("fid", "kid", "brisque", "classifier_cosine")} <= quality
+    assert not any(reference == "outside_mark" and m != "classifier_cosine" for _, _, reference, m in quality)
+    for table in ("table4", "table5"):
+        assert (out / f"{table}.csv").exists() and (out / f"{table}.tex").exists()
+    report = (out / "report.md").read_text()
+    assert "Table IV" in report and "Table V" in report and "stands in for the CLIP score" in report
+    assert (out / "fig7_defensive_stargan.png").exists()
