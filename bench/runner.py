@@ -551,8 +551,7 @@ def figure_grids(state: RunState, ctx: GeneratorContext, names: dict) -> list["G
                           f"Fig. 7, {g}: defensive patches on clean inputs and on inputs protected by {chosen}, "
                           f"beside the unpatched generator's fakes; {edits}", ctx,
                           lambda d, b, s, defensive: s == SCENARIO and d in (NONE, chosen) and
-                          (defensive or (d == chosen and b == NONE)), needs=lambda columns: any(
-                              "defensive" in c for c in columns)))
+                          (defensive or (d == chosen and b == NONE)), needs=lambda kinds: "defensive" in kinds))
     return grids
 
 
