@@ -337,7 +337,7 @@ def write_report(run_dirs: Path | list[Path], output: Path | None = None) -> str
     that share one configuration): their rows are joined, a cell found in several runs
     is taken from the first; the first run's metadata describes the whole."""
     run_dirs = [Path(d) for d in (run_dirs if isinstance(run_dirs, list) else [run_dirs])]
-    cells = pd.concat([read_cells(d) for d in run_dirs], ignore_index=True)
+    cells = first_of_each_cell(pd.concat([read_cells(d) for d in run_dirs], ignore_index=True))
     output = Path(output or run_dirs[0])
     metas = [json.loads((d / "run.json").read_text()) for d in run_dirs if (d / "run.json").exists()]
     meta = metas[0] if metas else None
@@ -374,6 +374,15 @@ def write_report(run_dirs: Path | list[Path], output: Path | None = None) -> str
                  f"wall time {wall_times(run_dirs)}" + (f", peak memory {peak:.0f} MB" if peak else "") + "\n")
     atomic_write_text(output / "report.md", text)
     return text
+
+
+CELL_KEY = ["generator", "defense", "bypass", "scenario", "metric", "target", "reference"]
+
+
+def first_of_each_cell(cells: pd.DataFrame) -> pd.DataFrame:
+    """One row per cell and metric: where runs overlap, the first run's."""
+    key = [c for c in CELL_KEY if c in cells]
+    return cells[~cells[key].astype(str).duplicated(keep="first")].reset_index(drop=True)
 
 
 def skipped_metrics(metas: list[dict], cells: pd.DataFrame) -> dict:

@@ -184,3 +184,19 @@ def test_latex_is_booktabs_with_arrows():
     assert "\\toprule" in text and "\\midrule" in text and "\\bottomrule" in text
     assert "FID$\\downarrow$" in text and "SSIM$\\uparrow$" in text and "benign\\_impact" in text
     assert "\\multicolumn{5}{c}{stargan}" in text
+
+
+def test_overlapping_runs_count_each_cell_once(tmp_path):
+    import json
+
+    from bench.report import write_report
+
+    first, second = tmp_path / "a", tmp_path / "b"
+    for folder, value in ((first, 0.5), (second, 0.1)):
+        folder.mkdir()
+        rows = [cell("stargan", "disrupting", "jpeg", "dsr", value), cell("stargan", "cmua", "jpeg", "dsr", 0.2)]
+        (folder / "cells.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    write_report([first, second], tmp_path / "out")
+    summary = pd.read_csv(tmp_path / "out" / "summary.csv", header=[0, 1], index_col=0)
+    assert summary.loc["jpeg", ("stargan", "mean DSR↓")] == pytest.approx(0.35)
+    assert summary.loc["jpeg", ("stargan", "defenses")] == 2
