@@ -27,6 +27,7 @@ TABLE1_METRICS = ["l2", "ssim", "dsr"]
 NA = "n/a"
 LABELS = {"l2": "L2", "ssim": "SSIM", "dsr": "DSR", "fid": "FID", "kid": "KID", "brisque": "BRISQUE",
           "clip_score": "CLIP score", "classifier_cosine": "classifier cosine"}
+SCALES = {"kid": 1000}  # KID is printed in thousandths, as usual (3 decimals would hide it)
 
 
 def read_cells(run_dir: Path) -> pd.DataFrame:
@@ -179,7 +180,8 @@ def metric_header(metric: str) -> str:
         higher = Registry("metrics").get(metric).spec.higher_is_better
     except BenchError:  # a metric no longer installed: its label alone
         return LABELS.get(metric, metric)
-    return f"{LABELS.get(metric, metric)}{ARROWS[bool(higher)]}"
+    scale = f"×{SCALES[metric]:g}" if metric in SCALES else ""
+    return f"{LABELS.get(metric, metric)}{scale}{ARROWS[bool(higher)]}"
 
 
 def quality_table(df: pd.DataFrame, index: list[str], metrics: list[str], skipped: dict) -> pd.DataFrame:
@@ -192,7 +194,7 @@ def quality_table(df: pd.DataFrame, index: list[str], metrics: list[str], skippe
     for g in generators:
         for m in metrics:
             columns.append((g, metric_header(m)))
-            data[columns[-1]] = table[(g, m)] if (g, m) in table else (NA if m in skipped else None)
+            data[columns[-1]] = table[(g, m)] * SCALES.get(m, 1) if (g, m) in table else (NA if m in skipped else None)
         columns.append((g, "n"))
         data[columns[-1]] = n[g].astype("Int64") if g in n else None
     out = pd.DataFrame(data, index=table.index)

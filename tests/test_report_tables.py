@@ -147,6 +147,7 @@ def test_table2_shows_each_bypass_benign_quality_with_its_n():
     assert t2.loc["lora", ("stargan", "FID↓")] == 9.5 and t2.loc["jpeg", ("hisd", "BRISQUE↓")] == 20.0
     assert t2.loc["jpeg", ("stargan", "n")] == 160 and t2.loc["jpeg", ("hisd", "n")] == 96
     assert t2.loc["jpeg", ("stargan", "SSIM↑")] == 0.9
+    assert t2.loc["jpeg", ("stargan", "KID×1000↓")] == pytest.approx(8.0)  # printed in thousandths
 
 
 def test_table2_prints_na_for_a_skipped_metric():
@@ -154,7 +155,7 @@ def test_table2_prints_na_for_a_skipped_metric():
 
     cells = quality_cells()
     t2 = table2(cells[cells.metric != "kid"], ["jpeg", "lora"], {"kid": "weights missing"})
-    assert (t2[("stargan", "KID↓")] == "n/a").all()
+    assert (t2[("stargan", "KID×1000↓")] == "n/a").all()
 
 
 def test_table4_averages_adversarial_outputs_over_the_defenses():
