@@ -194,7 +194,8 @@ def quality_table(df: pd.DataFrame, index: list[str], metrics: list[str], skippe
     for g in generators:
         for m in metrics:
             columns.append((g, metric_header(m)))
-            data[columns[-1]] = table[(g, m)] * SCALES.get(m, 1) if (g, m) in table else (NA if m in skipped else None)
+            missing = NA if m in skipped else None
+            data[columns[-1]] = table[(g, m)] * SCALES.get(m, 1) if (g, m) in table else missing
         columns.append((g, "n"))
         data[columns[-1]] = n[g].astype("Int64") if g in n else None
     out = pd.DataFrame(data, index=table.index)
