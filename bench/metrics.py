@@ -244,7 +244,8 @@ class BRISQUE(NoReferenceMetric):
         implementation="bench.brisque: BRISQUE features in torch as OpenCV's quality module computes them, "
                        "OpenCV's LIVE SVR (brisque_model_live.yml, brisque_range_live.yml; shipped)",
         weights="bench/weights/brisque/ (OpenCV's LIVE model, shipped)",
-        description="no-reference image quality of each output (lower: more natural)")
+        description="no-reference image quality of each output (lower: more natural; a flat image scores 0, "
+                    "as in OpenCV, so read it beside FID)")
 
     @classmethod
     def weights_sha256(cls):
