@@ -174,8 +174,14 @@ def pair_rows(state: "RunState", metric, outputs, references) -> list[tuple[str,
 
 
 def set_rows(state: "RunState", metric, outputs, references) -> list[tuple[str, torch.Tensor, int]]:
-    outputs = flat(outputs)
-    return [("all", torch.tensor(metric.per_set(outputs, flat(references), state.device)), outputs.size(0))]
+    """A set metric's value, cached (a network over every output: FID's Inception) under
+    the metric's identity (implementation, weights' hash) and the two sets' pixels."""
+    outputs, references = flat(outputs), flat(references)
+    parts = {"step": "metric", "metric": metric.identity(), "outputs": tensor_digest(outputs),
+             "references": tensor_digest(references), **precision_parts(state)}
+    value, _, _ = cached_tensor(state, "metric", parts, lambda: (
+        torch.tensor(metric.per_set(outputs, references, state.device), dtype=torch.float64), {}))
+    return [("all", value, outputs.size(0))]
 
 
 def no_reference_rows(state: "RunState", metric, outputs, references) -> list[tuple[str, torch.Tensor, int]]:

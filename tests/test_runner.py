@@ -147,6 +147,14 @@ def test_set_and_no_reference_metrics_give_one_row_per_cell(tmp_path, tiny_starg
         assert (out / grid).exists()
     assert not (out / "fig7_defensive_stargan.png").exists()  # no defensive patch in this run
 
+    computed = []  # a second run reads the set metrics' values from the cache
+    monkeypatch.setattr(fid, "set_features", lambda images, device="cpu": computed.append(1) or pooled_pixels(images))
+    assert run_cli(tmp_path, tiny_stargan_file, tmp_path / "again", ["--set", f"metrics={QUALITY}"]) == 0
+    again = {(r["defense"], r["bypass"], r["scenario"]): r["value"] for r in read_rows(tmp_path / "again")
+             if r["metric"] == "fid"}
+    assert not computed and again == {(r["defense"], r["bypass"], r["scenario"]): r["value"] for r in rows
+                                      if r["metric"] == "fid"}
+
 
 def test_a_metric_without_its_weights_is_skipped_and_reported_as_na(tmp_path, tiny_stargan_file, monkeypatch):
     from bench import inception
