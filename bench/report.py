@@ -494,7 +494,7 @@ def optional_tables(cells: pd.DataFrame, groups: dict, output: Path, run_dirs: l
             found = [d / f"loss_curve_{g}_{b}.json" for d in run_dirs if (d / f"loss_curve_{g}_{b}.json").exists()]
             if found:
                 curves[(g, b)] = json.loads(found[0].read_text())
-    if len(curves) > 1:
+    if len({b for _, b in curves}) > 1:  # a comparison: with and without gates
         save_loss_curves(curves, output / "fig8_gating.png", every=10)
         text += "\n" + emit(output, "gating", loss_summary(curves),
                             "Gating ablation (Fig. 8: fig8_gating.png): fine-tuning loss")
