@@ -46,6 +46,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from bench.figures import to_unit
+
 WEIGHTS = Path(__file__).resolve().parent / "weights" / "brisque"
 MODEL_FILES = (WEIGHTS / "brisque_model_live.yml", WEIGHTS / "brisque_range_live.yml")
 IMPLEMENTATION = ("bench.brisque: torch port of OpenCV 5.1 quality.QualityBRISQUE (opencv_contrib; x86 rounding: "
@@ -134,7 +136,7 @@ def model_sha256() -> str:
 def quantise(images: torch.Tensor) -> torch.Tensor:
     """[-1, 1] floats -> the 8-bit values an image file would hold (int32), rounded as
     the rest of the benchmark rounds (exact for images that came from 8 bits)."""
-    return torch.round(((images.float() + 1) / 2).clamp(0, 1) * 255).to(torch.int32)
+    return torch.round(to_unit(images.float()) * 255).to(torch.int32)
 
 
 def grey(images: torch.Tensor) -> torch.Tensor:

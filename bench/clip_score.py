@@ -61,6 +61,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.errors import WeightsError
+from bench.figures import eight_bit, to_unit
 from bench.io import file_sha256
 from bench.plugins import weights_root
 
@@ -205,18 +206,13 @@ def load_clip_model(path: str | Path | None = None, device: torch.device | str =
     return _load(file_key(path), str(device))
 
 
-def eight_bit(x: torch.Tensor) -> torch.Tensor:
-    """Saturate [0, 1] values and round them to 8-bit steps, as PIL stores them."""
-    return torch.round(x.clamp(0, 1) * 255) / 255
-
-
 def preprocess(images: torch.Tensor) -> torch.Tensor:
     """(N, 3, H, W) in [-1, 1] -> (N, 3, 224, 224) normalised, as open_clip's eval transform
     does to the same images saved as 8-bit files (see the module docstring)."""
     import torchvision.transforms.functional as TF
     from torchvision.transforms import InterpolationMode
 
-    x = eight_bit((images.float() + 1) / 2)
+    x = eight_bit(to_unit(images.float()))
     h, w = x.shape[-2:]
     if h <= w:  # torchvision's Resize(224): the short side to 224, the long side truncated
         new_h, new_w = IMAGE_SIZE, int(IMAGE_SIZE * w / h)

@@ -15,6 +15,12 @@ def to_unit(x: torch.Tensor) -> torch.Tensor:
     return ((x + 1) / 2).clamp(0, 1)
 
 
+def eight_bit(unit: torch.Tensor) -> torch.Tensor:
+    """[0, 1] values saturated and rounded to 8-bit steps, as an image file stores them
+    (what networks calibrated on image files, such as FID's Inception, expect)."""
+    return torch.round(unit.clamp(0, 1) * 255) / 255
+
+
 def save_image_grid(rows: list[torch.Tensor], path: str | Path) -> None:
     """rows: tensors (N, 3, H, W) in [-1, 1], one per column; image n of each
     tensor goes into row n."""

@@ -148,7 +148,9 @@ def load_inception(device: str = "cpu"):
 
 def quantised_unit(images: torch.Tensor) -> torch.Tensor:
     """[-1, 1] -> [0, 1] in 8-bit steps, as the images pytorch-fid reads from PNG files."""
-    return torch.round(((images.float() + 1) / 2).clamp(0, 1) * 255) / 255
+    from bench.figures import eight_bit, to_unit
+
+    return eight_bit(to_unit(images.float()))
 
 
 @torch.inference_mode()

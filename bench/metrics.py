@@ -212,11 +212,17 @@ class FID(SetMetric):
     def libraries(cls):
         return {"pytorch-fid": package_version("pytorch-fid"), "numpy": package_version("numpy")}
 
+    @staticmethod
+    def distance(a, b) -> float:
+        from bench.fid import frechet_distance
+
+        return frechet_distance(a, b)
+
     @classmethod
     def per_set(cls, outputs, references, device="cpu"):
-        from bench.fid import frechet_distance, set_features
+        from bench.fid import set_features
 
-        return frechet_distance(set_features(outputs, device), set_features(references, device))
+        return cls.distance(set_features(outputs, device), set_features(references, device))
 
 
 class KID(FID):
@@ -231,11 +237,11 @@ class KID(FID):
     def libraries(cls):
         return {"pytorch-fid": package_version("pytorch-fid"), "piq": package_version("piq")}
 
-    @classmethod
-    def per_set(cls, outputs, references, device="cpu"):
-        from bench.fid import kernel_inception_distance, set_features
+    @staticmethod
+    def distance(a, b) -> float:  # on FID's features
+        from bench.fid import kernel_inception_distance
 
-        return kernel_inception_distance(set_features(outputs, device), set_features(references, device))
+        return kernel_inception_distance(a, b)
 
 
 class BRISQUE(NoReferenceMetric):

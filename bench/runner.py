@@ -20,6 +20,7 @@ already uses every core for each of them.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from dataclasses import dataclass, field
@@ -64,6 +65,7 @@ class RunState:
     output_dir: Path = Path(".")
     metrics: list = field(default_factory=list)  # the metrics that can run here
     skipped_metrics: dict = field(default_factory=dict)  # name -> why it cannot run here
+    metric_identities: dict = field(default_factory=dict)  # name -> identity (weights hashed once a run)
     metric_seconds: dict = field(default_factory=dict)  # name -> time spent computing it
     universal_generators: list = field(default_factory=list)  # what "generators"-scope fits span
     loaded: dict = field(default_factory=dict)  # name -> (generator, identity), loaded once
@@ -163,29 +165,39 @@ def edits_of(generator, labels: torch.Tensor) -> Edits | None:
         return None
 
 
-def flat(images: torch.Tensor) -> torch.Tensor:
-    """(T, N, 3, H, W) -> (T*N, 3, H, W)."""
-    return images.reshape(-1, *images.shape[2:])
+@dataclass
+class CellSets:
+    """A cell's outputs and their references, flattened to (T*N, 3, H, W); their pixels
+    are hashed once, when a cached set metric first needs them."""
+    outputs: torch.Tensor
+    references: torch.Tensor
+
+    @classmethod
+    def of(cls, outputs: torch.Tensor, references: torch.Tensor) -> "CellSets":
+        return cls(outputs.reshape(-1, *outputs.shape[2:]), references.reshape(-1, *references.shape[2:]))
+
+    @functools.cached_property
+    def digests(self) -> dict:
+        return {"outputs": tensor_digest(self.outputs), "references": tensor_digest(self.references)}
 
 
-def pair_rows(state: "RunState", metric, outputs, references) -> list[tuple[str, torch.Tensor, int]]:
-    values = chunked(metric.per_pair, flat(outputs), flat(references), batch_size=256, device=state.device)
+def pair_rows(state: "RunState", metric, sets: CellSets) -> list[tuple[str, torch.Tensor, int]]:
+    values = chunked(metric.per_pair, sets.outputs, sets.references, batch_size=256, device=state.device)
     return [("all", values.mean(), values.numel())]
 
 
-def set_rows(state: "RunState", metric, outputs, references) -> list[tuple[str, torch.Tensor, int]]:
+def set_rows(state: "RunState", metric, sets: CellSets) -> list[tuple[str, torch.Tensor, int]]:
     """A set metric's value, cached (a network over every output: FID's Inception) under
     the metric's identity (implementation, weights' hash) and the two sets' pixels."""
-    outputs, references = flat(outputs), flat(references)
-    parts = {"step": "metric", "metric": metric.identity(), "outputs": tensor_digest(outputs),
-             "references": tensor_digest(references), **precision_parts(state)}
+    parts = {"step": "metric", "metric": state.metric_identities[metric.spec.name], **sets.digests,
+             **precision_parts(state)}
     value, _, _ = cached_tensor(state, "metric", parts, lambda: (
-        torch.tensor(metric.per_set(outputs, references, state.device), dtype=torch.float64), {}))
-    return [("all", value, outputs.size(0))]
+        torch.tensor(metric.per_set(sets.outputs, sets.references, state.device), dtype=torch.float64), {}))
+    return [("all", value, sets.outputs.size(0))]
 
 
-def no_reference_rows(state: "RunState", metric, outputs, references) -> list[tuple[str, torch.Tensor, int]]:
-    values = metric.per_image(flat(outputs), state.device)
+def no_reference_rows(state: "RunState", metric, sets: CellSets) -> list[tuple[str, torch.Tensor, int]]:
+    values = metric.per_image(sets.outputs, state.device)
     return [("all", values.mean(), values.numel())]
 
 
@@ -207,6 +219,7 @@ def score(state: RunState, outputs, references, base: dict, seconds: float, cach
     (T, N, 3, H, W) against `references` (same shape); `control` holds the same cell's
     outputs for the no-edit conditions. `pair_only`: the pair metrics alone (for
     references that are not images a generator is meant to make)."""
+    sets = CellSets.of(outputs, references)
     for metric in state.metrics:
         kind = metric.spec.kind
         if pair_only and kind != "pair":
@@ -217,7 +230,7 @@ def score(state: RunState, outputs, references, base: dict, seconds: float, cach
                 continue
             values = attribute_rows(metric, outputs, control, edits)
         else:
-            values = ROWS_BY_KIND[kind](state, metric, outputs, references)
+            values = ROWS_BY_KIND[kind](state, metric, sets)
         name = metric.spec.name
         state.metric_seconds[name] = state.metric_seconds.get(name, 0.0) + time.time() - started
         for target, value, n in values:
@@ -432,7 +445,7 @@ def score_cell(state: RunState, ctx: GeneratorContext, defense: str, label: str,
     else:
         score(state, outputs, ctx.clean, {**base, "reference": ORIGINAL}, seconds, cache_hit, ctx.edits, control)
     for grid in ctx.grids:
-        grid.offer(defense, label, scenario, bypass.defensive, outputs)
+        grid.offer(defense, label, scenario, outputs)
 
 
 def protect_cached(state: RunState, ctx: GeneratorContext, d_name: str,
@@ -545,19 +558,20 @@ def figure_grids(state: RunState, ctx: GeneratorContext, names: dict) -> list["G
     chosen = figure_defense(state.config, names["defenses"])
     edits = f"row i edits toward target i mod {ctx.conditions.size(0)} ({targets})"
     grids = [Grid(out / f"examples_{g}.png", f"{g}: {edits}", ctx,
-                  lambda d, b, s, defensive: s == SCENARIO and b in shown)]
+                  lambda d, b, s: s == SCENARIO and b in shown)]
     if leaked and leak_defense is not None:
         grids.append(Grid(out / f"fig6_leakage_{g}.png",
                           f"Fig. 6, {g}, leakage scenario: each bypass on clean inputs and on inputs protected by "
                           f"{leak_defense} against the bypassed pipeline; {edits}", ctx,
-                          lambda d, b, s, defensive: (s == LEAKAGE and d == leak_defense) or
+                          lambda d, b, s: (s == LEAKAGE and d == leak_defense) or
                           (s == SCENARIO and ((d == NONE and b in leaked) or (d == leak_defense and b == NONE)))))
-    if chosen is not None:
+    defensive = set(names["defensive_bypasses"])
+    if chosen is not None and defensive:
         grids.append(Grid(out / f"fig7_defensive_{g}.png",
                           f"Fig. 7, {g}: defensive patches on clean inputs and on inputs protected by {chosen}, "
                           f"beside the unpatched generator's fakes; {edits}", ctx,
-                          lambda d, b, s, defensive: s == SCENARIO and d in (NONE, chosen) and
-                          (defensive or (d == chosen and b == NONE)), needs=lambda kinds: "defensive" in kinds))
+                          lambda d, b, s: s == SCENARIO and d in (NONE, chosen) and
+                          (b in defensive or (d == chosen and b == NONE))))
     return grids
 
 
@@ -565,30 +579,27 @@ class Grid:
     """A picture of the run: for a few faces (one edit target each, cycling through the
     targets), the input, the original fake (the original generator's output on the
     clean image, which every cell is compared with) and the outputs of the cells it
-    `wants(defense, bypass, scenario, defensive)`. Saved where it shows any cell (or
-    where `needs(kinds of its cells)` holds)."""
+    `wants(defense, bypass, scenario)`. Saved where it shows any cell."""
 
-    def __init__(self, path: Path, title: str, ctx: GeneratorContext, wants, n_faces: int = 6, needs=None):
-        self.path, self.title, self.wants, self.needs = path, title, wants, needs
+    def __init__(self, path: Path, title: str, ctx: GeneratorContext, wants, n_faces: int = 6):
+        self.path, self.title, self.wants = path, title, wants
         self.n = min(n_faces, ctx.images.size(0))
         self.index = torch.arange(self.n)
         self.n_targets = ctx.conditions.size(0)
         self.columns = [("input", ctx.images[:self.n]), ("original fake", self.pick(ctx.clean))]
-        self.kinds: list[str] = []
 
     def pick(self, outputs: torch.Tensor) -> torch.Tensor:
         return outputs[self.index % self.n_targets, self.index]
 
-    def offer(self, defense: str, bypass: str, scenario: str, defensive: bool, outputs: torch.Tensor) -> None:
-        if self.wants(defense, bypass, scenario, defensive):
+    def offer(self, defense: str, bypass: str, scenario: str, outputs: torch.Tensor) -> None:
+        if self.wants(defense, bypass, scenario):
             title = f"{'clean input' if defense == NONE else defense}\n{bypass}"
             self.columns.append((title + (" (leakage)" if scenario == LEAKAGE else ""), self.pick(outputs)))
-            self.kinds.append("defensive" if defensive else scenario)
 
     def save(self) -> None:
         from bench.figures import save_titled_grid
 
-        if self.kinds and (self.needs is None or self.needs(self.kinds)):
+        if len(self.columns) > 2:  # beyond the input and the original fake
             save_titled_grid(self.columns, self.path, self.title)
 
 
@@ -610,19 +621,22 @@ def run(config: dict, output_dir: Path, defenses: str | list[str], bypasses: str
              "generators": Registry("generators").resolve(generators)}
     metrics, skipped = usable_metrics(config)
     state = RunState(config, device, Cache(enabled=config["cache"]), output_dir=output_dir, metrics=metrics,
-                     skipped_metrics=skipped, universal_generators=universal_generators(config, names["generators"]))
+                     skipped_metrics=skipped, metric_identities={m.spec.name: m.identity() for m in metrics},
+                     universal_generators=universal_generators(config, names["generators"]))
     scenarios = check_scenarios(config["scenarios"])
     output_dir.mkdir(parents=True, exist_ok=True)
     faces = load_data(config)
     evaluation = load_split(config, faces, "eval", config["limit"])
-    if any(make_plugin("bypasses", b, config).trainable for b in names["bypasses"]):
+    bypass_plugins = [make_plugin("bypasses", b, config) for b in names["bypasses"]]
+    if any(b.trainable for b in bypass_plugins):
         state.finetune = load_split(config, faces, "finetune", config["finetune_limit"])
     if any(make_plugin("defenses", d, config).fit_scope() for d in names["defenses"]):
         state.defense_split = load_split(config, faces, "defense", config["defense_fit_limit"])
     leak_defenses, leak_bypasses = leakage_selection(config, names["defenses"], names["bypasses"])
     if LEAKAGE not in scenarios:
         leak_defenses, leak_bypasses = [], []
-    cells = {**names, "leakage_defenses": leak_defenses, "leakage_bypasses": leak_bypasses}
+    cells = {**names, "leakage_defenses": leak_defenses, "leakage_bypasses": leak_bypasses,
+             "defensive_bypasses": [b.label for b in bypass_plugins if b.defensive]}
     for gen_name in names["generators"]:
         ctx = run_generator(state, gen_name, cells, evaluation)
         if leak_defenses and leak_bypasses:
@@ -638,7 +652,7 @@ def run(config: dict, output_dir: Path, defenses: str | list[str], bypasses: str
     meta["wall_seconds"] = round(time.time() - started, 2)
     meta["peak_memory"] = peak_memory_mb(device)
     meta["cache_hits"] = sum(r["cache_hit"] for r in state.rows)
-    meta["metrics"] = {m.spec.name: m.identity() for m in state.metrics}
+    meta["metrics"] = state.metric_identities
     meta["metrics_skipped"] = state.skipped_metrics
     meta["metric_seconds"] = {name: round(t, 2) for name, t in state.metric_seconds.items()}
     atomic_write_text(output_dir / "cells.jsonl", "".join(json.dumps(r) + "\n" for r in state.rows))
