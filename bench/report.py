@@ -14,6 +14,7 @@ gating ablation's loss curves (`gating`, Fig. 8). A metric a run could not compu
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -172,6 +173,7 @@ def leakage_comparison(cells: pd.DataFrame, bypasses: list[str] | None = None) -
     return table
 
 
+@functools.lru_cache(maxsize=None)  # the registry scans the installed packages
 def metric_header(metric: str) -> str:
     """'FID↓': the metric's label and direction (from the metric table)."""
     from bench.registry import Registry
