@@ -71,6 +71,7 @@ class Plugin:
     name: ClassVar[str] = ""
     version: ClassVar[str] = "1"
     paper: ClassVar[str] = ""
+    url: ClassVar[str] = ""  # where the method's paper or code lives (shown on the leaderboard)
     licence: ClassVar[str] = "MIT (this implementation)"
     Params: ClassVar[type] = NoParams
     kind_name: ClassVar[str] = "plugin"

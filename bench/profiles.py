@@ -58,6 +58,9 @@ QUICK = {
     "device": "auto",
     "amp": True,            # float16 inference on CUDA (never for gradients); no effect on CPU
     "seed": 0,
+    # the perturbation budget every defense is held to (L-inf on [-1, 1]), measured on its
+    # protected images; the leaderboard does not rank an entry beyond it (plus tolerance)
+    "protocol": {"eps": 0.05, "tolerance": 1e-5},
     "data": {"path": None, "dataset": "demo"},
     "splits": SPLITS["demo"],
     "limit": 32,            # evaluation images

@@ -53,9 +53,10 @@ class Registry:
             try:
                 self._loaded[name] = ep.load()
             except Exception as err:  # any error inside a third-party module
+                first_line = (str(err).strip().splitlines() or [""])[0]
                 raise PluginImportError(
                     f"{self.kind} plugin {name!r} ({ep.value}) failed to import: "
-                    f"{type(err).__name__}: {err}") from err
+                    f"{type(err).__name__}: {first_line}") from err
         return self._loaded[name]
 
     def resolve(self, spec: str | list[str], variants: dict[str, str] | None = None) -> list[str]:
@@ -91,6 +92,17 @@ class Registry:
             warnings.warn(str(err), stacklevel=3)
             return False
         return True
+
+    def origin(self, name: str) -> dict:
+        """Where plugin `name` comes from and what it says of itself: entry point, the
+        distribution that registered it and that distribution's version, and the class's
+        version, paper, link and licence."""
+        ep = self.entry(name)
+        dist = getattr(ep, "dist", None)
+        cls = self.get(name)
+        return {"entry_point": ep.value, "distribution": dist.metadata["Name"] if dist else None,
+                "distribution_version": dist.version if dist else None,
+                **{field: getattr(cls, field, "") for field in ("version", "paper", "url", "licence")}}
 
     def describe(self) -> list[dict]:
         """One row per plugin: name, entry point, and version/paper where it imports."""

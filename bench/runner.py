@@ -448,6 +448,18 @@ def score_cell(state: RunState, ctx: GeneratorContext, defense: str, label: str,
         grid.offer(defense, label, scenario, outputs)
 
 
+def add_budget_rows(state: RunState, ctx: GeneratorContext, defense: str, bypass: str, scenario: str,
+                    protected: torch.Tensor, seconds: float, cache_hit: bool) -> None:
+    """What the protected images really are (measured L-inf, L2, PSNR, SSIM against the
+    clean images), one row each; `bypass`: the pipeline they were made against (leakage)."""
+    from bench.budget import CLEAN_INPUT, MEASURES, measure
+
+    base = {"generator": ctx.name, "defense": defense, "bypass": bypass, "scenario": scenario,
+            "reference": CLEAN_INPUT, "target": "all", "threshold": None}
+    for name, (value, n) in measure(protected, ctx.images).items():
+        add_row(state, {**base, "metric": name, "higher_is_better": MEASURES[name][0]}, value, n, seconds, cache_hit)
+
+
 def protect_cached(state: RunState, ctx: GeneratorContext, d_name: str,
                    leaked: str | None = None) -> tuple[torch.Tensor, bool, float]:
     """Defense `d_name`'s protected images (T, N, 3, H, W), made against the generator or,
@@ -498,6 +510,7 @@ def run_generator(state: RunState, gen_name: str, names: dict, evaluation: Split
             score_cell(state, ctx, NONE, label, evaluation.images, SCENARIO, 0.0, False)
     for d_name in tqdm(defenses, desc=f"{gen_name}: defenses", unit="defense", disable=len(defenses) < 2):
         protected, hit, seconds = protect_cached(state, ctx, d_name)
+        add_budget_rows(state, ctx, d_name, NONE, SCENARIO, protected, seconds, hit)
         for label in bypasses:
             score_cell(state, ctx, d_name, label, protected, SCENARIO, seconds, hit)
     return ctx
@@ -530,6 +543,7 @@ def run_leakage(state: RunState, ctx: GeneratorContext, defenses: list[str], byp
         for d_name in tqdm(defenses, desc=f"{ctx.name}: leakage vs {label}", unit="defense",
                            disable=len(defenses) < 2):
             protected, hit, seconds = protect_cached(state, ctx, d_name, leaked=label)
+            add_budget_rows(state, ctx, d_name, label, LEAKAGE, protected, seconds, hit)
             score_cell(state, ctx, d_name, label, protected, LEAKAGE, seconds, hit)
 
 
@@ -644,6 +658,7 @@ def run(config: dict, output_dir: Path, defenses: str | list[str], bypasses: str
         for grid in ctx.grids:
             grid.save()
     meta = run_metadata(config, names, state.plugins, device, command, git)
+    meta["plugin_origins"] = plugin_origins(config, names)
     meta["data"] = {"eval": evaluation.identity, "finetune": state.finetune.identity if state.finetune else None,
                     "defense_fit": state.defense_split.identity if state.defense_split else None}
     meta["defense_fits"] = [info for _, info in state.defense_fits.values()]
@@ -661,6 +676,17 @@ def run(config: dict, output_dir: Path, defenses: str | list[str], bypasses: str
         if "loss_curve" in info:
             atomic_write_json(output_dir / f"loss_curve_{g}_{b}.json", info["loss_curve"])
     return output_dir
+
+
+def plugin_origins(config: dict, names: dict) -> dict:
+    """Where each plugin of the run came from (distribution, its version, entry point) and
+    its metadata (paper, link, licence): kind -> label -> origin (a variant: its plugin's)."""
+    origins = {}
+    for kind in ("defenses", "bypasses", "generators"):
+        declared = variants(config, kind) if kind != "generators" else {}
+        registry = Registry(kind)
+        origins[kind] = {label: registry.origin(declared.get(label, label)) for label in names[kind]}
+    return origins
 
 
 def usable_metrics(config: dict) -> tuple[list, dict]:

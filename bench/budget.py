@@ -1,0 +1,52 @@
+"""What a defense's protected images really are: their distance to the clean images.
+
+A defense declares its budget (`eps`); the harness measures it on every protected
+image instead of trusting the declaration, and scores the protection's visible cost
+(PSNR and SSIM of protected against clean). The leaderboard flags an entry whose
+measured L-inf exceeds the protocol's eps and does not rank it.
+
+Rows carry reference "clean_input" so that they never mix with the rows scored
+against the original generator's outputs. Values are on [-1, 1] float tensors, before
+any 8-bit rounding (rounding alone may move a pixel by up to 1/255 on [0, 1]).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from bench.figures import to_unit
+
+CLEAN_INPUT = "clean_input"
+# name -> (higher is better, aggregate over the protected images, what it is)
+MEASURES = {
+    "linf": (False, "max", "largest absolute change of any pixel and channel (on [-1, 1])"),
+    "l2_norm": (False, "mean", "Euclidean norm of the perturbation over C*H*W (on [-1, 1]), per image"),
+    "psnr": (True, "mean", "PSNR of protected against clean, in dB (images mapped to [0, 1])"),
+    "ssim": (True, "mean", "SSIM of protected against clean (piq, Gaussian 11x11)"),
+}
+# the protocol's perturbation budget where a run's configuration states none
+DEFAULT_PROTOCOL = {"eps": 0.05, "tolerance": 1e-5}
+
+
+def measure(protected: torch.Tensor, clean: torch.Tensor) -> dict[str, tuple[float, int]]:
+    """Protected images (T, N, 3, H, W) against their clean images (N, 3, H, W):
+    name -> (value over all T*N protected images, T*N)."""
+    from bench.metrics import SSIM
+
+    x = clean.unsqueeze(0).expand_as(protected).reshape(-1, *clean.shape[1:]).float()
+    p = protected.reshape(-1, *clean.shape[1:]).float()
+    delta = (p - x).flatten(1)
+    mse = (to_unit(p) - to_unit(x)).flatten(1).pow(2).mean(1)
+    per_image = {
+        "linf": delta.abs().amax(1),
+        "l2_norm": delta.norm(dim=1),
+        # identical images have infinite PSNR; the floor keeps the mean finite (100 dB)
+        "psnr": -10 * torch.log10(mse.clamp_min(1e-10)),
+        "ssim": SSIM.per_pair(p, x),
+    }
+    reduce = {"max": torch.max, "mean": torch.mean}
+    return {name: (float(reduce[MEASURES[name][1]](values)), values.numel()) for name, values in per_image.items()}
+
+
+def within_budget(linf: float, protocol: dict) -> bool:
+    return linf <= protocol["eps"] + protocol["tolerance"]
