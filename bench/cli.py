@@ -194,6 +194,22 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_leaderboard(args) -> int:
+    from bench.leaderboard import ordered_entries, summary_line, write_leaderboards
+    from bench.leaderboard_html import screenshot
+
+    runs = [Path(r) for r in args.runs] or [latest_run_dir()]
+    output = Path(args.output) if args.output else runs[0] / "leaderboard"
+    for where, board in write_leaderboards(runs, output):
+        print(summary_line(where, board))
+        if args.screenshot:
+            entries = ordered_entries(board.entries)
+            png = screenshot(where / "leaderboard.html", where / "leaderboard.png",
+                             fragment=entries[0].label if entries else "")
+            print(f"wrote {png}")
+    return 0
+
+
 def cmd_grid(args) -> int:
     from bench.device import resolve_device
     from bench.figures import save_titled_grid
@@ -319,6 +335,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("runs", nargs="*", help="run folders (default: the newest under ./bench-results)")
     p.add_argument("--output", help="write one report of all the given runs here (default: each into its folder)")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("leaderboard", help="rank defenses by their worst case over every bypass of the runs")
+    p.add_argument("runs", nargs="*", help="run folders (default: the newest under ./bench-results)")
+    p.add_argument("--output", help="folder for leaderboard.md/.html, board.json and entries/ "
+                                    "(default: <first run>/leaderboard)")
+    p.add_argument("--screenshot", action="store_true",
+                   help="also save leaderboard.png, drawn by headless Chromium (the first entry expanded)")
+    p.set_defaults(func=cmd_leaderboard)
 
     p = sub.add_parser("grid", help="image grid of each generator's edits on evaluation faces")
     p.add_argument("--generators", default="all")

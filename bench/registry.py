@@ -114,6 +114,7 @@ class Registry:
                 row.update(version=getattr(cls, "version", ""), paper=getattr(cls, "paper", ""),
                            status="ok")
             except PluginImportError as err:
-                row.update(status=f"import failed: {err.__cause__}")
+                cause = err.__cause__
+                row.update(status=f"import failed: {type(cause).__name__}: {(str(cause).strip().splitlines() or [''])[0]}")
             rows.append(row)
         return rows

@@ -372,6 +372,7 @@ def write_report(run_dirs: Path | list[Path], output: Path | None = None) -> str
             text += "\n" + emit(output, "defense_fits", fits, "Fitted defenses (fit_seconds: the run that fitted them)",
                                 "%.2f")
         text += metric_notes(metas, skipped)
+        text += leaderboard_note(run_dirs, output)
         peak = meta.get("peak_memory", {}).get("host_rss_mb")
         text += (f"\nprofile {meta['config']['profile']}, seed {meta['seed']}, "
                  f"{meta['data']['eval']['n']} evaluation images ({meta['data']['eval']['name']}), "
@@ -379,6 +380,20 @@ def write_report(run_dirs: Path | list[Path], output: Path | None = None) -> str
                  f"wall time {wall_times(run_dirs)}" + (f", peak memory {peak:.0f} MB" if peak else "") + "\n")
     atomic_write_text(output / "report.md", text)
     return text
+
+
+def leaderboard_note(run_dirs: list[Path], output: Path) -> str:
+    """The runs' leaderboard, written beside the report (where the runs rank any defense)."""
+    from bench.leaderboard import summary_line, write_leaderboards
+
+    if not all((d / "run.json").exists() for d in run_dirs):
+        return ""
+    try:
+        boards = write_leaderboards(run_dirs, output / "leaderboard")
+    except BenchError as err:
+        return f"\nno leaderboard: {err}\n"
+    return "".join(f"\nLeaderboard: {summary_line(where, board)}\n" for where, board in boards
+                   if board.entries)
 
 
 CELL_KEY = ["generator", "defense", "bypass", "scenario", "metric", "target", "reference"]

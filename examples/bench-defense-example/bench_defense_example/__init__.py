@@ -1,0 +1,5 @@
+"""An example third-party defense for bench."""
+
+from bench_defense_example.rfgsm import RFGSM
+
+__all__ = ["RFGSM"]

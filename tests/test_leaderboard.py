@@ -1,0 +1,170 @@
+"""The leaderboard, built from synthetic runs whose every number is known: worst cases,
+ranking, the budget flag, incomplete entries, protocols kept apart, and every number of
+the written board traced back to a cells.jsonl row."""
+
+import json
+import random
+
+import pytest
+
+from bench.cli import main
+from bench.errors import BenchError
+from bench.leaderboard import build_board, group_by_protocol, read_run, write_leaderboards
+
+GENERATORS = ["stargan", "attgan"]
+BYPASSES = ["none", "jpeg", "lora"]
+
+
+def row(generator, defense, bypass, scenario, metric, value, reference="original", n=20):
+    return {"generator": generator, "defense": defense, "bypass": bypass, "scenario": scenario,
+            "reference": reference, "metric": metric, "target": "all", "higher_is_better": metric == "ssim",
+            "threshold": None, "value": value, "n": n, "cache_hit": False, "seconds": 0.1}
+
+
+def budget_rows(generator, defense, bypass, scenario, linf):
+    return [row(generator, defense, bypass, scenario, name, value, reference="clean_input")
+            for name, value in (("linf", linf), ("l2_norm", 3.0), ("psnr", 36.0), ("ssim", 0.95))]
+
+
+def write_run(path, rows, defenses, eval_pixels="p0", stargan_hash="s" * 64, profile="quick"):
+    path.mkdir(parents=True)
+    (path / "cells.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    meta = {"harness_version": "0.1.0", "command": "bench run", "finished": "2026-12-04T00:00:00+00:00",
+            "git": {"commit": "abc", "dirty": False}, "seed": 0, "wall_seconds": 1.0,
+            "config": {"profile": profile, "resolution": 64, "protocol": {"eps": 0.05, "tolerance": 1e-5}},
+            "data": {"eval": {"name": "demo", "n": 4, "first": ["a.png"], "last": ["d.png"], "ids": "i0",
+                              "pixels_sha256": eval_pixels}},
+            "plugins": {"generators": {"stargan": {"weights_sha256": stargan_hash},
+                                       "attgan": {"weights_sha256": "a" * 64}},
+                        "defenses": {d: {"name": d, "version": "1", "params": {"eps": eps}}
+                                     for d, eps in defenses.items()},
+                        "bypasses": {b: {"name": b, "version": "1", "params": {}} for b in BYPASSES}},
+            "plugin_origins": {"defenses": {d: {"distribution": "example-dist", "distribution_version": "2.0",
+                                                "entry_point": f"pkg:{d}", "paper": f"paper of {d}", "url": "u",
+                                                "licence": "MIT", "version": "1"} for d in defenses}}}
+    (path / "run.json").write_text(json.dumps(meta))
+    return path
+
+
+def synthetic_rows(seed=0, skip=(), linf=None):
+    """Defenses a, b, c (and the clean baseline) under every bypass, standard and leakage;
+    `skip`: (defense, generator, bypass, scenario) cells left out; `linf`: per defense."""
+    rng = random.Random(seed)
+    rows = []
+    for g in GENERATORS:
+        for d in ["none", "a", "b", "c"]:
+            for b in BYPASSES:
+                for scenario in ("standard", "leakage"):
+                    if (scenario == "leakage" and (b == "none" or d == "none")) or (d, g, b, scenario) in skip:
+                        continue
+                    rows.append(row(g, d, b, scenario, "dsr", round(rng.random(), 4)))
+                    rows.append(row(g, d, b, scenario, "l2", round(rng.random() / 10, 4)))
+                    rows.append(row(g, d, b, scenario, "ssim", 0.5))
+                    if d != "none" and (b == "none" or scenario == "leakage"):
+                        rows += budget_rows(g, d, b, scenario, (linf or {}).get(d, 0.05))
+    return rows
+
+
+def test_worst_case_is_the_minimum_over_bypasses_and_scenarios_and_ranks_by_its_mean(tmp_path):
+    rows = synthetic_rows()
+    board = build_board([read_run(write_run(tmp_path / "run", rows, {"a": 0.05, "b": 0.05, "c": 0.05}))])
+    for entry in board.entries:
+        for g in GENERATORS:
+            mine = [r for r in rows if r["defense"] == entry.label and r["generator"] == g and r["metric"] == "dsr"]
+            lowest = min(mine, key=lambda r: r["value"])
+            assert entry.worst[g]["dsr"] == lowest["value"]
+            assert (entry.worst[g]["bypass"], entry.worst[g]["scenario"]) == (lowest["bypass"], lowest["scenario"])
+    ranked = sorted(board.entries, key=lambda e: e.rank)
+    assert [e.rank for e in ranked] == [1, 2, 3]
+    assert all(x.robust_dsr >= y.robust_dsr for x, y in zip(ranked, ranked[1:]))
+    assert [c.label for c in board.columns] == ["no bypass", "jpeg", "jpeg (leakage)", "lora", "lora (leakage)"]
+
+
+def test_an_entry_over_budget_or_with_missing_cells_is_listed_but_not_ranked(tmp_path):
+    rows = synthetic_rows(skip={("b", "attgan", "lora", "leakage")}, linf={"c": 0.0625})
+    board = build_board([read_run(write_run(tmp_path / "run", rows, {"a": 0.05, "b": 0.05, "c": 0.05}))])
+    entries = {e.label: e for e in board.entries}
+    assert entries["a"].rank == 1 and entries["a"].status == "ranked"
+    assert entries["b"].rank is None and entries["b"].status == "incomplete (1 cell missing)"
+    assert entries["b"].missing == [{"generator": "attgan", "bypass": "lora", "scenario": "leakage"}]
+    assert entries["c"].rank is None and entries["c"].status == "over budget"
+    assert entries["c"].budget["linf_max"] == 0.0625 and entries["c"].budget["within_budget"] is False
+    # the bypass board counts the defenses within budget only, and the cell b lacks
+    by_column = {(b.column.bypass, b.column.scenario): b for b in board.bypass_entries}
+    lora_leak = by_column[("lora", "leakage")]
+    assert lora_leak.missing == [{"generator": "attgan", "defense": "b"}] and lora_leak.rank is None
+    jpeg = by_column[("jpeg", "standard")]
+    for g in GENERATORS:
+        leaves = [r["value"] for r in rows if r["bypass"] == "jpeg" and r["scenario"] == "standard"
+                  and r["generator"] == g and r["metric"] == "dsr" and r["defense"] in ("a", "b")]
+        assert jpeg.worst[g]["dsr"] == max(leaves)
+    assert by_column[("none", "standard")].status == "baseline"
+
+
+def test_every_number_on_the_written_board_is_a_cells_row(tmp_path):
+    rows = synthetic_rows(seed=3)
+    run = write_run(tmp_path / "run", rows, {"a": 0.05, "b": 0.05, "c": 0.05})
+    assert main(["leaderboard", str(run), "--output", str(tmp_path / "board")]) == 0
+    index = {(r["generator"], r["defense"], r["bypass"], r["scenario"], r["metric"]): r["value"] for r in rows
+             if r["reference"] == "original"}
+    for defense in ("a", "b", "c"):
+        entry = json.loads((tmp_path / "board" / "entries" / f"{defense}.json").read_text())
+        assert entry["distribution"] == "example-dist" and entry["parameters"] == {"eps": 0.05}
+        assert entry["protocol"]["eps"] == 0.05 and entry["protocol"]["generators"]["stargan"] == "s" * 64
+        assert len(entry["cells"]) == len(GENERATORS) * 5
+        for cell in entry["cells"]:
+            for metric in ("dsr", "l2"):
+                key = (cell["generator"], defense, cell["bypass"], cell["scenario"], metric)
+                assert cell[metric] == index[key]
+        for g, worst in entry["worst_case"].items():
+            assert worst["dsr"] == min(c["dsr"] for c in entry["cells"] if c["generator"] == g)
+        assert entry["robust_dsr"] == pytest.approx(sum(w["dsr"] for w in entry["worst_case"].values()) / 2)
+        linf = max(r["value"] for r in rows if r["defense"] == defense and r["metric"] == "linf")
+        assert entry["budget"]["linf_max"] == linf
+        assert entry["provenance"][0]["run"] == "run"
+    board = json.loads((tmp_path / "board" / "board.json").read_text())
+    assert [d["rank"] for d in board["defenses"]] == [1, 2, 3]
+    html = (tmp_path / "board" / "leaderboard.html").read_text()
+    assert "src=" not in html and "<link" not in html and "http" not in html  # nothing from the network
+    assert all(f'data-name="{d}"' in html for d in ("a", "b", "c"))
+
+
+def test_runs_of_different_protocols_get_separate_boards(tmp_path):
+    defenses = {"a": 0.05, "b": 0.05, "c": 0.05}
+    one = write_run(tmp_path / "one", synthetic_rows(), defenses)
+    other = write_run(tmp_path / "other", synthetic_rows(seed=1), defenses, eval_pixels="p1")
+    runs = [read_run(one), read_run(other)]
+    assert len(group_by_protocol(runs)) == 2
+    written = write_leaderboards([one, other], tmp_path / "boards")
+    assert len(written) == 2 and all((where / "leaderboard.md").exists() for where, _ in written)
+    with pytest.raises(BenchError, match="different protocols"):
+        build_board(runs)
+
+
+def test_runs_that_evaluated_a_generator_with_other_weights_are_refused(tmp_path):
+    defenses = {"a": 0.05, "b": 0.05, "c": 0.05}
+    one = write_run(tmp_path / "one", synthetic_rows(), defenses)
+    other = write_run(tmp_path / "two", synthetic_rows(seed=1), defenses, stargan_hash="t" * 64)
+    with pytest.raises(BenchError, match="stargan"):
+        build_board([read_run(one), read_run(other)])
+
+
+def test_merged_runs_take_each_cell_once_and_complete_an_entry(tmp_path):
+    rows = synthetic_rows()
+    leak = [r for r in rows if r["scenario"] == "leakage"]
+    first = write_run(tmp_path / "standard", [r for r in rows if r["scenario"] == "standard"],
+                      {"a": 0.05, "b": 0.05, "c": 0.05})
+    alone = build_board([read_run(first)])
+    assert all(e.rank is not None for e in alone.entries)  # no leakage column at all: complete
+    second = write_run(tmp_path / "leakage", leak, {"a": 0.05, "b": 0.05, "c": 0.05})
+    both = build_board([read_run(first), read_run(second)])
+    assert len(both.columns) == 5 and all(e.rank is not None for e in both.entries)
+    assert {r["run"] for r in both.runs} == {"standard", "leakage"}
+
+
+def test_a_run_folder_without_run_json_is_one_clear_error(tmp_path, capsys):
+    folder = tmp_path / "bare"
+    folder.mkdir()
+    (folder / "cells.jsonl").write_text(json.dumps(row("stargan", "a", "none", "standard", "dsr", 0.5)) + "\n")
+    assert main(["leaderboard", str(folder), "--output", str(tmp_path / "out")]) == 2
+    assert "run.json" in capsys.readouterr().err
