@@ -89,6 +89,10 @@ class Entry:
     def complete(self) -> bool:
         return not self.missing
 
+    def is_worst(self, generator: str, column: Column) -> bool:
+        w = self.worst.get(generator) or {}
+        return (w.get("bypass"), w.get("scenario")) == (column.bypass, column.scenario)
+
     @property
     def status(self) -> str:
         if self.budget.get("within_budget") is None:
@@ -391,9 +395,8 @@ def defense_table(board: Board) -> pd.DataFrame:
         row = {"rank": entry.rank if entry.rank is not None else "–", "defense": entry.label}
         for g in board.generators:
             w = entry.worst.get(g)
-            row[f"{g} robust DSR↑"] = f"{w['dsr']:.3f} ({Column(w['bypass'], w['scenario']).label})" if w else "–"
-        mean = entry.robust_dsr
-        row["mean robust DSR↑"] = ("≤ " if not entry.complete else "") + f"{mean:.3f}" if mean is not None else "–"
+            row[f"{g} robust DSR↑"] = f"{w['dsr']:.3f} ({worst_label(w)})" if w else "–"
+        row["mean robust DSR↑"] = bounded(entry.robust_dsr, not entry.complete, "≤")
         b = entry.budget
         row["L-inf (eps)"] = f"{fmt(b['linf_max'], 4)} ({fmt(b['eps_declared'], 3)})"
         row["L2 norm"] = fmt(b["l2_norm_mean"], 3)
@@ -411,8 +414,7 @@ def bypass_table(board: Board) -> pd.DataFrame:
         for g in board.generators:
             w = item.worst.get(g)
             row[f"{g} worst DSR↓"] = f"{w['dsr']:.3f} ({w['defense']})" if w else "–"
-        worst = item.worst_dsr
-        row["mean worst DSR↓"] = "–" if worst is None else ("≥ " if item.missing else "") + f"{worst:.3f}"
+        row["mean worst DSR↓"] = bounded(item.worst_dsr, bool(item.missing), "≥")
         row["status"] = item.status
         rows.append(row)
     return pd.DataFrame(rows)
@@ -426,17 +428,24 @@ def cell_matrix(board: Board, entry: Entry) -> pd.DataFrame:
         row = {"bypass": column.label}
         for g in board.generators:
             cell = found.get((g, column.bypass, column.scenario))
-            worst = entry.worst.get(g)
-            is_worst = cell is not None and worst and (worst["bypass"], worst["scenario"]) == (column.bypass,
-                                                                                               column.scenario)
-            row[f"{g} DSR"] = "–" if cell is None else (f"**{cell['dsr']:.3f}**" if is_worst else f"{cell['dsr']:.3f}")
-            row[f"{g} L2"] = "–" if cell is None else f"{cell['l2']:.4f}"
+            dsr = "–" if cell is None else f"{cell['dsr']:.3f}"
+            row[f"{g} DSR"] = f"**{dsr}**" if cell is not None and entry.is_worst(g, column) else dsr
+            row[f"{g} L2"] = "–" if cell is None else fmt(cell["l2"], 4)
         rows.append(row)
     return pd.DataFrame(rows)
 
 
 def fmt(value, digits: int) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
+
+
+def bounded(value: float | None, partial: bool, sign: str) -> str:
+    """A worst case, with `sign` (≤ or ≥) where cells are missing: then it is a bound."""
+    return "–" if value is None else (f"{sign} " if partial else "") + f"{value:.3f}"
+
+
+def worst_label(worst: dict) -> str:
+    return Column(worst["bypass"], worst["scenario"]).label
 
 
 def protocol_lines(board: Board) -> list[str]:

@@ -15,8 +15,8 @@ from html import escape
 from pathlib import Path
 
 from bench.errors import BenchError
-from bench.leaderboard import (BYPASS_EXPLANATION, EXPLANATION, Board, Column, Entry, fmt, ordered_entries,
-                               protocol_lines)
+from bench.leaderboard import (BYPASS_EXPLANATION, EXPLANATION, Board, Entry, bounded, fmt, ordered_entries,
+                               protocol_lines, worst_label)
 
 STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem; color: #1d2430; }
@@ -85,16 +85,16 @@ def header(label: str, kind: str = "num", first: str = "asc", css: str = "") -> 
 
 
 def defense_rows(board: Board, entry: Entry, width: int) -> str:
-    css = ["main", "expandable"] + (["flagged"] if entry.status == "over budget" else []) + ([] if entry.rank else ["unranked"])
+    css = ["main", "expandable"] + (["flagged"] if entry.status == "over budget" else [])
+    css += [] if entry.rank else ["unranked"]
     cells = [cell(entry.rank), f'<td class="name" data-value="{escape(entry.label)}">{escape(entry.label)}'
              f'<br><small>{escape(source_line(entry))}</small></td>']
     for g in board.generators:
         w = entry.worst.get(g)
-        text = None if w is None else f"{w['dsr']:.3f} · {Column(w['bypass'], w['scenario']).label}"
+        text = None if w is None else f"{w['dsr']:.3f} · {worst_label(w)}"
         cells.append(cell(None if w is None else round(w["dsr"], 6), text))
     mean = entry.robust_dsr
-    cells.append(cell(None if mean is None else round(mean, 6),
-                      None if mean is None else ("≤ " if not entry.complete else "") + f"{mean:.3f}"))
+    cells.append(cell(None if mean is None else round(mean, 6), bounded(mean, not entry.complete, "≤")))
     b = entry.budget
     cells += [cell(b["linf_max"], fmt(b["linf_max"], 4)), cell(b["eps_declared"], fmt(b["eps_declared"], 3)),
               cell(b["l2_norm_mean"], fmt(b["l2_norm_mean"], 3)), cell(b["psnr_mean"], fmt(b["psnr_mean"], 2)),
@@ -123,10 +123,9 @@ def cells_table(board: Board, entry: Entry) -> str:
         tds = [f'<td class="name">{escape(column.label)}</td>']
         for g in board.generators:
             c = found.get((g, column.bypass, column.scenario))
-            w = entry.worst.get(g) or {}
-            worst = c is not None and (w.get("bypass"), w.get("scenario")) == (column.bypass, column.scenario)
+            worst = ' class="worst"' if entry.is_worst(g, column) else ""
             tds.append("<td>–</td><td>–</td>" if c is None else
-                       f'<td{" class=worst" if worst else ""}>{c["dsr"]:.3f}</td><td>{c["l2"]:.4f}</td>')
+                       f'<td{worst}>{c["dsr"]:.3f}</td><td>{fmt(c["l2"], 4)}</td>')
         rows.append("<tr>" + "".join(tds) + "</tr>")
     return f'<table class="cells"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>'
 
@@ -155,8 +154,7 @@ def bypass_board(board: Board) -> str:
             tds.append(cell(None if w is None else round(w["dsr"], 6),
                             None if w is None else f"{w['dsr']:.3f} · {w['defense']}"))
         worst = item.worst_dsr
-        tds.append(cell(None if worst is None else round(worst, 6),
-                        None if worst is None else ("≥ " if item.missing else "") + f"{worst:.3f}"))
+        tds.append(cell(None if worst is None else round(worst, 6), bounded(worst, bool(item.missing), "≥")))
         tds.append(cell(item.status, css="status"))
         css = "main" + ("" if item.rank else " unranked")
         bodies.append(f'<tbody class="entry" data-name="{escape(item.column.label)}"><tr class="{css}">'

@@ -115,6 +115,7 @@ class Registry:
                            status="ok")
             except PluginImportError as err:
                 cause = err.__cause__
-                row.update(status=f"import failed: {type(cause).__name__}: {(str(cause).strip().splitlines() or [''])[0]}")
+                first_line = (str(cause).strip().splitlines() or [""])[0]
+                row.update(status=f"import failed: {type(cause).__name__}: {first_line}")
             rows.append(row)
         return rows
