@@ -86,6 +86,12 @@ class Entry:
         return sum(values) / len(values) if values else None
 
     @property
+    def mean_dsr(self) -> float | None:
+        """The average case: mean DSR over every cell (breaks ties of the worst case)."""
+        values = [c["dsr"] for c in self.cells if c["dsr"] is not None]
+        return sum(values) / len(values) if values else None
+
+    @property
     def complete(self) -> bool:
         return not self.missing
 
@@ -110,6 +116,7 @@ class BypassEntry:
     column: Column
     worst: dict  # generator -> {dsr, defense}
     missing: list[dict]  # {generator, defense}
+    mean_dsr: float | None = None  # the average case: mean DSR it leaves over every defense and generator
     rank: int | None = None
 
     @property
@@ -286,7 +293,7 @@ def plugin_facts(runs: list[Run], kind: str, label: str) -> tuple[dict, dict]:
 
 
 def bypass_entry(table: pd.DataFrame, column: Column, generators: list[str], defenses: list[str]) -> BypassEntry:
-    worst, missing = {}, []
+    worst, missing, values = {}, [], []
     for g in generators:
         for d in defenses:
             key = (d, g, column.bypass, column.scenario)
@@ -294,15 +301,19 @@ def bypass_entry(table: pd.DataFrame, column: Column, generators: list[str], def
                 missing.append({"generator": g, "defense": d})
                 continue
             dsr = number(table.loc[key].dsr)
-            if dsr is not None and (g not in worst or dsr > worst[g]["dsr"]):
-                worst[g] = {"dsr": dsr, "defense": d}
-    return BypassEntry(column, worst, missing)
+            if dsr is not None:
+                values.append(dsr)
+                if g not in worst or dsr > worst[g]["dsr"]:
+                    worst[g] = {"dsr": dsr, "defense": d}
+    return BypassEntry(column, worst, missing, sum(values) / len(values) if values else None)
 
 
 def rank(items: list, score, higher_first: bool) -> None:
-    """Number the ranked items by score (ties share the order of their names)."""
+    """Number the ranked items by `score(item)`, a tuple (the worst case, then what breaks
+    its ties), then by name."""
     ranked = [item for item in items if item.status == "ranked"]
-    ranked.sort(key=lambda item: (-score(item) if higher_first else score(item), name_of(item)))
+    sign = -1 if higher_first else 1
+    ranked.sort(key=lambda item: (*(sign * value for value in score(item)), name_of(item)))
     for position, item in enumerate(ranked, start=1):
         item.rank = position
 
@@ -325,10 +336,10 @@ def build_board(runs: list[Run]) -> Board:
     columns = column_order(table)
     defenses = [d for d in dict.fromkeys(table.index.get_level_values("defense")) if d != NONE]
     entries = [defense_entry(table, cells, d, generators, columns, runs, protocol) for d in defenses]
-    rank(entries, lambda e: e.robust_dsr, higher_first=True)
+    rank(entries, lambda e: (e.robust_dsr, e.mean_dsr), higher_first=True)
     eligible = [e.label for e in entries if e.budget.get("within_budget")]
     bypass_entries = [bypass_entry(table, c, generators, eligible) for c in columns]
-    rank(bypass_entries, lambda b: b.worst_dsr, higher_first=False)
+    rank(bypass_entries, lambda b: (b.worst_dsr, b.mean_dsr), higher_first=False)
     return Board(protocol, {g: w for g, w in merged_identities(runs, "generators", "weights_sha256").items()
                             if g in generators},
                  merged_identities(runs, "bypasses"), columns, entries, bypass_entries,
@@ -363,6 +374,7 @@ def entry_json(board: Board, entry: Entry) -> dict:
         "rank": entry.rank,
         "status": entry.status,
         "robust_dsr": entry.robust_dsr,
+        "mean_dsr": entry.mean_dsr,
         "worst_case": entry.worst,
         "budget": entry.budget,
         "cells": entry.cells,
@@ -377,7 +389,8 @@ def board_json(board: Board) -> dict:
             "bypasses": board.bypasses,
             "defenses": [entry_json(board, e) for e in ordered_entries(board.entries)],
             "bypass_board": [{"bypass": b.column.bypass, "scenario": b.column.scenario, "rank": b.rank,
-                              "status": b.status, "worst_dsr": b.worst_dsr, "worst_case": b.worst,
+                              "status": b.status, "worst_dsr": b.worst_dsr, "mean_dsr": b.mean_dsr,
+                              "worst_case": b.worst,
                               "missing": b.missing} for b in ordered_entries(board.bypass_entries)],
             "runs": board.runs}
 
@@ -397,6 +410,7 @@ def defense_table(board: Board) -> pd.DataFrame:
             w = entry.worst.get(g)
             row[f"{g} robust DSR↑"] = f"{w['dsr']:.3f} ({worst_label(w)})" if w else "–"
         row["mean robust DSR↑"] = bounded(entry.robust_dsr, not entry.complete, "≤")
+        row["mean DSR, all cells↑"] = fmt(entry.mean_dsr, 3)
         b = entry.budget
         row["L-inf (eps)"] = f"{fmt(b['linf_max'], 4)} ({fmt(b['eps_declared'], 3)})"
         row["L2 norm"] = fmt(b["l2_norm_mean"], 3)
@@ -415,6 +429,7 @@ def bypass_table(board: Board) -> pd.DataFrame:
             w = item.worst.get(g)
             row[f"{g} worst DSR↓"] = f"{w['dsr']:.3f} ({w['defense']})" if w else "–"
         row["mean worst DSR↓"] = bounded(item.worst_dsr, bool(item.missing), "≥")
+        row["mean DSR, all cells↓"] = fmt(item.mean_dsr, 3)
         row["status"] = item.status
         rows.append(row)
     return pd.DataFrame(rows)
@@ -464,13 +479,14 @@ def protocol_lines(board: Board) -> list[str]:
 EXPLANATION = (
     "Robust DSR: for each generator, the lowest DSR (defense success rate) any bypass leaves the defense, over "
     "the standard and the leakage scenario (in brackets: that worst bypass); ranked by its mean over the "
-    "generators. An entry missing cells is not ranked and shows ≤ (its worst case can only be lower). "
+    "generators, ties broken by the mean DSR over all cells (the average case). An entry missing cells is not ranked and shows ≤ (its worst case can only be lower). "
     "L-inf: the largest change of any pixel over every protected image (eps declared in brackets); L2 norm, "
     "PSNR and SSIM: protected against clean, mean over the standard scenario's protected images. An entry "
     "beyond the protocol's eps is flagged and not ranked.")
 BYPASS_EXPLANATION = (
     "Bypasses ranked by the highest DSR they leave any defense within budget (lower: a stronger bypass), "
-    "per generator (in brackets: that defense) and its mean; ≥ where cells are missing.")
+    "per generator (in brackets: that defense) and its mean, ties broken by the mean DSR they leave over all "
+    "cells; ≥ where cells are missing.")
 
 
 def to_markdown(table: pd.DataFrame, title: str) -> str:

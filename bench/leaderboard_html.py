@@ -95,6 +95,7 @@ def defense_rows(board: Board, entry: Entry, width: int) -> str:
         cells.append(cell(None if w is None else round(w["dsr"], 6), text))
     mean = entry.robust_dsr
     cells.append(cell(None if mean is None else round(mean, 6), bounded(mean, not entry.complete, "≤")))
+    cells.append(cell(entry.mean_dsr, fmt(entry.mean_dsr, 3)))
     b = entry.budget
     cells += [cell(b["linf_max"], fmt(b["linf_max"], 4)), cell(b["eps_declared"], fmt(b["eps_declared"], 3)),
               cell(b["l2_norm_mean"], fmt(b["l2_norm_mean"], 3)), cell(b["psnr_mean"], fmt(b["psnr_mean"], 2)),
@@ -133,7 +134,8 @@ def cells_table(board: Board, entry: Entry) -> str:
 def defense_board(board: Board) -> str:
     heads = [header("rank"), header("defense", "text", css="name")]
     heads += [header(f"{g} robust DSR ↑", first="desc") for g in board.generators]
-    heads += [header("mean robust DSR ↑", first="desc"), header("L-inf measured ↓"), header("eps declared"),
+    heads += [header("mean robust DSR ↑", first="desc"), header("mean DSR, all cells ↑", first="desc"),
+              header("L-inf measured ↓"), header("eps declared"),
               header("L2 norm ↓"), header("PSNR dB ↑", first="desc"), header("SSIM ↑", first="desc"),
               header("status", "text", css="name")]
     bodies = "".join(defense_rows(board, e, len(heads)) for e in ordered_entries(board.entries))
@@ -144,7 +146,7 @@ def defense_board(board: Board) -> str:
 def bypass_board(board: Board) -> str:
     heads = [header("rank"), header("bypass", "text", css="name")]
     heads += [header(f"{g} worst DSR ↓") for g in board.generators]
-    heads += [header("mean worst DSR ↓"), header("status", "text", css="name")]
+    heads += [header("mean worst DSR ↓"), header("mean DSR, all cells ↓"), header("status", "text", css="name")]
     bodies = []
     for item in ordered_entries(board.bypass_entries):
         tds = [cell(item.rank), f'<td class="name" data-value="{escape(item.column.label)}">'
@@ -155,6 +157,7 @@ def bypass_board(board: Board) -> str:
                             None if w is None else f"{w['dsr']:.3f} · {w['defense']}"))
         worst = item.worst_dsr
         tds.append(cell(None if worst is None else round(worst, 6), bounded(worst, bool(item.missing), "≥")))
+        tds.append(cell(item.mean_dsr, fmt(item.mean_dsr, 3)))
         tds.append(cell(item.status, css="status"))
         css = "main" + ("" if item.rank else " unranked")
         bodies.append(f'<tbody class="entry" data-name="{escape(item.column.label)}"><tr class="{css}">'

@@ -168,3 +168,15 @@ def test_a_run_folder_without_run_json_is_one_clear_error(tmp_path, capsys):
     (folder / "cells.jsonl").write_text(json.dumps(row("stargan", "a", "none", "standard", "dsr", 0.5)) + "\n")
     assert main(["leaderboard", str(folder), "--output", str(tmp_path / "out")]) == 2
     assert "run.json" in capsys.readouterr().err
+
+
+def test_ties_of_the_worst_case_are_broken_by_the_average_case(tmp_path):
+    rows = []
+    for g in GENERATORS:
+        for d, values in {"a": (0.4, 0.0, 0.2), "b": (0.9, 0.0, 0.6), "c": (0.2, 0.1, 0.3)}.items():
+            for b, value in zip(BYPASSES, values):
+                rows += [row(g, d, b, "standard", "dsr", value), row(g, d, b, "standard", "l2", value / 10)]
+            rows += budget_rows(g, d, "none", "standard", 0.05)
+    board = build_board([read_run(write_run(tmp_path / "run", rows, {"a": 0.05, "b": 0.05, "c": 0.05}))])
+    ranks = {e.label: e.rank for e in board.entries}
+    assert ranks == {"c": 1, "b": 2, "a": 3}  # c has the best worst case; b beats a on the average
