@@ -4,6 +4,7 @@ the written board traced back to a cells.jsonl row."""
 
 import json
 import random
+from pathlib import Path
 
 import pytest
 
@@ -180,3 +181,14 @@ def test_ties_of_the_worst_case_are_broken_by_the_average_case(tmp_path):
     board = build_board([read_run(write_run(tmp_path / "run", rows, {"a": 0.05, "b": 0.05, "c": 0.05}))])
     ranks = {e.label: e.rank for e in board.entries}
     assert ranks == {"c": 1, "b": 2, "a": 3}  # c has the best worst case; b beats a on the average
+
+
+@pytest.mark.parametrize("board_dir", sorted(str(p.parent) for p in
+                                             (Path(__file__).resolve().parent.parent / "results").glob("**/board.json")))
+def test_the_committed_reference_boards_rebuild_from_their_rows(board_dir):
+    """Each committed board (results/*/leaderboard) is what its committed run's rows give."""
+    from bench.leaderboard import board_json
+
+    committed = json.loads((Path(board_dir) / "board.json").read_text())
+    rebuilt = board_json(build_board([read_run(Path(board_dir) / "run")]))
+    assert json.loads(json.dumps(rebuilt)) == committed
