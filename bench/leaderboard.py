@@ -213,23 +213,25 @@ def joined_cells(runs: list[Run]) -> pd.DataFrame:
 
 # --- building a board -----------------------------------------------------------------
 
-def attack_table(cells: pd.DataFrame) -> pd.DataFrame:
-    """(defense, generator, bypass, scenario) -> dsr, l2, n, run: the cells scored
+def attack_rows(cells: pd.DataFrame) -> pd.DataFrame:
+    """The rows the board shows, in the runs' order: DSR and L2 of the cells scored
     against the original fake (defensive patches, scored against a marked fake, are not
     bypasses and stay off the board)."""
-    rows = cells[(cells.reference == "original") & cells.metric.isin(SCORES) & (cells.target == "all")]
-    if rows.empty:
-        return pd.DataFrame(columns=["dsr", "l2", "n", "run"])
+    return cells[(cells.reference == "original") & cells.metric.isin(SCORES) & (cells.target == "all")]
+
+
+def attack_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """(defense, generator, bypass, scenario) -> dsr, l2, n, run."""
     key = ["defense", "generator", "bypass", "scenario"]
     table = rows.pivot_table(index=key, columns="metric", values="value", aggfunc="first")
     dsr = rows[rows.metric == "dsr"].set_index(key)
     return table.join(dsr[["n", "run"]])
 
 
-def column_order(table: pd.DataFrame) -> list[Column]:
+def column_order(rows: pd.DataFrame) -> list[Column]:
     """The board's columns: no bypass first, then the runs' bypasses in their order, each
     standard before leakage."""
-    seen = list(dict.fromkeys((b, s) for _, _, b, s in table.index))
+    seen = list(dict.fromkeys(zip(rows.bypass, rows.scenario)))
     bypasses = list(dict.fromkeys(b for b, _ in seen))
     bypasses = [b for b in bypasses if b == NONE] + [b for b in bypasses if b != NONE]
     return [Column(b, s) for b in bypasses for s in (STANDARD, LEAKAGE) if (b, s) in seen]
@@ -272,7 +274,7 @@ def defense_entry(table: pd.DataFrame, cells: pd.DataFrame, defense: str, genera
             cell = {"generator": g, **column.as_dict(), "dsr": number(row.dsr), "l2": number(row.get("l2")),
                     "n": int(row.n), "run": row.run}
             entry_cells.append(cell)
-            if cell["dsr"] is not None and (g not in worst or cell["dsr"] < worst[g]["dsr"]):
+            if cell["dsr"] is not None and (g not in worst or lower(cell, worst[g])):
                 worst[g] = {k: cell[k] for k in ("dsr", "l2", "bypass", "scenario")}
     identity, origin = plugin_facts(runs, "defenses", defense)
     origin = {**origin, "plugin": identity.get("name"), "version": identity.get("version", origin.get("version"))}
@@ -280,6 +282,13 @@ def defense_entry(table: pd.DataFrame, cells: pd.DataFrame, defense: str, genera
     return Entry(defense, entry_cells, worst, missing,
                  budget_of(cells, defense, params.get("eps"), protocol), origin, params,
                  sorted({c["run"] for c in entry_cells}))
+
+
+def lower(cell: dict, other: dict) -> bool:
+    """Whether `cell` is a worse case for the defense than `other`: a lower DSR, or the
+    same DSR with outputs closer to the original fake (lower L2: more fully bypassed)."""
+    return (cell["dsr"], cell["l2"] if cell["l2"] is not None else math.inf) < \
+        (other["dsr"], other["l2"] if other["l2"] is not None else math.inf)
 
 
 def plugin_facts(runs: list[Run], kind: str, label: str) -> tuple[dict, dict]:
@@ -300,11 +309,11 @@ def bypass_entry(table: pd.DataFrame, column: Column, generators: list[str], def
             if key not in table.index:
                 missing.append({"generator": g, "defense": d})
                 continue
-            dsr = number(table.loc[key].dsr)
-            if dsr is not None:
-                values.append(dsr)
-                if g not in worst or dsr > worst[g]["dsr"]:
-                    worst[g] = {"dsr": dsr, "defense": d}
+            found = {"dsr": number(table.loc[key].dsr), "l2": number(table.loc[key].get("l2")), "defense": d}
+            if found["dsr"] is not None:
+                values.append(found["dsr"])
+                if g not in worst or lower(worst[g], found):
+                    worst[g] = found
     return BypassEntry(column, worst, missing, sum(values) / len(values) if values else None)
 
 
@@ -329,12 +338,13 @@ def build_board(runs: list[Run]) -> Board:
         raise BenchError("runs of different protocols cannot share a board; group them with group_by_protocol")
     protocol = protocol_of(runs[0].meta)
     cells = joined_cells(runs)
-    table = attack_table(cells)
-    if table.empty:
+    rows = attack_rows(cells)
+    if not (rows.metric == "dsr").any():
         raise BenchError(f"no DSR rows in {', '.join(r.name for r in runs)}: nothing to rank")
-    generators = list(dict.fromkeys(table.index.get_level_values("generator")))
-    columns = column_order(table)
-    defenses = [d for d in dict.fromkeys(table.index.get_level_values("defense")) if d != NONE]
+    table = attack_table(rows)
+    generators = list(dict.fromkeys(rows.generator))
+    columns = column_order(rows)
+    defenses = [d for d in dict.fromkeys(rows.defense) if d != NONE]
     entries = [defense_entry(table, cells, d, generators, columns, runs, protocol) for d in defenses]
     rank(entries, lambda e: (e.robust_dsr, e.mean_dsr), higher_first=True)
     eligible = [e.label for e in entries if e.budget.get("within_budget")]
@@ -478,7 +488,8 @@ def protocol_lines(board: Board) -> list[str]:
 
 EXPLANATION = (
     "Robust DSR: for each generator, the lowest DSR (defense success rate) any bypass leaves the defense, over "
-    "the standard and the leakage scenario (in brackets: that worst bypass); ranked by its mean over the "
+    "the standard and the leakage scenario (in brackets: that worst bypass; of equal DSRs, the one whose "
+    "outputs come closest to the original fake, by L2); ranked by its mean over the "
     "generators, ties broken by the mean DSR over all cells (the average case). An entry missing cells is not ranked and shows ≤ (its worst case can only be lower). "
     "L-inf: the largest change of any pixel over every protected image (eps declared in brackets); L2 norm, "
     "PSNR and SSIM: protected against clean, mean over the standard scenario's protected images. An entry "

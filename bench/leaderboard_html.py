@@ -25,17 +25,18 @@ h1 { font-size: 1.5rem; } h2 { font-size: 1.2rem; margin-top: 2rem; }
 #protocol li { margin: .2rem 0; } code { font-size: .85em; }
 table { border-collapse: collapse; font-size: .9rem; }
 th, td { padding: .35rem .6rem; border-bottom: 1px solid #dde2ea; text-align: right; white-space: nowrap; }
-th { background: #e8edf4; cursor: pointer; user-select: none; position: sticky; top: 0; }
+th { background: #e8edf4; cursor: pointer; user-select: none; position: sticky; top: 0; white-space: normal;
+     vertical-align: bottom; max-width: 7rem; }
 th[data-order="asc"]::after { content: " ▲"; } th[data-order="desc"]::after { content: " ▼"; }
 td.name, th.name { text-align: left; font-weight: 600; }
-td.name { white-space: normal; max-width: 20rem; } td.name small { font-weight: 400; }
+td.name { white-space: normal; min-width: 15rem; max-width: 24rem; } td.name small { font-weight: 400; }
 .scroll { overflow-x: auto; }
 td.status { text-align: left; } small { color: #5b6575; }
 tr.expandable { cursor: pointer; } tr.expandable:hover { background: #f7f9fc; }
 tr.expandable td.name::before { content: "▸ "; color: #8a94a6; } tr.expandable.open td.name::before { content: "▾ "; }
 tr.flagged td.status { color: #b00020; font-weight: 600; }
 tr.unranked td { color: #6b7384; }
-table.cells { margin: .4rem 0 .8rem 1.5rem; } table.cells th { cursor: default; position: static; }
+table.cells { margin: .4rem 0 .8rem 1.5rem; } table.cells th:first-child { text-align: left; } table.cells th { cursor: default; position: static; max-width: none; }
 td.worst { background: #ffe2a8; font-weight: 700; }
 p.note { max-width: 70rem; font-size: .85rem; color: #3d4656; }
 """
