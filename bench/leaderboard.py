@@ -63,13 +63,18 @@ class Column:
         return {"bypass": self.bypass, "scenario": self.scenario}
 
 
+def mean(values) -> float | None:
+    values = list(values)
+    return sum(values) / len(values) if values else None
+
+
 def incomplete(missing: list) -> str:
     return f"incomplete ({len(missing)} cell{'s' if len(missing) > 1 else ''} missing)"
 
 
 @dataclass
 class Entry:
-    """One defense on one board (JSON-able through `as_json`)."""
+    """One defense on one board (written as JSON by `entry_json`)."""
     label: str
     cells: list[dict]  # {generator, bypass, scenario, dsr, l2, n}
     worst: dict  # generator -> {dsr, l2, bypass, scenario}
@@ -82,14 +87,12 @@ class Entry:
 
     @property
     def robust_dsr(self) -> float | None:
-        values = [w["dsr"] for w in self.worst.values()]
-        return sum(values) / len(values) if values else None
+        return mean(w["dsr"] for w in self.worst.values())
 
     @property
     def mean_dsr(self) -> float | None:
         """The average case: mean DSR over every cell (breaks ties of the worst case)."""
-        values = [c["dsr"] for c in self.cells if c["dsr"] is not None]
-        return sum(values) / len(values) if values else None
+        return mean(c["dsr"] for c in self.cells if c["dsr"] is not None)
 
     @property
     def complete(self) -> bool:
@@ -114,15 +117,14 @@ class Entry:
 class BypassEntry:
     """One bypass column on the bypass board: the highest DSR it leaves, per generator."""
     column: Column
-    worst: dict  # generator -> {dsr, defense}
+    worst: dict  # generator -> {dsr, l2, defense}
     missing: list[dict]  # {generator, defense}
     mean_dsr: float | None = None  # the average case: mean DSR it leaves over every defense and generator
     rank: int | None = None
 
     @property
     def worst_dsr(self) -> float | None:
-        values = [w["dsr"] for w in self.worst.values()]
-        return sum(values) / len(values) if values else None
+        return mean(w["dsr"] for w in self.worst.values())
 
     @property
     def status(self) -> str:
@@ -314,7 +316,7 @@ def bypass_entry(table: pd.DataFrame, column: Column, generators: list[str], def
                 values.append(found["dsr"])
                 if g not in worst or lower(worst[g], found):
                     worst[g] = found
-    return BypassEntry(column, worst, missing, sum(values) / len(values) if values else None)
+    return BypassEntry(column, worst, missing, mean(values))
 
 
 def rank(items: list, score, higher_first: bool) -> None:
