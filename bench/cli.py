@@ -195,12 +195,12 @@ def cmd_report(args) -> int:
 
 
 def cmd_leaderboard(args) -> int:
-    from bench.leaderboard import ordered_entries, summary_line, write_leaderboards
+    from bench.leaderboard import ordered_entries, read_run, summary_line, write_leaderboards
     from bench.leaderboard_html import screenshot
 
     runs = [Path(r) for r in args.runs] or [latest_run_dir()]
     output = Path(args.output) if args.output else runs[0] / "leaderboard"
-    for where, board in write_leaderboards(runs, output):
+    for where, board in write_leaderboards([read_run(r) for r in runs], output):
         print(summary_line(where, board))
         if args.screenshot:
             entries = ordered_entries(board.entries)

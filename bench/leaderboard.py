@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.budget import CLEAN_INPUT, DEFAULT_PROTOCOL, MEASURES, within_budget
+from bench.budget import CLEAN_INPUT, MEASURES, within_budget
 from bench.errors import BenchError
 from bench.io import atomic_write_json, atomic_write_text
 
@@ -123,6 +123,10 @@ class BypassEntry:
     rank: int | None = None
 
     @property
+    def label(self) -> str:
+        return self.column.label
+
+    @property
     def worst_dsr(self) -> float | None:
         return mean(w["dsr"] for w in self.worst.values())
 
@@ -151,23 +155,22 @@ class Board:
 # --- reading runs -------------------------------------------------------------------
 
 def read_run(path: Path) -> Run:
-    from bench.report import read_cells
+    from bench.report import read_cells, read_meta
 
     path = Path(path)
-    if not (path / "run.json").exists():
+    meta = read_meta(path)
+    if meta is None:
         raise BenchError(f"{path} has no run.json: a leaderboard needs each run's protocol and provenance")
-    try:
-        meta = json.loads((path / "run.json").read_text())
-    except json.JSONDecodeError as err:
-        raise BenchError(f"{path / 'run.json'} is not JSON ({err})") from None
     return Run(path, read_cells(path), meta)
 
 
 def protocol_of(meta: dict) -> dict:
     """What makes numbers comparable: profile, resolution, the perturbation budget, the
     evaluation images (ids and pixel hash) and the harness version."""
+    from bench.profiles import PROTOCOL
+
     config = meta["config"]
-    budget = {**DEFAULT_PROTOCOL, **(config.get("protocol") or {})}
+    budget = {**PROTOCOL, **(config.get("protocol") or {})}  # runs made before it was a setting: the default
     evaluation = meta["data"]["eval"]
     return {"profile": config["profile"], "resolution": config["resolution"], "eps": budget["eps"],
             "tolerance": budget["tolerance"], "harness_version": meta["harness_version"],
@@ -311,7 +314,8 @@ def bypass_entry(table: pd.DataFrame, column: Column, generators: list[str], def
             if key not in table.index:
                 missing.append({"generator": g, "defense": d})
                 continue
-            found = {"dsr": number(table.loc[key].dsr), "l2": number(table.loc[key].get("l2")), "defense": d}
+            row = table.loc[key]
+            found = {"dsr": number(row.dsr), "l2": number(row.get("l2")), "defense": d}
             if found["dsr"] is not None:
                 values.append(found["dsr"])
                 if g not in worst or lower(worst[g], found):
@@ -324,13 +328,9 @@ def rank(items: list, score, higher_first: bool) -> None:
     its ties), then by name."""
     ranked = [item for item in items if item.status == "ranked"]
     sign = -1 if higher_first else 1
-    ranked.sort(key=lambda item: (*(sign * value for value in score(item)), name_of(item)))
+    ranked.sort(key=lambda item: (*(sign * value for value in score(item)), item.label))
     for position, item in enumerate(ranked, start=1):
         item.rank = position
-
-
-def name_of(item) -> str:
-    return item.label if isinstance(item, Entry) else item.column.label
 
 
 def build_board(runs: list[Run]) -> Board:
@@ -409,7 +409,7 @@ def board_json(board: Board) -> dict:
 
 def ordered_entries(items: list) -> list:
     """Ranked first, by rank; then the rest by name."""
-    return sorted(items, key=lambda item: (item.rank is None, item.rank or 0, name_of(item)))
+    return sorted(items, key=lambda item: (item.rank is None, item.rank or 0, item.label))
 
 
 def defense_table(board: Board) -> pd.DataFrame:
@@ -436,7 +436,7 @@ def defense_table(board: Board) -> pd.DataFrame:
 def bypass_table(board: Board) -> pd.DataFrame:
     rows = []
     for item in ordered_entries(board.bypass_entries):
-        row = {"rank": item.rank if item.rank is not None else "–", "bypass": item.column.label}
+        row = {"rank": item.rank if item.rank is not None else "–", "bypass": item.label}
         for g in board.generators:
             w = item.worst.get(g)
             row[f"{g} worst DSR↓"] = f"{w['dsr']:.3f} ({w['defense']})" if w else "–"
@@ -532,10 +532,9 @@ def write_board(board: Board, output: Path) -> None:
     atomic_write_text(output / "leaderboard.html", html(board))
 
 
-def write_leaderboards(run_dirs: list[Path], output: Path) -> list[tuple[Path, Board]]:
+def write_leaderboards(runs: list[Run], output: Path) -> list[tuple[Path, Board]]:
     """A board per protocol of the runs, written to `output` (one protocol) or to
     `output/<profile>-<protocol id>/` each (several)."""
-    runs = [read_run(d) for d in run_dirs]
     groups = group_by_protocol(runs)
     written = []
     for pid, group in groups.items():

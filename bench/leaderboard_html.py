@@ -150,8 +150,8 @@ def bypass_board(board: Board) -> str:
     heads += [header("mean worst DSR ↓"), header("mean DSR, all cells ↓"), header("status", "text", css="name")]
     bodies = []
     for item in ordered_entries(board.bypass_entries):
-        tds = [cell(item.rank), f'<td class="name" data-value="{escape(item.column.label)}">'
-                                f'{escape(item.column.label)}</td>']
+        tds = [cell(item.rank), f'<td class="name" data-value="{escape(item.label)}">'
+                                f'{escape(item.label)}</td>']
         for g in board.generators:
             w = item.worst.get(g)
             tds.append(cell(None if w is None else round(w["dsr"], 6),
@@ -161,7 +161,7 @@ def bypass_board(board: Board) -> str:
         tds.append(cell(item.mean_dsr, fmt(item.mean_dsr, 3)))
         tds.append(cell(item.status, css="status"))
         css = "main" + ("" if item.rank else " unranked")
-        bodies.append(f'<tbody class="entry" data-name="{escape(item.column.label)}"><tr class="{css}">'
+        bodies.append(f'<tbody class="entry" data-name="{escape(item.label)}"><tr class="{css}">'
                       + "".join(tds) + "</tr></tbody>")
     return (f'<div class="scroll"><table class="board" id="bypasses"><thead><tr>{"".join(heads)}</tr></thead>'
             f'{"".join(bodies)}</table></div>')

@@ -38,6 +38,10 @@ SPLITS = {
 # images_256 holds the first 1,500 CelebA-HQ faces: the first 1,000 fine-tune, the rest evaluate
 PAPER_SPLITS = {**SPLITS, "celebahq": {"finetune": [0, 1000], "defense": [0, 1000], "eval": [1000, 1500]}}
 
+# the perturbation budget every defense is held to (L-inf on [-1, 1]), measured on its
+# protected images; the leaderboard does not rank an entry beyond it (plus tolerance)
+PROTOCOL = {"eps": 0.05, "tolerance": 1e-5}
+
 # Variants of LoRA patching for the ablations: rank (Table VI), gating (Fig. 8) and
 # defensive patching (Table IV; the public recipe: rank 16, 5 epochs)
 GENERATORS = ("stargan", "attgan", "hisd")
@@ -58,9 +62,7 @@ QUICK = {
     "device": "auto",
     "amp": True,            # float16 inference on CUDA (never for gradients); no effect on CPU
     "seed": 0,
-    # the perturbation budget every defense is held to (L-inf on [-1, 1]), measured on its
-    # protected images; the leaderboard does not rank an entry beyond it (plus tolerance)
-    "protocol": {"eps": 0.05, "tolerance": 1e-5},
+    "protocol": PROTOCOL,
     "data": {"path": None, "dataset": "demo"},
     "splits": SPLITS["demo"],
     "limit": 32,            # evaluation images

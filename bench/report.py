@@ -45,6 +45,17 @@ def read_cells(run_dir: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def read_meta(run_dir: Path) -> dict | None:
+    """A run's run.json, or None where it has none."""
+    path = Path(run_dir) / "run.json"
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise BenchError(f"{path} is not JSON ({err})") from None
+
+
 def ordered(values, first=("none",)) -> list:
     """Keep the run's order but put the baseline first."""
     seen = list(dict.fromkeys(values))
@@ -342,9 +353,11 @@ def write_report(run_dirs: Path | list[Path], output: Path | None = None) -> str
     that share one configuration): their rows are joined, a cell found in several runs
     is taken from the first; the first run's metadata describes the whole."""
     run_dirs = [Path(d) for d in (run_dirs if isinstance(run_dirs, list) else [run_dirs])]
-    cells = first_of_each_cell(pd.concat([read_cells(d) for d in run_dirs], ignore_index=True))
+    frames = [read_cells(d) for d in run_dirs]
+    cells = first_of_each_cell(pd.concat(frames, ignore_index=True))
     output = Path(output or run_dirs[0])
-    metas = [json.loads((d / "run.json").read_text()) for d in run_dirs if (d / "run.json").exists()]
+    found = [read_meta(d) for d in run_dirs]
+    metas = [m for m in found if m is not None]
     meta = metas[0] if metas else None
     groups = (meta or {}).get("config", {}).get("report", {})
     skipped = skipped_metrics(metas, cells)
@@ -372,7 +385,7 @@ def write_report(run_dirs: Path | list[Path], output: Path | None = None) -> str
             text += "\n" + emit(output, "defense_fits", fits, "Fitted defenses (fit_seconds: the run that fitted them)",
                                 "%.2f")
         text += metric_notes(metas, skipped)
-        text += leaderboard_note(run_dirs, output)
+        text += leaderboard_note(run_dirs, frames, found, output)
         peak = meta.get("peak_memory", {}).get("host_rss_mb")
         text += (f"\nprofile {meta['config']['profile']}, seed {meta['seed']}, "
                  f"{meta['data']['eval']['n']} evaluation images ({meta['data']['eval']['name']}), "
@@ -382,14 +395,16 @@ def write_report(run_dirs: Path | list[Path], output: Path | None = None) -> str
     return text
 
 
-def leaderboard_note(run_dirs: list[Path], output: Path) -> str:
-    """The runs' leaderboard, written beside the report (where the runs rank any defense)."""
-    from bench.leaderboard import summary_line, write_leaderboards
+def leaderboard_note(run_dirs: list[Path], frames: list[pd.DataFrame], metas: list[dict | None],
+                     output: Path) -> str:
+    """The runs' leaderboard (from the rows and metadata the report read), written beside
+    the report where every run has its metadata."""
+    from bench.leaderboard import Run, summary_line, write_leaderboards
 
-    if not all((d / "run.json").exists() for d in run_dirs):
+    if any(meta is None for meta in metas):
         return ""
     try:
-        boards = write_leaderboards(run_dirs, output / "leaderboard")
+        boards = write_leaderboards([Run(*run) for run in zip(run_dirs, frames, metas)], output / "leaderboard")
     except BenchError as err:
         return f"\nno leaderboard: {err}\n"
     return "".join(f"\nLeaderboard: {summary_line(where, board)}\n" for where, board in boards

@@ -136,7 +136,7 @@ def test_runs_of_different_protocols_get_separate_boards(tmp_path):
     other = write_run(tmp_path / "other", synthetic_rows(seed=1), defenses, eval_pixels="p1")
     runs = [read_run(one), read_run(other)]
     assert len(group_by_protocol(runs)) == 2
-    written = write_leaderboards([one, other], tmp_path / "boards")
+    written = write_leaderboards(runs, tmp_path / "boards")
     assert len(written) == 2 and all((where / "leaderboard.md").exists() for where, _ in written)
     with pytest.raises(BenchError, match="different protocols"):
         build_board(runs)
