@@ -60,9 +60,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.errors import ConfigError, WeightsError
-from bench.finetune import FinetuneLoop, count_trainable, step_seed
-from bench.plugins import Bypass, weights_root
+from bench.contract.errors import ConfigError, WeightsError
+from bench.contract.plugins import Bypass, weights_root
+from bench.toolkit.finetune import FinetuneLoop, count_trainable, step_seed
 
 COM_CHANNELS = (3, 16, 32, 64, 128, 256, 128, 64, 32, 12)
 REC_CHANNELS = (12, 32, 64, 128, 256, 128, 64, 32, 16, 3)

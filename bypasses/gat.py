@@ -17,7 +17,7 @@ AttGAN's and HiSD's own training recipes):
 - the recipe's losses and critic/generator schedule unchanged, with adversarial
   examples as the real inputs of the generator and of the critic, and the clean images
   as what the reconstructions reproduce;
-- the schedule of LoRA patching (bench.finetune.FinetuneLoop): a seeded shuffle of the
+- the schedule of LoRA patching (bench.toolkit.finetune.FinetuneLoop): a seeded shuffle of the
   fine-tuning images in batches, one recipe iteration per batch and edit target;
   each iteration makes its adversarial examples with the shared PGD
   (`adversarial_example`: eps 0.05, 10 steps of 0.01, random start seeded by
@@ -62,8 +62,14 @@ from dataclasses import dataclass, field
 
 import torch
 
-from bench.errors import ConfigError
-from bench.finetune import AdversarialFinetuneSettings, FinetuneLoop, adversarial_example, count_trainable, step_seed
+from bench.contract.errors import ConfigError
+from bench.toolkit.finetune import (
+    AdversarialFinetuneSettings,
+    FinetuneLoop,
+    adversarial_example,
+    count_trainable,
+    step_seed,
+)
 from bypasses.whole_generator import WholeGeneratorPatch
 
 PGD_REFERENCES = ("current", "black")

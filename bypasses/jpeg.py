@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 import torch
 
-from bench.codecs import differentiable_jpeg, jpeg_roundtrip
-from bench.errors import ConfigError
-from bench.plugins import Bypass
+from bench.contract.errors import ConfigError
+from bench.contract.plugins import Bypass
+from bench.toolkit.codecs import differentiable_jpeg, jpeg_roundtrip
 
 
 class JPEGCompression(Bypass):

@@ -24,13 +24,13 @@ public code).
 
 Loss (`loss`): "mmfa" (the paper's Eq. 6) L = Lpix + 0.1 Limg + 0.1 Lsem, each term the
 MSE of the output and of the target, in pixels, in `image_features` and in
-`semantic_features` (see bench.features: the paper's ResNet-50 and BLIP vision encoder,
+`semantic_features` (see bench.toolkit.features: the paper's ResNet-50 and BLIP vision encoder,
 or the project's offline substitutes); the feature terms carry gradient to the patch
 (the public code computes its BLIP term without gradient and has both switched off).
 "pixel" keeps only Lpix (the MMFA ablation).
 
 Defensive patching (`warning=True`): the target becomes y_w = clamp(y + 2 w) with w the
-project's warning mark (bench.marks: a red triangle with `warning_text`, about
+project's warning mark (bench.toolkit.marks: a red triangle with `warning_text`, about
 `warning_area` of the pixels, bottom-left), so the patched model marks both benign and
 protected outputs; the public recipe uses rank 16 and 5 epochs.
 """
@@ -45,11 +45,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.errors import ConfigError
-from bench.features import EXTRACTORS, load_extractor
-from bench.finetune import AdversarialFinetuneSettings, FinetuneLoop, adversarial_example, count_trainable, step_seed
-from bench.marks import apply_mark, mark_region, warning_mark
-from bench.plugins import Bypass
+from bench.contract.errors import ConfigError
+from bench.contract.plugins import Bypass
+from bench.toolkit.features import EXTRACTORS, load_extractor
+from bench.toolkit.finetune import (
+    AdversarialFinetuneSettings,
+    FinetuneLoop,
+    adversarial_example,
+    count_trainable,
+    step_seed,
+)
+from bench.toolkit.marks import apply_mark, mark_region, warning_mark
 
 LORA_KEYS = ("lora_A", "lora_B", "gate")
 SCALINGS = {"sqrt_rank": lambda a, r: a / math.sqrt(r), "rank": lambda a, r: a / r, "none": lambda a, r: a}

@@ -12,7 +12,7 @@ This re-implementation (every choice below is ours):
 - the mask M: where the desired edit changes the image, d = sum over channels of
   |y - x|: `mask=hard` (default) is d > mask_threshold (0.5 on [-1, 1], CMUA's masked
   metric); `mask=soft` is d / max(d) per image;
-- x_adv: the shared PGD (bench.finetune.adversarial_example: eps 0.05, 10 steps of 0.01,
+- x_adv: the shared PGD (bench.toolkit.finetune.adversarial_example: eps 0.05, 10 steps of 0.01,
   random start seeded by `step_seed`) against the CURRENT generator, maximising the
   distance to y, as LoRA patching does;
 - the schedule of LoRA patching (FinetuneLoop: seeded shuffle, batches, one Adam step
@@ -33,8 +33,14 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from bench.errors import ConfigError
-from bench.finetune import AdversarialFinetuneSettings, FinetuneLoop, adversarial_example, count_trainable, step_seed
+from bench.contract.errors import ConfigError
+from bench.toolkit.finetune import (
+    AdversarialFinetuneSettings,
+    FinetuneLoop,
+    adversarial_example,
+    count_trainable,
+    step_seed,
+)
 from bypasses.whole_generator import WholeGeneratorPatch
 
 MASKS = ("hard", "soft")

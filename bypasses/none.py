@@ -1,6 +1,6 @@
 """No bypass: the protected image goes to the generator unchanged."""
 
-from bench.plugins import Bypass
+from bench.contract.plugins import Bypass
 
 
 class NoBypass(Bypass):

@@ -32,7 +32,7 @@ re-implementation, with these choices:
   `seed` afresh at every call, image i of a call taking the i-th draw: purify is
   deterministic, and differentiable (interpolation and padding are).
 - Training (fit against the generator being bypassed): for each batch and edit target
-  (bench.finetune.FinetuneLoop), PGD (eps 0.05, 10 steps of 0.01, random start) against
+  (bench.toolkit.finetune.FinetuneLoop), PGD (eps 0.05, 10 steps of 0.01, random start) against
   the ORIGINAL generator G makes x_adv from y = G(x, c), as a defense would; then one Adam
   step on
       MSE(T(R(x_adv)), T(x)) + MSE(T(R(x)), T(x)) + feature_weight * L_feat
@@ -59,10 +59,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.errors import ConfigError
-from bench.finetune import AdversarialFinetuneSettings, FinetuneLoop, adversarial_example, count_trainable, step_seed
-from bench.plugins import Bypass
-from bench.features import FeatureTap
+from bench.contract.errors import ConfigError
+from bench.contract.plugins import Bypass
+from bench.toolkit.features import FeatureTap
+from bench.toolkit.finetune import (
+    AdversarialFinetuneSettings,
+    FinetuneLoop,
+    adversarial_example,
+    count_trainable,
+    step_seed,
+)
 
 FEATURE_LOSSES = ("generator_features", "generator_output", "none")
 

@@ -14,8 +14,8 @@ import copy
 import torch
 from torch import nn
 
-from bench.errors import ConfigError
-from bench.plugins import Bypass
+from bench.contract.errors import ConfigError
+from bench.contract.plugins import Bypass
 
 
 class WholeGeneratorPatch(Bypass):

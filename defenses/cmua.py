@@ -22,9 +22,15 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
-from bench.attacks import check_fitted_size, for_every_target, per_sample_mse, project, random_start
-from bench.errors import ConfigError
-from bench.plugins import Defense
+from bench.contract.errors import ConfigError
+from bench.contract.plugins import DEFAULT_EPS, Defense
+from bench.toolkit.attacks import (
+    check_fitted_size,
+    for_every_target,
+    per_sample_mse,
+    project,
+    random_start,
+)
 
 
 class CMUA(Defense):
@@ -35,7 +41,7 @@ class CMUA(Defense):
 
     @dataclass
     class Params:
-        eps: float = 0.05
+        eps: float = DEFAULT_EPS
         step_size: float = 0.01
         steps: int = 10
         momentum: float = 0.5

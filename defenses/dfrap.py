@@ -29,11 +29,11 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from bench.attacks import PGDSettings, device_of, per_sample_mse, per_target_pgd
-from bench.codecs import QualitySampler, differentiable_jpeg, jpeg_roundtrip
-from bench.errors import ConfigError
-from bench.plugins import Defense
-from bench.training import recent_mean
+from bench.contract.errors import ConfigError
+from bench.contract.plugins import Defense
+from bench.toolkit.attacks import PGDSettings, device_of, per_sample_mse, per_target_pgd
+from bench.toolkit.codecs import QualitySampler, differentiable_jpeg, jpeg_roundtrip
+from bench.toolkit.training import recent_mean
 
 QUALITIES = list(range(71, 93)) + [100]
 _HEAVY = {92: 0.2, 80: 0.15, 85: 0.15, 100: 0.15}

@@ -17,10 +17,18 @@ from dataclasses import dataclass
 
 import torch
 
-from bench.attacks import (PGDSettings, chunked, device_of, for_every_target, per_sample_mse, per_target_pgd,
-                           pgd, random_start)
-from bench.errors import ConfigError
-from bench.plugins import Defense
+from bench.contract.errors import ConfigError
+from bench.contract.plugins import Defense
+from bench.toolkit.attacks import (
+    PGDSettings,
+    chunked,
+    device_of,
+    for_every_target,
+    per_sample_mse,
+    per_target_pgd,
+    pgd,
+    random_start,
+)
 
 VARIANTS = ("per_target", "joint", "iterative")
 

@@ -44,11 +44,16 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from bench.features import FeatureTap
-from bench.attacks import check_fitted_size, chunked, device_of, for_every_target
-from bench.errors import ConfigError
-from bench.plugins import Defense
-from bench.training import recent_mean
+from bench.contract.errors import ConfigError
+from bench.contract.plugins import DEFAULT_EPS, Defense
+from bench.toolkit.attacks import (
+    check_fitted_size,
+    chunked,
+    device_of,
+    for_every_target,
+)
+from bench.toolkit.features import FeatureTap
+from bench.toolkit.training import recent_mean
 
 MASKS = ("face", "none")
 IDENTITY_MODELS = ("attribute_classifier", "none")
@@ -145,7 +150,7 @@ class IDGuard(Defense):
 
     @dataclass
     class Params:
-        eps: float = 0.05
+        eps: float = DEFAULT_EPS
         ngf: int = 64
         blocks: int = 6
         iterations: int = 10000
@@ -277,7 +282,7 @@ class IDGuard(Defense):
     def _identity_features(self, device):
         if self.params.identity_model == "none" or not self.params.identity_weight:
             return None
-        from bench.classifier import AttributeClassifier
+        from bench.toolkit.classifier import AttributeClassifier
 
         classifier = AttributeClassifier.load().to(device).eval().requires_grad_(False)
         size = classifier.config["resolution"]

@@ -30,10 +30,10 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from bench.attacks import chunked, device_of, for_every_target, project
-from bench.errors import ConfigError
-from bench.plugins import Defense
-from bench.training import recent_mean
+from bench.contract.errors import ConfigError
+from bench.contract.plugins import DEFAULT_EPS, Defense
+from bench.toolkit.attacks import chunked, device_of, for_every_target, project
+from bench.toolkit.training import recent_mean
 
 
 def double_conv(n_in: int, n_out: int) -> nn.Sequential:
@@ -92,7 +92,7 @@ class PG(Defense):
 
     @dataclass
     class Params:
-        eps: float = 0.05
+        eps: float = DEFAULT_EPS
         base_channels: int = 64
         depth: int = 4
         critic_channels: int = 32

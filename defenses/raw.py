@@ -30,10 +30,10 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from bench.attacks import PGDSettings, per_sample_mse, per_target_pgd
-from bench.codecs import differentiable_jpeg
-from bench.errors import ConfigError
-from bench.plugins import Defense
+from bench.contract.errors import ConfigError
+from bench.contract.plugins import Defense
+from bench.toolkit.attacks import PGDSettings, per_sample_mse, per_target_pgd
+from bench.toolkit.codecs import differentiable_jpeg
 
 TRANSFORMS = ("identity", "resize", "blur", "noise")
 

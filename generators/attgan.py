@@ -27,7 +27,6 @@ records the config it used.
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -35,8 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.errors import ConfigError
-from bench.plugins import Generator, build_params
+from bench.contract.errors import ConfigError
+from bench.contract.plugins import Generator, build_params
 
 ATTRIBUTES = ["Bald", "Bangs", "Black_Hair", "Blond_Hair", "Brown_Hair", "Bushy_Eyebrows", "Eyeglasses",
               "Male", "Mouth_Slightly_Open", "Mustache", "No_Beard", "Pale_Skin", "Young"]
@@ -219,8 +218,8 @@ class AttGAN(Generator):
     @classmethod
     def train_recipe(cls, params: "AttGAN.TrainParams", faceset, out_dir: Path, device: torch.device,
                      export: Path | None = None, command: str = "") -> "AttGAN":
-        from bench.figures import save_edit_grid
-        from bench.training import BatchSampler, TrainingRun
+        from bench.toolkit.figures import save_edit_grid
+        from bench.toolkit.training import BatchSampler, TrainingRun, export_trained
 
         torch.manual_seed(params.seed)
         train_set = faceset.subset(params.train_start, params.train_stop)
@@ -232,13 +231,10 @@ class AttGAN(Generator):
         sampler = BatchSampler(train_set.load_uint8(progress=True), train_set.labels(ATTRIBUTES),
                                params.batch_size, params.seed)
         run = TrainingRun(out_dir, params.iters, params.checkpoint_every)
-        modules, optimisers = {"G": G, "D": D}, {"G": g_opt, "D": d_opt}
-        start = run.resume(modules, optimisers, sampler)
         fixed = faceset.subset(params.train_stop, params.train_stop + 8)
         fixed_x, fixed_labels = fixed.load(), fixed.labels(ATTRIBUTES)
-        started, losses = time.time(), {}
-        bar = run.progress(start, f"train {cls.name}")
-        for it in bar:
+
+        def step(it: int) -> dict:
             lr = params.lr * (0.1 if it >= params.iters * (1 - params.decay_fraction) else 1.0)
             for opt in (g_opt, d_opt):
                 for group in opt.param_groups:
@@ -248,19 +244,16 @@ class AttGAN(Generator):
             b = a[torch.randperm(a.size(0), device=device)]
             a_in, b_in = (a * 2 - 1) * params.thres_int, (b * 2 - 1) * params.thres_int
             G.train()
-            losses.update(recipe.train_iteration(it, G, D, g_opt, d_opt, AttGANBatch(x, x, a, a_in, b, b_in)))
-            if (it + 1) % run.log_every == 0:
-                run.log(it + 1, losses, started)
-                bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items() if k in ("D/adv", "G/rec", "G/cls")})
-            if (it + 1) % params.checkpoint_every == 0 or it + 1 == params.iters:
-                run.save(it + 1, modules, optimisers, sampler)
-                save_edit_grid(G.eval(), fixed_x.to(device), fixed_labels.to(device),
-                               run.out_dir / "samples" / f"{it + 1:06d}.png")
+            return recipe.train_iteration(it, G, D, g_opt, d_opt, AttGANBatch(x, x, a, a_in, b, b_in))
+
+        def preview(iteration: int) -> None:
+            save_edit_grid(G.eval(), fixed_x.to(device), fixed_labels.to(device),
+                           run.out_dir / "samples" / f"{iteration:06d}.png")
+
+        started = run.loop({"G": G, "D": D}, {"G": g_opt, "D": d_opt}, sampler, f"train {cls.name}", step, preview,
+                           shown=("D/adv", "G/rec", "G/cls"))
         G = G.cpu().eval()
-        if export is not None:
-            G.save(export, {"training": {**asdict(params), "data": train_set.identity(),
-                                         "command": command,
-                                         "seconds_this_session": round(time.time() - started)}})
+        export_trained(G, export, params, train_set, command, started)
         return G
 
 
@@ -287,7 +280,7 @@ class Discriminators(nn.Module):
 
 
 def _gradient_penalty(D, real, fake):
-    from bench.training import gradient_penalty
+    from bench.toolkit.training import gradient_penalty
 
     alpha = torch.rand(real.size(0), 1, 1, 1, device=real.device)
     x_hat = (alpha * real + (1 - alpha) * fake).requires_grad_(True)

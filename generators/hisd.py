@@ -33,17 +33,16 @@ from __future__ import annotations
 
 import copy
 import math
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.errors import ConfigError, DataError, WeightsError
-from bench.io import tensors_sha256
-from bench.plugins import Generator, build_params
+from bench.contract.errors import ConfigError, DataError, WeightsError
+from bench.contract.io import tensors_sha256
+from bench.contract.plugins import Generator, build_params
 
 SHIPPED_REFERENCES = Path(__file__).parent / "weights" / "hisd_references.png"
 HAIR_COLOUR = {"name": "HairColor", "attributes": ["black", "blond", "brown"]}
@@ -245,8 +244,8 @@ def save_reference_strip(references: torch.Tensor, path: Path) -> None:
     """(T, 3, S, S) in [-1, 1] -> one PNG with the faces side by side."""
     from PIL import Image
 
-    from bench.demo_faces import to_uint8
-    from bench.io import atomic_write
+    from bench.contract.io import atomic_write
+    from bench.toolkit.demo_faces import to_uint8
 
     strip = to_uint8(torch.cat(list(references), dim=2).unsqueeze(0))[0].numpy()
     atomic_write(path, lambda tmp: Image.fromarray(strip).save(tmp, format="PNG"))
@@ -420,7 +419,7 @@ class HiSD(Generator):
     @classmethod
     def train_recipe(cls, params: "HiSD.TrainParams", faceset, out_dir: Path, device: torch.device,
                      export: Path | None = None, command: str = "") -> "HiSD":
-        from bench.training import TrainingRun, update_ema
+        from bench.toolkit.training import TrainingRun, export_trained, update_ema
 
         torch.manual_seed(params.seed)
         config = dict(cls.configs[params.config])
@@ -438,29 +437,24 @@ class HiSD(Generator):
         train_set = faceset.subset(params.train_start, params.train_stop)
         sampler = TagSamplers(train_set, G.tags, params.batch_size, params.seed)
         run = TrainingRun(out_dir, params.iters, params.checkpoint_every)
-        modules, optimisers = {"G": G, "D": D, "G_ema": G_ema}, {"G": g_opt, "D": d_opt}
-        start = run.resume(modules, optimisers, sampler)
         preview_x, preview_refs = preview_faces(faceset, params.train_stop, G.tags[G.edit_index])
-        started, losses = time.time(), {}
-        bar = run.progress(start, f"train {cls.name}")
-        for it in bar:
+
+        def step(it: int) -> dict:
             tag, attribute, target = sampler.draw_tag_and_attributes()
             x, y = sampler.batch(tag, attribute)
             x, y = x.to(device).contiguous(memory_format=torch.channels_last), y.to(device)
-            losses.update(recipe.train_iteration(it, G, D, g_opt, d_opt, HiSDBatch(x, x, y, tag, attribute, target)))
+            losses = recipe.train_iteration(it, G, D, g_opt, d_opt, HiSDBatch(x, x, y, tag, attribute, target))
             update_ema(G_ema, G, params.ema_beta)
-            if (it + 1) % run.log_every == 0:
-                run.log(it + 1, losses, started)
-                bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()})
-            if (it + 1) % params.checkpoint_every == 0 or it + 1 == params.iters:
-                run.save(it + 1, modules, optimisers, sampler)
-                save_reference_grid(G_ema, preview_x.to(device), preview_refs.to(device),
-                                    run.out_dir / "samples" / f"{it + 1:06d}.png")
+            return losses
+
+        def preview(iteration: int) -> None:
+            save_reference_grid(G_ema, preview_x.to(device), preview_refs.to(device),
+                                run.out_dir / "samples" / f"{iteration:06d}.png")
+
+        started = run.loop({"G": G, "D": D, "G_ema": G_ema}, {"G": g_opt, "D": d_opt}, sampler, f"train {cls.name}",
+                           step, preview)
         G_ema = G_ema.to("cpu", memory_format=torch.contiguous_format).eval()
-        if export is not None:
-            G_ema.save(export, {"training": {**asdict(params), "data": train_set.identity(),
-                                             "command": command,
-                                             "seconds_this_session": round(time.time() - started)}})
+        export_trained(G_ema, export, params, train_set, command, started)
         return G_ema
 
 
@@ -630,10 +624,10 @@ def _labels_by_name(faceset, names: list[str]) -> dict[str, torch.Tensor]:
 
 class TagSamplers:
     """One random batch source per (tag, attribute), with the tag-irrelevant conditions
-    (Male, Young in {-1, 1}) as labels; resumable like bench.training.BatchSampler."""
+    (Male, Young in {-1, 1}) as labels; resumable like bench.toolkit.training.BatchSampler."""
 
     def __init__(self, faceset, tags: list[dict], batch_size: int, seed: int):
-        from bench.training import BatchSampler
+        from bench.toolkit.training import BatchSampler
 
         rule_names = sorted({n for rule in ATTRIBUTE_RULES.values() for n in rule})
         labels = _labels_by_name(faceset, rule_names + TAG_IRRELEVANT)
@@ -694,7 +688,7 @@ def preview_faces(faceset, start: int, tag: dict, count: int = 6) -> tuple[torch
 def save_reference_grid(G: HiSD, x: torch.Tensor, references: torch.Tensor, path: Path) -> None:
     """Rows: sources; columns: the source, then its translation toward each reference
     (the references themselves in the first row)."""
-    from bench.figures import save_image_grid
+    from bench.toolkit.figures import save_image_grid
 
     was_training = G.training
     G.eval()

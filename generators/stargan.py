@@ -16,15 +16,14 @@ classifier and a cycle reconstruction, n_critic critic steps per generator step.
 from __future__ import annotations
 
 import math
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.plugins import Generator, build_params
+from bench.contract.plugins import Generator, build_params
 
 ATTRIBUTES = ["Black_Hair", "Blond_Hair", "Brown_Hair", "Male", "Young"]
 HAIR_COLOURS = {"Black_Hair", "Blond_Hair", "Brown_Hair", "Gray_Hair"}
@@ -156,8 +155,8 @@ class StarGAN(Generator):
     @classmethod
     def train_recipe(cls, params: "StarGAN.TrainParams", faceset, out_dir: Path, device: torch.device,
               export: Path | None = None, command: str = "") -> "StarGAN":
-        from bench.figures import save_edit_grid
-        from bench.training import BatchSampler, TrainingRun
+        from bench.toolkit.figures import save_edit_grid
+        from bench.toolkit.training import BatchSampler, TrainingRun, export_trained
 
         torch.manual_seed(params.seed)
         train_set = faceset.subset(params.train_start, params.train_stop)
@@ -169,14 +168,11 @@ class StarGAN(Generator):
         sampler = BatchSampler(train_set.load_uint8(progress=True), train_set.labels(ATTRIBUTES),
                                params.batch_size, params.seed)
         run = TrainingRun(out_dir, params.iters, params.checkpoint_every)
-        modules, optimisers = {"G": G, "D": D}, {"G": g_opt, "D": d_opt}
-        start = run.resume(modules, optimisers, sampler)
-        fixed_x = faceset.subset(params.train_stop, params.train_stop + 8).load()
-        fixed_labels = faceset.subset(params.train_stop, params.train_stop + 8).labels(ATTRIBUTES)
+        fixed = faceset.subset(params.train_stop, params.train_stop + 8)
+        fixed_x, fixed_labels = fixed.load(), fixed.labels(ATTRIBUTES)
         decay_start = params.iters * (1 - params.decay_fraction)
-        started, losses = time.time(), {}
-        bar = run.progress(start, f"train {cls.name}")
-        for it in bar:
+
+        def step(it: int) -> dict:
             frac = max(0.0, (it - decay_start) / max(1.0, params.iters - decay_start))
             for opt, lr in ((g_opt, params.lr_g), (d_opt, params.lr_d)):
                 for group in opt.param_groups:
@@ -185,20 +181,17 @@ class StarGAN(Generator):
             x = x.to(device).contiguous(memory_format=torch.channels_last)
             c_org = c_org.to(device)
             c_trg = c_org[torch.randperm(c_org.size(0))]
-            losses.update(recipe.train_iteration(it, G, D, g_opt, d_opt, StarGANBatch(x, x, c_org, c_trg)))
-            if (it + 1) % run.log_every == 0:
-                run.log(it + 1, losses, started)
-                bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items() if k in ("D/adv", "G/rec", "G/cls")})
-            if (it + 1) % params.checkpoint_every == 0 or it + 1 == params.iters:
-                run.save(it + 1, modules, optimisers, sampler)
-                save_edit_grid(G.eval(), fixed_x.to(device), fixed_labels.to(device),
-                               run.out_dir / "samples" / f"{it + 1:06d}.png")
-                G.train()
+            return recipe.train_iteration(it, G, D, g_opt, d_opt, StarGANBatch(x, x, c_org, c_trg))
+
+        def preview(iteration: int) -> None:
+            save_edit_grid(G.eval(), fixed_x.to(device), fixed_labels.to(device),
+                           run.out_dir / "samples" / f"{iteration:06d}.png")
+            G.train()
+
+        started = run.loop({"G": G, "D": D}, {"G": g_opt, "D": d_opt}, sampler, f"train {cls.name}", step, preview,
+                           shown=("D/adv", "G/rec", "G/cls"))
         G = G.to(memory_format=torch.contiguous_format).cpu().eval()
-        if export is not None:
-            G.save(export, {"training": {**asdict(params), "data": train_set.identity(),
-                                         "command": command,
-                                         "seconds_this_session": round(time.time() - started)}})
+        export_trained(G, export, params, train_set, command, started)
         return G
 
 
@@ -274,7 +267,7 @@ class StarGANRecipe(Generator.Recipe):
         return {**logs, "D/loss": self.update(d_opt, loss)}
 
     def discriminator_loss(self, G, D, b: StarGANBatch):
-        from bench.training import gradient_penalty
+        from bench.toolkit.training import gradient_penalty
 
         p = self.params
         out_src, out_cls = D(b.x_in)

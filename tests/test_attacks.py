@@ -1,6 +1,6 @@
 import torch
 
-from bench.attacks import flatten_targets, per_sample_mse, pgd, random_start
+from bench.toolkit.attacks import flatten_targets, per_sample_mse, pgd, random_start
 from defenses.disrupting import Disrupting
 
 

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from bench.errors import ConfigError, WeightsError
+from bench.contract.errors import ConfigError, WeightsError
 from generators.attgan import ATTRIBUTES, AttGAN, Discriminators
 from tests.conftest import make_face_folder, random_state_from_layout, reference_layout
 
@@ -63,7 +63,7 @@ def test_discriminators_shapes():
 
 
 def test_training_smoke_resumes(tmp_path):
-    from bench.data import load_faceset
+    from bench.toolkit.data import load_faceset
 
     faces = load_faceset(make_face_folder(tmp_path / "faces", n=12, size=(32, 32), with_labels=True),
                          "folder", 32)

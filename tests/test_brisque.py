@@ -1,4 +1,4 @@
-"""bench.brisque against OpenCV's cv2.quality.QualityBRISQUE_compute with the shipped
+"""bench.toolkit.brisque against OpenCV's cv2.quality.QualityBRISQUE_compute with the shipped
 LIVE model: synthetic images (always, where cv2.quality is installed) and CelebA-HQ
 faces at 64 and 256 px (where ../shared holds them)."""
 
@@ -100,7 +100,7 @@ def test_matches_opencv_on_synthetic_images():
     expected = opencv_scores(cv2, list(images.values()))
     ours = np.array([B.brisque(to_tensor(a[None])).item() for a in images.values()])
     for name, e, o in zip(images, expected, ours):
-        assert abs(o - e) <= TOLERANCE, f"{name}: OpenCV {e:.4f}, bench.brisque {o:.4f}"
+        assert abs(o - e) <= TOLERANCE, f"{name}: OpenCV {e:.4f}, bench.toolkit.brisque {o:.4f}"
     assert np.abs(ours - expected).mean() < 0.01
 
 
@@ -109,12 +109,12 @@ def test_matches_opencv_on_faces(size):
     cv2 = opencv_quality()
     if not any(isa in cv2.ipp.getIppVersion() for isa in ("AVX2", "AVX-512")):
         pytest.skip(f"IPP runs {cv2.ipp.getIppVersion()}: its resize rounds unlike the AVX2 / AVX-512 "
-                    "kernels bench.brisque copies, which moves OpenCV's own scores by up to 1.3")
+                    "kernels bench.toolkit.brisque copies, which moves OpenCV's own scores by up to 1.3")
     faces = load_faces(size)
     expected = opencv_scores(cv2, list(faces))
     ours = B.brisque(to_tensor(faces)).numpy()
     for face, e, o in zip(FACES[size], expected, ours):
-        assert abs(o - e) <= TOLERANCE, f"face {face} at {size} px: OpenCV {e:.4f}, bench.brisque {o:.4f}"
+        assert abs(o - e) <= TOLERANCE, f"face {face} at {size} px: OpenCV {e:.4f}, bench.toolkit.brisque {o:.4f}"
     assert np.abs(ours - expected).mean() < 0.01  # measured: max 0.002 on these, 0.015 on 1,000 faces
 
 

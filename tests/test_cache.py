@@ -1,6 +1,6 @@
 import torch
 
-from bench.cache import Cache, make_key
+from bench.harness.cache import Cache, make_key
 
 
 def test_put_get_roundtrip_and_verification(tmp_path):

@@ -1,10 +1,10 @@
 import pytest
 import torch
 
-import bench.metrics
-from bench.classifier import AttributeClassifier, TrainParams, evaluate, train
-from bench.data import load_faceset
-from bench.errors import WeightsError
+import bench.toolkit.metrics
+from bench.contract.errors import WeightsError
+from bench.toolkit.classifier import AttributeClassifier, TrainParams, evaluate, train
+from bench.toolkit.data import load_faceset
 from tests.conftest import make_face_folder
 from tests.test_runner import read_rows, run_cli
 
@@ -20,17 +20,17 @@ class BrightnessClassifier:
 
 @pytest.fixture
 def brightness_classifier(monkeypatch):
-    monkeypatch.setattr(bench.metrics, "attribute_classifier", lambda: BrightnessClassifier())
+    monkeypatch.setattr(bench.toolkit.metrics, "attribute_classifier", lambda: BrightnessClassifier())
 
 
 def test_attribute_hits_per_target_and_broadcast_control(brightness_classifier):
     outputs = -torch.ones(2, 3, 3, 4, 4)       # T=2 targets, N=3 images
     outputs[0, :2] = 1                           # target 0: images 0, 1 bright
     expected = torch.tensor([[1, 1, 1], [0, 0, 1]])
-    hits = bench.metrics.attribute_hits(outputs, expected, ["Male", "Young"])
+    hits = bench.toolkit.metrics.attribute_hits(outputs, expected, ["Male", "Young"])
     assert hits.tolist() == [[1, 1, 0], [0, 0, 1]]
     control = -torch.ones(1, 3, 3, 4, 4)         # one no-edit output per image serves every target
-    assert bench.metrics.attribute_hits(control, expected, ["Male", "Young"]).tolist() == [[0, 0, 0], [0, 0, 1]]
+    assert bench.toolkit.metrics.attribute_hits(control, expected, ["Male", "Young"]).tolist() == [[0, 0, 0], [0, 0, 1]]
 
 
 def test_train_export_load_and_held_out_accuracy(tmp_path):

@@ -17,8 +17,8 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from bench import clip_score as cs
-from bench.errors import WeightsError
-from bench.io import file_sha256
+from bench.contract.errors import WeightsError
+from bench.contract.io import file_sha256
 
 open_clip = pytest.importorskip("open_clip")
 

@@ -4,9 +4,17 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from bench.errors import ConfigError, WeightsError
-from bypasses.comdefend import (COM_CHANNELS, OFFICIAL_FILES, REC_CHANNELS, ComDefend, ComDefendNet, binarise,
-                                hwio_shapes, load_official)
+from bench.contract.errors import ConfigError, WeightsError
+from bypasses.comdefend import (
+    COM_CHANNELS,
+    OFFICIAL_FILES,
+    REC_CHANNELS,
+    ComDefend,
+    ComDefendNet,
+    binarise,
+    hwio_shapes,
+    load_official,
+)
 from tests.conftest import reference_layout, shared_path
 
 CPU = torch.device("cpu")

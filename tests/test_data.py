@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from bench.data import load_faceset
-from bench.errors import DataError
+from bench.contract.errors import DataError
+from bench.toolkit.data import load_faceset
 from tests.conftest import CELEBA_ATTRS, make_face_folder, shared_path
 
 
@@ -67,28 +67,28 @@ def test_shared_celebahq_layout():
 
 
 def test_command_line_offers_every_loader():
-    from bench.cli import DATASET_KINDS
-    from bench.data import LOADERS
+    from bench.harness.cli import DATASET_KINDS
+    from bench.toolkit.data import LOADERS
 
     assert set(DATASET_KINDS) == set(LOADERS)
 
 
 def test_demo_kind_reads_the_packaged_set_and_says_when_it_is_missing(tmp_path, monkeypatch):
-    import bench.data
+    import bench.toolkit.data
     from tests.conftest import write_attribute_file
 
-    monkeypatch.setattr(bench.data, "DEMO_FACES", tmp_path / "absent")
+    monkeypatch.setattr(bench.toolkit.data, "DEMO_FACES", tmp_path / "absent")
     with pytest.raises(DataError, match="demo face set is missing"):
-        bench.data.load_faceset(None, "demo", 16)
+        bench.toolkit.data.load_faceset(None, "demo", 16)
     folder = make_face_folder(tmp_path / "demo", n=5, with_labels=False)
     write_attribute_file(folder / "list_attr_demo.txt", [f"{i}.png" for i in range(1, 6)], CELEBA_ATTRS)
-    monkeypatch.setattr(bench.data, "DEMO_FACES", folder)
-    faces = bench.data.load_faceset(None, "demo", 16)
+    monkeypatch.setattr(bench.toolkit.data, "DEMO_FACES", folder)
+    faces = bench.toolkit.data.load_faceset(None, "demo", 16)
     assert faces.name == "demo" and len(faces) == 5 and faces.labels(["Male"]).shape == (5, 1)
 
 
 def test_default_splits_follow_the_chosen_data_set(tmp_path):
-    from bench.cli import build_parser, resolved_config
+    from bench.harness.cli import build_parser, resolved_config
 
     parse = build_parser().parse_args
     assert resolved_config(parse(["run"]))["splits"] == {"finetune": [0, 256], "defense": [0, 256], "eval": [256, 320]}

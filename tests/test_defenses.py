@@ -8,9 +8,9 @@ import json
 import pytest
 import torch
 
-from bench.codecs import QualitySampler, differentiable_jpeg, jpeg_roundtrip
-from bench.errors import ConfigError
-from bench.plugins import FitTarget
+from bench.contract.errors import ConfigError
+from bench.contract.plugins import FitTarget
+from bench.toolkit.codecs import QualitySampler, differentiable_jpeg, jpeg_roundtrip
 from defenses.cmua import CMUA
 from defenses.dfrap import DFRAP, QUALITIES, QUALITY_WEIGHTS
 from defenses.pg import PG
@@ -132,7 +132,7 @@ def test_pg_learns_to_distort_and_protects_in_one_pass(tiny_stargan):
 
 
 def run_with(tmp_path, weights, out, defenses):
-    from bench.cli import main
+    from bench.harness.cli import main
     from tests.conftest import make_face_folder
 
     data = make_face_folder(tmp_path / "faces", n=16, size=(16, 16))
@@ -184,8 +184,8 @@ def test_face_mask_covers_the_inner_face():
 
 @pytest.mark.parametrize("name", ["stargan", "attgan", "hisd"])
 def test_quick_generators_name_their_mid_level_features(name):
-    from bench.registry import Registry
-    from bench.features import FeatureTap
+    from bench.contract.registry import Registry
+    from bench.toolkit.features import FeatureTap
 
     generator = Registry("generators").get(name).from_config("quick").eval()
     tap = FeatureTap(generator)
@@ -236,9 +236,9 @@ def test_idguard_rejects_bad_settings(tiny_stargan):
 
 
 def test_universal_defenses_fit_across_a_fixed_generator_set():
-    from bench.errors import ConfigError
-    from bench.profiles import QUICK
-    from bench.runner import universal_generators
+    from bench.contract.errors import ConfigError
+    from bench.harness.plan import universal_generators
+    from bench.harness.profiles import QUICK
 
     # a run of one generator fits CMUA across the profile's set, as a run of all does
     assert universal_generators(QUICK, ["attgan"]) == universal_generators(QUICK, ["stargan", "attgan", "hisd"])

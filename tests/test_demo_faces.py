@@ -3,10 +3,10 @@ import json
 import pytest
 import torch
 
-from bench import demo_faces
-from bench.data import load_faceset, to_tensor
-from bench.errors import BenchError, ConfigError, WeightsError
-from bench.io import save_tensors
+from bench.contract.errors import BenchError, ConfigError, WeightsError
+from bench.contract.io import save_tensors
+from bench.toolkit import demo_faces
+from bench.toolkit.data import load_faceset, to_tensor
 
 ATTRIBUTES = ["Bangs", "Black_Hair", "Blond_Hair", "Brown_Hair", "Male", "Young"]
 TINY = dict(width=8, d_width=8, batch_size=4, checkpoint_every=2, bn_samples=32)

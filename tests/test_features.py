@@ -5,8 +5,8 @@ no pretrained files offline) and say clearly where missing weights belong."""
 import pytest
 import torch
 
-from bench.errors import WeightsError
-from bench.features import load_extractor, resnet50_network
+from bench.contract.errors import WeightsError
+from bench.toolkit.features import load_extractor, resnet50_network
 
 
 def assert_features_with_gradient(extractor, dim):

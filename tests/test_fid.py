@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from bench import fid, inception
-from bench.metrics import FID, KID
+from bench.toolkit import fid, inception
+from bench.toolkit.metrics import FID, KID
 
 
 def smooth_images(n: int, seed: int, shift: float = 0.0) -> torch.Tensor:

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import generators.hisd as hisd
-from bench.errors import ConfigError
+from bench.contract.errors import ConfigError
 from bypasses.gat import GAT
 from generators.attgan import AttGAN
 from generators.hisd import HiSD, nearest_reference

@@ -4,7 +4,7 @@ import torch
 from PIL import Image
 
 import generators.hisd as hisd
-from bench.errors import WeightsError
+from bench.contract.errors import WeightsError
 from generators.hisd import HiSD, InstanceNorm
 from tests.conftest import CELEBA_ATTRS, random_state_from_layout, reference_layout
 
@@ -118,7 +118,7 @@ def labelled_faces(root, n=24, size=32):
 
 
 def test_training_smoke_resumes_and_exports(tmp_path, monkeypatch):
-    from bench.data import load_faceset
+    from bench.toolkit.data import load_faceset
 
     monkeypatch.setitem(HiSD.configs, "tiny", dict(style_dim=8, noise_dim=4, encoder=[4, 8], decoder=[8, 4],
                                                     translators=[4, 4], extractors=[4, 8], mappers_pre=[8],
@@ -143,7 +143,7 @@ def test_shipped_weights_and_references_load():
 
 
 def test_output_modes():
-    from bench.errors import ConfigError
+    from bench.contract.errors import ConfigError
 
     with pytest.raises(ConfigError, match="'clamp' or 'tanh'"):
         tiny_hisd(output="sigmoid")

@@ -7,8 +7,8 @@ import shutil
 
 import pytest
 
-from bench.leaderboard import build_board, read_run, write_board
-from bench.leaderboard_html import screenshot
+from bench.harness.leaderboard import build_board, read_run, write_board
+from bench.harness.leaderboard_html import screenshot
 from tests.test_leaderboard import synthetic_rows, write_run
 
 webdriver = pytest.importorskip("selenium.webdriver")

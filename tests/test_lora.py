@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from bench.errors import ConfigError, WeightsError
+from bench.contract.errors import ConfigError, WeightsError
 from bypasses.lora import LoRAPatching, count_trainable, inject_lora, patch_tensors
 from generators.stargan import StarGAN
 from tests.conftest import reference_layout

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from bench.errors import ConfigError
+from bench.contract.errors import ConfigError
 from bypasses.magat import MaGAT, edit_mask, masked_mse
 
 FAST = dict(epochs=1, batch_size=2, pgd_steps=2)

@@ -1,6 +1,6 @@
 import torch
 
-from bench.marks import apply_mark, mark_recovery, mark_region, warning_mark
+from bench.toolkit.marks import apply_mark, mark_recovery, mark_region, warning_mark
 
 
 def test_mark_covers_about_five_percent_bottom_left():

@@ -2,7 +2,7 @@ import dataclasses
 
 import torch
 
-from bench.metrics import DSR, L2, SSIM
+from bench.toolkit.metrics import DSR, L2, SSIM
 
 
 def test_l2_and_dsr_per_pair():

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from bench.cli import main
+from bench.harness.cli import main
 from generators.attgan import AttGAN
 from generators.stargan import StarGAN
 from tests.conftest import shared_path

@@ -5,8 +5,8 @@ from importlib.metadata import EntryPoint
 
 import pytest
 
-from bench.errors import ConfigError
-from bench.registry import GROUPS, PluginImportError, Registry
+from bench.contract.errors import ConfigError
+from bench.contract.registry import GROUPS, PluginImportError, Registry
 from tests.conftest import write_random_clip_weights
 
 BUILT_INS = {
@@ -53,7 +53,7 @@ def test_failing_plugin_is_reported_not_fatal(monkeypatch):
 
 
 def test_bench_ls_lists_without_importing_torch():
-    code = ("import sys; from bench.cli import main; main(['ls']); "
+    code = ("import sys; from bench.harness.cli import main; main(['ls']); "
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "disrupting" in out and "lora" in out
@@ -62,7 +62,7 @@ def test_bench_ls_lists_without_importing_torch():
 
 @pytest.mark.parametrize("kind,name", [(k, n) for k in GROUPS for n in Registry(k).names()])
 def test_every_registered_plugin_keeps_its_contract(kind, name, tmp_path, monkeypatch):
-    from bench.validate import validate
+    from bench.harness.validate import validate
 
     if kind == "metrics" and Registry(kind).get(name).missing():
         if name != "clip_score":
@@ -76,8 +76,8 @@ def test_every_registered_plugin_keeps_its_contract(kind, name, tmp_path, monkey
 
 
 def test_validate_reports_a_broken_defense():
-    from bench.plugins import Defense
-    from bench.validate import check_defense
+    from bench.contract.plugins import Defense
+    from bench.harness.validate import check_defense
 
     class Greedy(Defense):
         name = "greedy"

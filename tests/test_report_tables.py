@@ -1,17 +1,24 @@
 import pandas as pd
 import pytest
 
-from bench.report import (averaged_over_defenses, defense_summary, defensive_table, leakage_comparison, table1,
-                          table3, to_markdown, training_table)
+from bench.harness.report import (
+    averaged_over_defenses,
+    defense_summary,
+    defensive_table,
+    leakage_comparison,
+    table1,
+    table3,
+    to_markdown,
+    training_table,
+)
 
 
 def test_training_table_prints_parameter_counts_as_integers():
-    cells = pd.DataFrame([
-        dict(generator="stargan", defense="none", bypass="lora", metric="train_seconds", value=542.151),
-        dict(generator="stargan", defense="none", bypass="lora", metric="trainable_params", value=116580.0),
-        dict(generator="stargan", defense="none", bypass="none", metric="dsr", value=1.0),
+    costs = pd.DataFrame([
+        dict(generator="stargan", bypass="lora", metric="train_seconds", value=542.151),
+        dict(generator="stargan", bypass="lora", metric="trainable_params", value=116580.0),
     ])
-    text = to_markdown(training_table(cells), "training cost")
+    text = to_markdown(training_table(costs), "training cost")
     assert " 116580 |" in text and "116580.000" not in text
     assert " 542.151 |" in text
 
@@ -30,9 +37,13 @@ def synthetic_cells():
                          cell(g, d, b, "ssim", 1 - 0.3 * factor)]
                 if b in ("jpeg", "lora"):
                     rows.append(cell(g, d, b, "dsr", {"jpeg": 0.9, "lora": 0.05}[b] * scale, scenario="leakage"))
-        for b, seconds, params in (("gat", 500.0, 8e6), ("lora", 50.0, 3e5)):
-            rows += [cell(g, "none", b, "train_seconds", seconds), cell(g, "none", b, "trainable_params", params)]
     return pd.DataFrame(rows)
+
+
+def synthetic_costs():
+    return pd.DataFrame([dict(generator=g, bypass=b, metric=metric, value=value) for g in ("stargan", "attgan")
+                         for b, seconds, params in (("gat", 500.0, 8e6), ("lora", 50.0, 3e5))
+                         for metric, value in (("train_seconds", seconds), ("trainable_params", params))])
 
 
 def test_worst_case_summary_takes_the_defense_a_bypass_copes_with_least():
@@ -50,7 +61,7 @@ def test_a_bypass_one_generator_lacks_prints_dashes_and_whole_counts():
 
 
 def test_table3_joins_one_defense_with_training_cost():
-    t3 = table3(synthetic_cells(), "disrupting", ["gat", "lora"])
+    t3 = table3(synthetic_cells(), synthetic_costs(), "disrupting", ["gat", "lora"])
     assert list(t3.index) == ["gat", "lora"]
     assert t3.loc["lora", ("stargan", "DSR↓")] == 0.02 and t3.loc["gat", ("stargan", "params↓")] == 8_000_000
     assert t3.loc["lora", ("attgan", "train s↓")] == 50.0
@@ -89,7 +100,7 @@ def test_defensive_rows_are_split_by_reference():
 def test_several_runs_make_one_report(tmp_path):
     import json
 
-    from bench.report import write_report
+    from bench.harness.report import write_report
 
     cells = synthetic_cells()
     for name, bypasses in (("a", {"none", "lora"}), ("b", {"none", "jpeg", "gat"})):
@@ -105,7 +116,7 @@ def test_several_runs_make_one_report(tmp_path):
 def test_a_merged_report_gives_the_wall_time_of_each_part(tmp_path):
     import json
 
-    from bench.report import wall_times
+    from bench.harness.report import wall_times
 
     for name, seconds in (("a", 1200.4), ("b", 300.0)):
         (tmp_path / name).mkdir()
@@ -116,7 +127,7 @@ def test_a_merged_report_gives_the_wall_time_of_each_part(tmp_path):
 def test_run_metadata_keeps_the_git_state_taken_at_the_start():
     import torch
 
-    from bench.provenance import run_metadata
+    from bench.harness.provenance import run_metadata
 
     start = {"commit": "0" * 40, "dirty": False}
     meta = run_metadata({"seed": 0}, {}, {}, torch.device("cpu"), "bench run", git=start)
@@ -140,7 +151,7 @@ def quality_cells():
 
 
 def test_table2_shows_each_bypass_benign_quality_with_its_n():
-    from bench.report import table2
+    from bench.harness.report import table2
 
     t2 = table2(quality_cells(), ["jpeg", "lora", "ri"], {"kid": "weights missing"})
     assert list(t2.index) == ["jpeg", "lora"]
@@ -151,7 +162,7 @@ def test_table2_shows_each_bypass_benign_quality_with_its_n():
 
 
 def test_table2_prints_na_for_a_skipped_metric():
-    from bench.report import table2
+    from bench.harness.report import table2
 
     cells = quality_cells()
     t2 = table2(cells[cells.metric != "kid"], ["jpeg", "lora"], {"kid": "weights missing"})
@@ -159,7 +170,7 @@ def test_table2_prints_na_for_a_skipped_metric():
 
 
 def test_table4_averages_adversarial_outputs_over_the_defenses():
-    from bench.report import table4
+    from bench.harness.report import table4
 
     t4 = table4(quality_cells(), ["lora_warning"])
     assert list(t4.index) == [("lora_warning", "benign"), ("lora_warning", "adversarial")]
@@ -168,7 +179,7 @@ def test_table4_averages_adversarial_outputs_over_the_defenses():
 
 
 def test_table5_uses_the_stand_in_and_says_so():
-    from bench.report import table5
+    from bench.harness.report import table5
 
     t5, note = table5(quality_cells(), {"without": "lora_warning_pixel", "with": "lora_warning"},
                       {"clip_score": "CLIP weights not found at /x"})
@@ -179,7 +190,7 @@ def test_table5_uses_the_stand_in_and_says_so():
 
 
 def test_latex_is_booktabs_with_arrows():
-    from bench.report import table2, to_latex
+    from bench.harness.report import table2, to_latex
 
     text = to_latex(table2(quality_cells(), ["jpeg", "lora"]), "Table II: benign_impact")
     assert "\\toprule" in text and "\\midrule" in text and "\\bottomrule" in text
@@ -190,7 +201,7 @@ def test_latex_is_booktabs_with_arrows():
 def test_overlapping_runs_count_each_cell_once(tmp_path):
     import json
 
-    from bench.report import write_report
+    from bench.harness.report import write_report
 
     first, second = tmp_path / "a", tmp_path / "b"
     for folder, value in ((first, 0.5), (second, 0.1)):
@@ -201,3 +212,23 @@ def test_overlapping_runs_count_each_cell_once(tmp_path):
     summary = pd.read_csv(tmp_path / "out" / "summary.csv", header=[0, 1], index_col=0)
     assert summary.loc["jpeg", ("stargan", "mean DSR↓")] == pytest.approx(0.35)
     assert summary.loc["jpeg", ("stargan", "defenses")] == 2
+
+
+def test_fit_costs_come_from_costs_jsonl_or_from_the_rows_of_older_runs(tmp_path):
+    import json
+
+    from bench.harness.results import read_cells, read_costs
+
+    old, new = tmp_path / "schema1", tmp_path / "schema2"
+    rows = synthetic_cells().to_dict("records")
+    legacy = [cell("stargan", "none", "lora", "train_seconds", 50.0), cell("stargan", "none", "lora",
+                                                                            "trainable_params", 3e5)]
+    for folder, extra in ((old, legacy), (new, [])):
+        folder.mkdir()
+        (folder / "cells.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows + extra))
+    (new / "costs.jsonl").write_text(json.dumps({"kind": "bypass_fit", "generator": "stargan", "plugin": "lora",
+                                                 "train_seconds": 50.0, "trainable_params": 300000}) + "\n")
+    for folder in (old, new):
+        costs = read_costs(folder).set_index("metric").value
+        assert costs["train_seconds"] == 50.0 and costs["trainable_params"] == 3e5
+        assert len(read_cells(folder)) == len(rows)

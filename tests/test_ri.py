@@ -2,8 +2,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bench.errors import ConfigError
-from bench.finetune import adversarial_example
+from bench.contract.errors import ConfigError
+from bench.toolkit.finetune import adversarial_example
 from bypasses.ri import RI, ReconstructionNet, randomise
 
 TINY = dict(blocks=1, channels=4, batch_size=4, pgd_steps=2)

@@ -1,7 +1,7 @@
 import json
 
-from bench.cli import main
-from bench.io import load_tensors
+from bench.contract.io import load_tensors
+from bench.harness.cli import main
 from tests.conftest import make_face_folder
 
 
@@ -28,7 +28,10 @@ def test_run_writes_cells_and_metadata_then_reuses_the_cache(tmp_path, tiny_star
     for bypass in ("none", "jpeg", "lora"):
         for metric in ("l2", "ssim", "dsr"):
             assert ("disrupting", bypass, metric) in cells and ("none", bypass, metric) in cells
-    assert ("none", "lora", "trainable_params") in cells
+    assert not any(r["metric"] in ("train_seconds", "trainable_params") for r in rows)  # costs have their table
+    costs = [json.loads(line) for line in (out / "costs.jsonl").read_text().splitlines()]
+    lora = next(c for c in costs if c["kind"] == "bypass_fit" and c["plugin"] == "lora")
+    assert lora["generator"] == "stargan" and lora["trainable_params"] > 0 and lora["train_seconds"] > 0
     leaked = {(r["defense"], r["bypass"]) for r in rows if r["scenario"] == "leakage" and r["metric"] == "dsr"}
     assert leaked == {("disrupting", "jpeg"), ("disrupting", "lora")}  # ci: Disrupting adapts to each bypass
     n = {r["n"] for r in rows if r["metric"] == "dsr"}
@@ -115,8 +118,8 @@ def pooled_pixels(images, device="cpu"):
 
 
 def test_set_and_no_reference_metrics_give_one_row_per_cell(tmp_path, tiny_stargan_file, monkeypatch, capsys):
-    from bench import fid
-    from bench.metrics import FID
+    from bench.toolkit import fid
+    from bench.toolkit.metrics import FID
 
     monkeypatch.setattr(FID, "missing", classmethod(lambda cls: None))
     monkeypatch.setattr(FID, "weights_sha256", classmethod(lambda cls: "f" * 64))
@@ -157,7 +160,7 @@ def test_set_and_no_reference_metrics_give_one_row_per_cell(tmp_path, tiny_starg
 
 
 def test_a_metric_without_its_weights_is_skipped_and_reported_as_na(tmp_path, tiny_stargan_file, monkeypatch):
-    from bench import inception
+    from bench.toolkit import inception
 
     monkeypatch.setenv("BENCH_WEIGHTS", str(tmp_path / "no-weights"))
     monkeypatch.setattr(inception, "helper_file", lambda: None)
@@ -174,8 +177,8 @@ def test_a_metric_without_its_weights_is_skipped_and_reported_as_na(tmp_path, ti
 
 
 def test_defensive_patches_are_scored_against_the_marked_fakes(tmp_path, tiny_stargan_file, monkeypatch):
-    from bench import fid
-    from bench.metrics import FID
+    from bench.toolkit import fid
+    from bench.toolkit.metrics import FID
 
     monkeypatch.setattr(FID, "missing", classmethod(lambda cls: None))
     monkeypatch.setattr(FID, "weights_sha256", classmethod(lambda cls: "f" * 64))

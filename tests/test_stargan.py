@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from bench.errors import WeightsError
+from bench.contract.errors import WeightsError
 from generators.stargan import ATTRIBUTES, Discriminator, StarGAN
 from tests.conftest import random_state_from_layout, reference_layout
 

@@ -34,7 +34,7 @@ def site(tmp_path_factory):
 
 def bench(site, *args, check=True):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
-    done = subprocess.run([sys.executable, "-m", "bench.cli", *args], capture_output=True, text=True, env=env,
+    done = subprocess.run([sys.executable, "-m", "bench", *args], capture_output=True, text=True, env=env,
                           timeout=900)
     if check and done.returncode != 0:
         raise AssertionError(f"bench {' '.join(args)} failed ({done.returncode}):\n{done.stderr[-3000:]}")

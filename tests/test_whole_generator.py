@@ -5,7 +5,7 @@ architecture only."""
 import pytest
 import torch
 
-from bench.errors import ConfigError
+from bench.contract.errors import ConfigError
 from bypasses.gat import GAT
 from bypasses.magat import MaGAT
 from generators.stargan import StarGAN

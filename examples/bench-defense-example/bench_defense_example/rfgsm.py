@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
-from bench.plugins import Defense
+from bench.contract import DEFAULT_EPS, Defense
 
 
 class RFGSM(Defense):
@@ -27,7 +27,7 @@ class RFGSM(Defense):
 
     @dataclass
     class Params:
-        eps: float = 0.05  # L-inf budget on [-1, 1]
+        eps: float = DEFAULT_EPS  # L-inf budget on [-1, 1]: the protocol's
         alpha: float = 0.025  # size of the random step
         batch_size: int = 32
 

@@ -1,0 +1,107 @@
+"""Executors run a plan's steps and hand each step's receipt back as it finishes.
+
+- `local` (default): one step after another in this process, inputs first; torch
+  already uses every core for each step.
+- `dask`: `dask.distributed`, on a scheduler (`--scheduler tcp://host:8786`) or on a
+  `LocalCluster` of `--workers N` processes on this machine. Each step is submitted
+  with its inputs' futures, so the scheduler starts it once they are done. Workers
+  read and write the same content-addressed cache folder: a step's inputs travel by
+  cache key, never as pickled modules, and every worker needs the data folder at the
+  same path (and, for `--device cuda`, a GPU). Local workers use this process's torch
+  thread count, on which CPU results depend slightly, so their rows equal a local run's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from tqdm import tqdm
+
+from bench.contract.errors import ConfigError
+from bench.harness.plan import Plan
+from bench.harness.steps import Receipt, run_step
+
+EXECUTORS = ("local", "dask")
+WORKER_WAIT = 120  # seconds to wait for the first worker
+
+
+def progress(total: int, desc: str) -> tqdm:
+    return tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True, disable=total == 0)
+
+
+class LocalExecutor:
+    name = "local"
+
+    def run(self, plan: Plan, step_ids: list[str], settings: dict) -> Iterator[Receipt]:
+        with progress(len(step_ids), "run") as bar:
+            for sid in step_ids:
+                bar.set_postfix_str(plan.steps[sid].label, refresh=True)
+                yield run_step(plan.steps[sid], settings)
+                bar.update()
+
+
+class DaskExecutor:
+    name = "dask"
+
+    def __init__(self, scheduler: str | None = None, workers: int | None = None):
+        if scheduler and workers:
+            raise ConfigError("--workers sizes a local cluster; with --scheduler the cluster has its own workers")
+        self.scheduler, self.workers = scheduler, workers or 2
+
+    def client(self):
+        try:
+            from distributed import Client, LocalCluster
+        except ImportError:
+            raise ConfigError("--executor dask needs dask.distributed: pip install distributed") from None
+        if self.scheduler:
+            client, cluster = Client(self.scheduler), None
+        else:
+            cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1, processes=True,
+                                   host="127.0.0.1", dashboard_address=None)
+            client = Client(cluster)
+        try:
+            client.wait_for_workers(1, timeout=WORKER_WAIT)
+        except TimeoutError:
+            client.close()
+            raise ConfigError(f"no dask worker joined {self.scheduler or 'the local cluster'} within "
+                              f"{WORKER_WAIT} s; start workers with `dask worker ADDRESS`") from None
+        return client, cluster
+
+    def run(self, plan: Plan, step_ids: list[str], settings: dict) -> Iterator[Receipt]:
+        from distributed import as_completed
+
+        if not self.scheduler:
+            # CPU results depend slightly on torch's thread count (1e-5 after a LoRA fit): local
+            # workers use this process's count, so their rows equal those of a local run
+            settings = {**settings, "threads": torch.get_num_threads()}
+        client, cluster = self.client()
+        try:
+            futures = {}
+            for sid in step_ids:
+                step = plan.steps[sid]
+                inputs = [futures[i] for i in step.inputs if i in futures]
+                futures[sid] = client.submit(run_step, step, settings, *inputs, key=sid.replace("/", "-"),
+                                             pure=False, retries=0)
+            with progress(len(step_ids), f"run on {len(client.scheduler_info()['workers'])} dask workers") as bar:
+                for future in as_completed(list(futures.values())):
+                    receipt = future.result()
+                    bar.set_postfix_str(plan.steps[receipt.step].label, refresh=True)
+                    bar.update()
+                    yield receipt
+        finally:
+            client.close()
+            if cluster is not None:
+                cluster.close()
+
+
+def make_executor(name: str, scheduler: str | None = None, workers: int | None = None) -> LocalExecutor | DaskExecutor:
+    if name == "local":
+        if scheduler or workers:
+            raise ConfigError("--scheduler and --workers go with --executor dask")
+        return LocalExecutor()
+    if name == "dask":
+        return DaskExecutor(scheduler, workers)
+    raise ConfigError(f"unknown executor {name!r}; choose one of {', '.join(EXECUTORS)}")
+
+

@@ -1,0 +1,553 @@
+"""The leaderboard: every defense judged by its worst case over every bypass.
+
+As RobustBench ranks models by their accuracy under the strongest attack, a defense is
+ranked by its robust DSR: for each generator, the lowest defense success rate any
+bypass of the runs leaves it, in the standard scenario and in the leakage scenario
+(where the defender perturbs against the bypassed pipeline itself); defenses are
+ranked by the mean of that worst case over the generators. Beside it stand what the
+protected images really are (measured L-inf and L2 distance to the clean image and
+the protection's visible cost, PSNR and SSIM), from the runs' `clean_input` rows.
+
+An entry is ranked only if it is complete (a cell for every bypass column of the board
+and every generator: the minimum over fewer bypasses would flatter it) and within the
+protocol's budget (measured L-inf <= eps + tolerance). The others are listed, with
+why they are not ranked. A second board ranks the bypasses by the highest DSR they
+leave any defense within budget (their worst case, lower is stronger).
+
+Entries made under different protocols (profile, resolution, eps, evaluation images
+and their pixels, harness version) are never ranked together: runs are grouped by
+protocol and each group gets its own board. Every number comes from `cells.jsonl` rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from bench.contract.errors import BenchError
+from bench.contract.io import atomic_write_json, atomic_write_text
+from bench.toolkit.budget import CLEAN_INPUT, MEASURES, within_budget
+
+NONE, STANDARD, LEAKAGE = "none", "standard", "leakage"
+SCORES = ("dsr", "l2")  # what each cell of the board shows: DSR (ranked on) and L2 (the paper's MSE)
+
+
+@dataclass
+class Run:
+    path: Path
+    cells: pd.DataFrame
+    meta: dict
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+@dataclass(frozen=True)
+class Column:
+    """One bypass in one scenario: a column of the board."""
+    bypass: str
+    scenario: str
+
+    @property
+    def label(self) -> str:
+        name = "no bypass" if self.bypass == NONE else self.bypass
+        return name + (" (leakage)" if self.scenario == LEAKAGE else "")
+
+    def as_dict(self) -> dict:
+        return {"bypass": self.bypass, "scenario": self.scenario}
+
+
+def mean(values) -> float | None:
+    values = list(values)
+    return sum(values) / len(values) if values else None
+
+
+def incomplete(missing: list) -> str:
+    return f"incomplete ({len(missing)} cell{'s' if len(missing) > 1 else ''} missing)"
+
+
+@dataclass
+class Entry:
+    """One defense on one board (written as JSON by `entry_json`)."""
+    label: str
+    cells: list[dict]  # {generator, bypass, scenario, dsr, l2, n}
+    worst: dict  # generator -> {dsr, l2, bypass, scenario}
+    missing: list[dict]  # {generator, bypass, scenario} the board has and this entry lacks
+    budget: dict
+    origin: dict
+    params: dict
+    runs: list[str]
+    rank: int | None = None
+
+    @property
+    def robust_dsr(self) -> float | None:
+        return mean(w["dsr"] for w in self.worst.values())
+
+    @property
+    def mean_dsr(self) -> float | None:
+        """The average case: mean DSR over every cell (breaks ties of the worst case)."""
+        return mean(c["dsr"] for c in self.cells if c["dsr"] is not None)
+
+    @property
+    def complete(self) -> bool:
+        return not self.missing
+
+    def is_worst(self, generator: str, column: Column) -> bool:
+        w = self.worst.get(generator) or {}
+        return (w.get("bypass"), w.get("scenario")) == (column.bypass, column.scenario)
+
+    @property
+    def status(self) -> str:
+        if self.budget.get("within_budget") is None:
+            return "budget not measured"
+        if not self.budget["within_budget"]:
+            return "over budget"
+        if not self.complete:
+            return incomplete(self.missing)
+        return "ranked"
+
+
+@dataclass
+class BypassEntry:
+    """One bypass column on the bypass board: the highest DSR it leaves, per generator."""
+    column: Column
+    worst: dict  # generator -> {dsr, l2, defense}
+    missing: list[dict]  # {generator, defense}
+    mean_dsr: float | None = None  # the average case: mean DSR it leaves over every defense and generator
+    rank: int | None = None
+
+    @property
+    def label(self) -> str:
+        return self.column.label
+
+    @property
+    def worst_dsr(self) -> float | None:
+        return mean(w["dsr"] for w in self.worst.values())
+
+    @property
+    def status(self) -> str:
+        if self.column.bypass == NONE:
+            return "baseline"
+        return "ranked" if not self.missing else incomplete(self.missing)
+
+
+@dataclass
+class Board:
+    protocol: dict
+    generators: dict  # name -> weights sha256
+    bypasses: dict  # label -> identity (name, version, params)
+    columns: list[Column]
+    entries: list[Entry]
+    bypass_entries: list[BypassEntry]
+    runs: list[dict] = field(default_factory=list)  # provenance of each run
+
+    @property
+    def protocol_id(self) -> str:
+        return protocol_id(self.protocol)
+
+
+# --- reading runs -------------------------------------------------------------------
+
+def read_run(path: Path) -> Run:
+    from bench.harness.results import read_cells, read_meta
+
+    path = Path(path)
+    meta = read_meta(path)
+    if meta is None:
+        raise BenchError(f"{path} has no run.json: a leaderboard needs each run's protocol and provenance")
+    return Run(path, read_cells(path), meta)
+
+
+def protocol_of(meta: dict) -> dict:
+    """What makes numbers comparable: profile, resolution, the perturbation budget, the
+    evaluation images (ids and pixel hash) and the harness version."""
+    from bench.harness.profiles import PROTOCOL
+
+    config = meta["config"]
+    budget = {**PROTOCOL, **(config.get("protocol") or {})}  # runs made before it was a setting: the default
+    evaluation = meta["data"]["eval"]
+    return {"profile": config["profile"], "resolution": config["resolution"], "eps": budget["eps"],
+            "tolerance": budget["tolerance"], "harness_version": meta["harness_version"],
+            "evaluation": {k: evaluation.get(k) for k in ("name", "n", "first", "last", "ids", "pixels_sha256")}}
+
+
+def protocol_id(protocol: dict) -> str:
+    text = json.dumps(protocol, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def group_by_protocol(runs: list[Run]) -> dict[str, list[Run]]:
+    groups: dict[str, list[Run]] = {}
+    for run in runs:
+        groups.setdefault(protocol_id(protocol_of(run.meta)), []).append(run)
+    return groups
+
+
+def merged_identities(runs: list[Run], kind: str, field_name: str | None = None) -> dict:
+    """name -> identity (or one field of it) of the runs' generators or bypasses; the same
+    name with two different identities is an error (the runs measured different things)."""
+    merged, source = {}, {}
+    for run in runs:
+        for name, identity in (run.meta.get("plugins", {}).get(kind) or {}).items():
+            value = identity.get(field_name) if field_name else identity
+            if name in merged and merged[name] != value:
+                raise BenchError(f"runs {source[name]} and {run.name} evaluated {kind[:-1]} {name!r} differently "
+                                 f"(different {field_name or 'settings'}); make a board of each separately")
+            merged.setdefault(name, value)
+            source.setdefault(name, run.name)
+    return merged
+
+
+def joined_cells(runs: list[Run]) -> pd.DataFrame:
+    """All runs' rows, each cell once (the first run's), with the run it came from."""
+    from bench.harness.results import first_of_each_cell
+
+    frames = [run.cells.assign(run=run.name) for run in runs]
+    cells = first_of_each_cell(pd.concat(frames, ignore_index=True))
+    if "reference" not in cells:
+        cells["reference"] = "original"
+    cells["reference"] = cells["reference"].fillna("original")
+    return cells
+
+
+# --- building a board -----------------------------------------------------------------
+
+def attack_rows(cells: pd.DataFrame) -> pd.DataFrame:
+    """The rows the board shows, in the runs' order: DSR and L2 of the cells scored
+    against the original fake (defensive patches, scored against a marked fake, are not
+    bypasses and stay off the board)."""
+    return cells[(cells.reference == "original") & cells.metric.isin(SCORES) & (cells.target == "all")]
+
+
+def attack_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """(defense, generator, bypass, scenario) -> dsr, l2, n, run."""
+    key = ["defense", "generator", "bypass", "scenario"]
+    table = rows.pivot_table(index=key, columns="metric", values="value", aggfunc="first")
+    dsr = rows[rows.metric == "dsr"].set_index(key)
+    return table.join(dsr[["n", "run"]])
+
+
+def column_order(rows: pd.DataFrame) -> list[Column]:
+    """The board's columns: no bypass first, then the runs' bypasses in their order, each
+    standard before leakage."""
+    seen = list(dict.fromkeys(zip(rows.bypass, rows.scenario)))
+    bypasses = list(dict.fromkeys(b for b, _ in seen))
+    bypasses = [b for b in bypasses if b == NONE] + [b for b in bypasses if b != NONE]
+    return [Column(b, s) for b in bypasses for s in (STANDARD, LEAKAGE) if (b, s) in seen]
+
+
+def budget_of(cells: pd.DataFrame, defense: str, eps_declared, protocol: dict) -> dict:
+    """Measured budget of a defense's protected images: the largest L-inf over every
+    image it protected (both scenarios); mean L2 norm, PSNR and SSIM over the standard
+    scenario's (the protection as released)."""
+    rows = cells[(cells.reference == CLEAN_INPUT) & (cells.defense == defense)]
+    budget = {"eps_declared": eps_declared, "eps_protocol": protocol["eps"]}
+    if rows.empty:
+        return {**budget, "linf_max": None, "l2_norm_mean": None, "psnr_mean": None, "ssim_mean": None,
+                "images": 0, "within_budget": None}
+    standard = rows[rows.scenario == STANDARD]
+    standard = standard if not standard.empty else rows
+    linf = float(rows[rows.metric == "linf"].value.max())
+    means = {f"{name}_mean": number(standard[standard.metric == name].value.mean())
+             for name in MEASURES if name != "linf"}
+    images = int(rows[rows.metric == "linf"].n.sum())
+    return {**budget, "linf_max": linf, **means, "images": images, "within_budget": within_budget(linf, protocol)}
+
+
+def number(value) -> float | None:
+    """A JSON number, or None for what is missing."""
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
+
+
+def defense_entry(table: pd.DataFrame, cells: pd.DataFrame, defense: str, generators: list[str],
+                  columns: list[Column], runs: list[Run], protocol: dict) -> Entry:
+    mine = table.xs(defense, level="defense")
+    entry_cells, worst, missing = [], {}, []
+    for g in generators:
+        for column in columns:
+            key = (g, column.bypass, column.scenario)
+            if key not in mine.index:
+                missing.append({"generator": g, **column.as_dict()})
+                continue
+            row = mine.loc[key]
+            cell = {"generator": g, **column.as_dict(), "dsr": number(row.dsr), "l2": number(row.get("l2")),
+                    "n": int(row.n), "run": row.run}
+            entry_cells.append(cell)
+            if cell["dsr"] is not None and (g not in worst or lower(cell, worst[g])):
+                worst[g] = {k: cell[k] for k in ("dsr", "l2", "bypass", "scenario")}
+    identity, origin = plugin_facts(runs, "defenses", defense)
+    origin = {**origin, "plugin": identity.get("name"), "version": identity.get("version", origin.get("version"))}
+    params = identity.get("params") or {}
+    return Entry(defense, entry_cells, worst, missing,
+                 budget_of(cells, defense, params.get("eps"), protocol), origin, params,
+                 sorted({c["run"] for c in entry_cells}))
+
+
+def lower(cell: dict, other: dict) -> bool:
+    """Whether `cell` is a worse case for the defense than `other`: a lower DSR, or the
+    same DSR with outputs closer to the original fake (lower L2: more fully bypassed)."""
+    return (cell["dsr"], cell["l2"] if cell["l2"] is not None else math.inf) < \
+        (other["dsr"], other["l2"] if other["l2"] is not None else math.inf)
+
+
+def plugin_facts(runs: list[Run], kind: str, label: str) -> tuple[dict, dict]:
+    """A plugin's identity (name, version, params) and origin from the first run naming it."""
+    for run in runs:
+        identity = (run.meta.get("plugins", {}).get(kind) or {}).get(label)
+        if identity is not None:
+            origin = (run.meta.get("plugin_origins", {}).get(kind) or {}).get(label) or {}
+            return identity, origin
+    return {}, {}
+
+
+def bypass_entry(table: pd.DataFrame, column: Column, generators: list[str], defenses: list[str]) -> BypassEntry:
+    worst, missing, values = {}, [], []
+    for g in generators:
+        for d in defenses:
+            key = (d, g, column.bypass, column.scenario)
+            if key not in table.index:
+                missing.append({"generator": g, "defense": d})
+                continue
+            row = table.loc[key]
+            found = {"dsr": number(row.dsr), "l2": number(row.get("l2")), "defense": d}
+            if found["dsr"] is not None:
+                values.append(found["dsr"])
+                if g not in worst or lower(worst[g], found):
+                    worst[g] = found
+    return BypassEntry(column, worst, missing, mean(values))
+
+
+def rank(items: list, score, higher_first: bool) -> None:
+    """Number the ranked items by `score(item)`, a tuple (the worst case, then what breaks
+    its ties), then by name."""
+    ranked = [item for item in items if item.status == "ranked"]
+    sign = -1 if higher_first else 1
+    ranked.sort(key=lambda item: (*(sign * value for value in score(item)), item.label))
+    for position, item in enumerate(ranked, start=1):
+        item.rank = position
+
+
+def build_board(runs: list[Run]) -> Board:
+    """One board from runs that share a protocol."""
+    protocols = {protocol_id(protocol_of(run.meta)) for run in runs}
+    if len(protocols) > 1:
+        raise BenchError("runs of different protocols cannot share a board; group them with group_by_protocol")
+    protocol = protocol_of(runs[0].meta)
+    cells = joined_cells(runs)
+    rows = attack_rows(cells)
+    if not (rows.metric == "dsr").any():
+        raise BenchError(f"no DSR rows in {', '.join(r.name for r in runs)}: nothing to rank")
+    table = attack_table(rows)
+    generators = list(dict.fromkeys(rows.generator))
+    columns = column_order(rows)
+    defenses = [d for d in dict.fromkeys(rows.defense) if d != NONE]
+    entries = [defense_entry(table, cells, d, generators, columns, runs, protocol) for d in defenses]
+    rank(entries, lambda e: (e.robust_dsr, e.mean_dsr), higher_first=True)
+    eligible = [e.label for e in entries if e.budget.get("within_budget")]
+    bypass_entries = [bypass_entry(table, c, generators, eligible) for c in columns]
+    rank(bypass_entries, lambda b: (b.worst_dsr, b.mean_dsr), higher_first=False)
+    return Board(protocol, {g: w for g, w in merged_identities(runs, "generators", "weights_sha256").items()
+                            if g in generators},
+                 merged_identities(runs, "bypasses"), columns, entries, bypass_entries,
+                 [run_provenance(run) for run in runs])
+
+
+def run_provenance(run: Run) -> dict:
+    meta = run.meta
+    return {"run": run.name, "command": meta.get("command"), "finished": meta.get("finished"),
+            "git": meta.get("git"), "harness_version": meta.get("harness_version"), "seed": meta.get("seed"),
+            "device": (meta.get("environment") or {}).get("device"),
+            "wall_seconds": meta.get("wall_seconds")}
+
+
+# --- what a board is written as --------------------------------------------------------
+
+def entry_json(board: Board, entry: Entry) -> dict:
+    """One entry as RobustBench keeps them: metadata, protocol, every cell, the worst case,
+    the measured budget and the provenance of the runs it came from."""
+    return {
+        "name": entry.label,
+        "plugin": entry.origin.get("plugin") or entry.label,
+        "version": entry.origin.get("version"),
+        "distribution": entry.origin.get("distribution"),
+        "distribution_version": entry.origin.get("distribution_version"),
+        "entry_point": entry.origin.get("entry_point"),
+        "paper": entry.origin.get("paper"),
+        "url": entry.origin.get("url"),
+        "licence": entry.origin.get("licence"),
+        "parameters": entry.params,
+        "protocol": {"id": board.protocol_id, **board.protocol, "generators": board.generators},
+        "rank": entry.rank,
+        "status": entry.status,
+        "robust_dsr": entry.robust_dsr,
+        "mean_dsr": entry.mean_dsr,
+        "worst_case": entry.worst,
+        "budget": entry.budget,
+        "cells": entry.cells,
+        "missing": entry.missing,
+        "provenance": [r for r in board.runs if r["run"] in entry.runs],
+    }
+
+
+def board_json(board: Board) -> dict:
+    return {"protocol": {"id": board.protocol_id, **board.protocol, "generators": board.generators},
+            "columns": [c.as_dict() for c in board.columns],
+            "bypasses": board.bypasses,
+            "defenses": [entry_json(board, e) for e in ordered_entries(board.entries)],
+            "bypass_board": [{"bypass": b.column.bypass, "scenario": b.column.scenario, "rank": b.rank,
+                              "status": b.status, "worst_dsr": b.worst_dsr, "mean_dsr": b.mean_dsr,
+                              "worst_case": b.worst,
+                              "missing": b.missing} for b in ordered_entries(board.bypass_entries)],
+            "runs": board.runs}
+
+
+def ordered_entries(items: list) -> list:
+    """Ranked first, by rank; then the rest by name."""
+    return sorted(items, key=lambda item: (item.rank is None, item.rank or 0, item.label))
+
+
+def defense_table(board: Board) -> pd.DataFrame:
+    """The defense board: robust DSR per generator (its worst bypass in brackets), the
+    mean, and the measured budget and cost."""
+    rows = []
+    for entry in ordered_entries(board.entries):
+        row = {"rank": entry.rank if entry.rank is not None else "–", "defense": entry.label}
+        for g in board.generators:
+            w = entry.worst.get(g)
+            row[f"{g} robust DSR↑"] = f"{w['dsr']:.3f} ({worst_label(w)})" if w else "–"
+        row["mean robust DSR↑"] = bounded(entry.robust_dsr, not entry.complete, "≤")
+        row["mean DSR, all cells↑"] = fmt(entry.mean_dsr, 3)
+        b = entry.budget
+        row["L-inf (eps)"] = f"{fmt(b['linf_max'], 4)} ({fmt(b['eps_declared'], 3)})"
+        row["L2 norm"] = fmt(b["l2_norm_mean"], 3)
+        row["PSNR dB"] = fmt(b["psnr_mean"], 2)
+        row["SSIM"] = fmt(b["ssim_mean"], 4)
+        row["status"] = entry.status
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def bypass_table(board: Board) -> pd.DataFrame:
+    rows = []
+    for item in ordered_entries(board.bypass_entries):
+        row = {"rank": item.rank if item.rank is not None else "–", "bypass": item.label}
+        for g in board.generators:
+            w = item.worst.get(g)
+            row[f"{g} worst DSR↓"] = f"{w['dsr']:.3f} ({w['defense']})" if w else "–"
+        row["mean worst DSR↓"] = bounded(item.worst_dsr, bool(item.missing), "≥")
+        row["mean DSR, all cells↓"] = fmt(item.mean_dsr, 3)
+        row["status"] = item.status
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def cell_matrix(board: Board, entry: Entry) -> pd.DataFrame:
+    """An entry's every cell: DSR and L2 per bypass column and generator."""
+    found = {(c["generator"], c["bypass"], c["scenario"]): c for c in entry.cells}
+    rows = []
+    for column in board.columns:
+        row = {"bypass": column.label}
+        for g in board.generators:
+            cell = found.get((g, column.bypass, column.scenario))
+            dsr = "–" if cell is None else f"{cell['dsr']:.3f}"
+            row[f"{g} DSR"] = f"**{dsr}**" if cell is not None and entry.is_worst(g, column) else dsr
+            row[f"{g} L2"] = "–" if cell is None else fmt(cell["l2"], 4)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def fmt(value, digits: int) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def bounded(value: float | None, partial: bool, sign: str) -> str:
+    """A worst case, with `sign` (≤ or ≥) where cells are missing: then it is a bound."""
+    return "–" if value is None else (f"{sign} " if partial else "") + f"{value:.3f}"
+
+
+def worst_label(worst: dict) -> str:
+    return Column(worst["bypass"], worst["scenario"]).label
+
+
+def protocol_lines(board: Board) -> list[str]:
+    p, e = board.protocol, board.protocol["evaluation"]
+    first = (e.get("first") or ["?"])[0]
+    last = (e.get("last") or ["?"])[0]
+    generators = ", ".join(f"{g} ({h[:12] if h else '?'})" for g, h in board.generators.items())
+    return [f"protocol {board.protocol_id}: profile {p['profile']}, {p['resolution']} px, "
+            f"eps {p['eps']} (L-inf on [-1, 1], tolerance {p['tolerance']:g}), harness {p['harness_version']}",
+            f"evaluation images: {e.get('n')} of {e.get('name')} ({first} … {last}), ids {e.get('ids')}, "
+            f"pixels {e.get('pixels_sha256')}",
+            f"generators (weights sha256): {generators}",
+            "runs: " + ", ".join(f"{r['run']} (git {str((r['git'] or {}).get('commit'))[:10]})" for r in board.runs)]
+
+
+EXPLANATION = (
+    "Robust DSR: for each generator, the lowest DSR (defense success rate) any bypass leaves the defense, over "
+    "the standard and the leakage scenario (in brackets: that worst bypass; of equal DSRs, the one whose "
+    "outputs come closest to the original fake, by L2); ranked by its mean over the "
+    "generators, ties broken by the mean DSR over all cells (the average case). An entry missing cells is not ranked and shows ≤ (its worst case can only be lower). "
+    "L-inf: the largest change of any pixel over every protected image (eps declared in brackets); L2 norm, "
+    "PSNR and SSIM: protected against clean, mean over the standard scenario's protected images. An entry "
+    "beyond the protocol's eps is flagged and not ranked.")
+BYPASS_EXPLANATION = (
+    "Bypasses ranked by the highest DSR they leave any defense within budget (lower: a stronger bypass), "
+    "per generator (in brackets: that defense) and its mean, ties broken by the mean DSR they leave over all "
+    "cells; ≥ where cells are missing.")
+
+
+def to_markdown(table: pd.DataFrame, title: str) -> str:
+    """A table of already formatted text, printed as it is (no re-rounding of numbers)."""
+    return f"### {title}\n\n" + table.to_markdown(disable_numparse=True) + "\n"
+
+
+def markdown(board: Board) -> str:
+    text = "# Leaderboard: proactive defenses by their worst case over every bypass\n\n"
+    text += "\n".join(f"- {line}" for line in protocol_lines(board)) + "\n\n"
+    text += to_markdown(defense_table(board).set_index("rank"), "Defenses") + f"\n{EXPLANATION}\n\n"
+    text += to_markdown(bypass_table(board).set_index("rank"), "Bypasses") + f"\n{BYPASS_EXPLANATION}\n\n"
+    text += "## Every cell\n\n"
+    for entry in ordered_entries(board.entries):
+        text += to_markdown(cell_matrix(board, entry).set_index("bypass"),
+                            f"{entry.label}: DSR and L2 under every bypass (bold: the worst case)") + "\n"
+    return text
+
+
+def write_board(board: Board, output: Path) -> None:
+    from bench.harness.leaderboard_html import html
+
+    output = Path(output)
+    for entry in board.entries:
+        atomic_write_json(output / "entries" / f"{entry.label}.json", entry_json(board, entry))
+    atomic_write_json(output / "board.json", board_json(board))
+    atomic_write_text(output / "leaderboard.md", markdown(board))
+    atomic_write_text(output / "leaderboard.csv", defense_table(board).to_csv(index=False))
+    atomic_write_text(output / "bypasses.csv", bypass_table(board).to_csv(index=False))
+    atomic_write_text(output / "leaderboard.html", html(board))
+
+
+def write_leaderboards(runs: list[Run], output: Path) -> list[tuple[Path, Board]]:
+    """A board per protocol of the runs, written to `output` (one protocol) or to
+    `output/<profile>-<protocol id>/` each (several)."""
+    groups = group_by_protocol(runs)
+    written = []
+    for pid, group in groups.items():
+        board = build_board(group)
+        where = Path(output) if len(groups) == 1 else Path(output) / f"{board.protocol['profile']}-{pid}"
+        write_board(board, where)
+        written.append((where, board))
+    return written
+
+
+def summary_line(where: Path, board: Board) -> str:
+    ranked = [e for e in board.entries if e.rank is not None]
+    top = ordered_entries(board.entries)[0] if ranked else None
+    lead = f"; first: {top.label} (robust DSR {top.robust_dsr:.3f})" if top else ""
+    return (f"{where}/leaderboard.md and .html: protocol {board.protocol_id}, {len(ranked)} of "
+            f"{len(board.entries)} defenses ranked{lead}")

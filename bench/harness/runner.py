@@ -1,0 +1,285 @@
+"""`bench run`: plan the matrix, run the plan on an executor, write the results.
+
+    plan     every cell (generator, defense, bypass, scenario) and the cached steps it
+             needs, shared steps once (`bench.harness.plan`)
+    resume   the run folder's `cells.jsonl` keeps the rows of the cells finished by an
+             earlier, interrupted run of the same plan; only the rest is run
+    execute  the executor runs the needed steps (`bench.harness.executors`); every cell's
+             rows are appended to `cells.jsonl` as soon as the cell is scored
+    finish   rows in plan order, fit costs (`costs.jsonl`), provenance (`run.json`),
+             fitted states, loss curves and image grids
+
+The rows of defense "none" score each bypass on clean inputs (its benign impact).
+Scenarios: "standard" (defenses perturb against the original generator) and "leakage"
+(an adaptive defender perturbs against the bypassed pipeline itself). Profiles may
+declare variants of a plugin (`bypasses: {lora_r4: {plugin: lora, rank: 4}}`); they
+run and are named like any plugin. The runner knows no method by name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from bench.contract.errors import BenchError, ConfigError
+from bench.contract.io import atomic_write_json, atomic_write_text, save_tensors
+from bench.contract.registry import registry
+from bench.harness.cache import default_cache_dir
+from bench.harness.executors import LocalExecutor
+from bench.harness.inputs import load_data, load_split, plugin_origins, usable_metrics
+from bench.harness.plan import Plan, build_plan, device_kind, resolve_names
+from bench.harness.provenance import git_state, peak_memory_mb, run_metadata
+from bench.harness.results import RowLog, figure_grids
+from bench.harness.steps import Receipt
+from bench.toolkit.device import resolve_device
+
+
+def plan_run(config: dict, defenses, bypasses, generators) -> tuple[Plan, dict]:
+    """The run's plan and the metrics it leaves out here (name -> why)."""
+    names = resolve_names(config, defenses, bypasses, generators)
+    metrics, skipped = usable_metrics(config)
+    identities = {name: registry("metrics").get(name).identity() for name in metrics}
+    return build_plan(config, names, metrics, identities), skipped
+
+
+def cache_root(config: dict) -> tuple[Path, bool]:
+    """The cache folder, and whether it is a temporary one (`cache: false`: every step is
+    recomputed, and nothing is kept after the run)."""
+    if config["cache"]:
+        return default_cache_dir(), False
+    return Path(tempfile.mkdtemp(prefix="bench-nocache-")), True
+
+
+def run(config: dict, output_dir: Path, defenses: str | list[str], bypasses: str | list[str],
+        generators: str | list[str], command: str = "", executor=None) -> Path:
+    started, git = time.time(), git_state()
+    executor = executor or LocalExecutor()
+    plan, skipped = plan_run(config, defenses, bypasses, generators)
+    root, temporary = cache_root(config)
+    if temporary and getattr(executor, "scheduler", None):
+        raise ConfigError("--no-cache keeps values in a temporary folder of this machine, which a cluster's "
+                          "workers cannot share; give the cluster a shared cache folder instead")
+    log = RowLog(output_dir)
+    done = log.resume(plan, trust=not temporary)
+    if done:
+        print(f"resuming {output_dir}: {len(done)} of {len(plan.units)} cells already scored")
+    settings = {"config": config, "cache_root": str(root), "device_kind": device_kind(config)}
+    receipts: dict[str, Receipt] = {}
+    units_of = {}
+    for unit in plan.units:
+        units_of.setdefault(unit.step, []).append(unit)
+    try:
+        for receipt in executor.run(plan, plan.needed(done), settings):
+            receipts[receipt.step] = receipt
+            for unit in units_of.get(receipt.step, []):
+                if unit.name() not in done:
+                    log.append(unit.name(), receipt.rows)
+        log.finish(plan)
+        finish(plan, output_dir, receipts, settings, skipped, command, git, started, executor.name)
+    finally:
+        if temporary:
+            shutil.rmtree(root, ignore_errors=True)
+    return output_dir
+
+
+def finish(plan: Plan, output_dir: Path, receipts: dict, settings: dict, skipped: dict, command: str, git: dict,
+           started: float, executor: str) -> None:
+    """Everything besides the rows: costs, provenance, fitted states, loss curves, grids."""
+    from bench.harness.cache import Cache
+
+    config, cache = settings["config"], Cache(settings["cache_root"])
+    device = resolve_device(config["device"])
+    manifests = {sid: (cache.manifest(step.kind, step.key) or {}).get("info", {})
+                 for sid, step in plan.steps.items() if step.kind in ("fit", "defense_fit")}
+    fits, costs = fit_records(plan, manifests, receipts)
+    write_jsonl(output_dir / "costs.jsonl", costs)
+    export_fitted(plan, cache, output_dir, config)
+    for (g, b), info in fits.items():
+        if "loss_curve" in info:
+            atomic_write_json(output_dir / f"loss_curve_{g}_{b}.json", info["loss_curve"])
+    meta = run_metadata(config, plan.names, plan.plugins | {"generators": {
+        g: plan.identities[g] for g in plan.names["generators"]}}, device, command, git)
+    meta["plugin_origins"] = plugin_origins(config, plan.names)
+    meta["data"] = {name: plan.identities.get(f"split:{split}")
+                    for name, split in (("eval", "eval"), ("finetune", "finetune"), ("defense_fit", "defense"))}
+    meta["defense_fits"] = [defense_fit_record(plan.steps[sid], manifests[sid], receipts.get(sid))
+                            for sid in plan.steps if plan.steps[sid].kind == "defense_fit"]
+    meta["fits"] = {f"{g}/{b}": {k: v for k, v in info.items() if k != "loss_curve"} for (g, b), info in fits.items()}
+    meta["plan"] = {"id": plan.identity(), "executor": executor, "cache": settings["cache_root"],
+                    "steps": step_summary(plan, receipts)}
+    meta["wall_seconds"] = round(time.time() - started, 2)
+    meta["peak_memory"] = peak_memory_mb(device)
+    rows = [r for receipt in receipts.values() for r in receipt.rows]
+    meta["cache_hits"] = sum(r["cache_hit"] for r in rows)
+    meta["metrics"] = {name: registry("metrics").get(name).identity() for name in plan.metrics}
+    meta["metrics_skipped"] = skipped
+    metric_seconds: dict[str, float] = {}
+    for receipt in receipts.values():
+        for name, t in receipt.metric_seconds.items():
+            metric_seconds[name] = metric_seconds.get(name, 0.0) + t
+    meta["metric_seconds"] = {name: round(t, 2) for name, t in metric_seconds.items()}
+    meta["finished_plan"] = plan.identity()
+    save_grids(plan, cache, output_dir, config)
+    atomic_write_json(output_dir / "run.json", meta)
+
+
+def fit_records(plan: Plan, manifests: dict, receipts: dict) -> tuple[dict, list[dict]]:
+    """Each (generator, bypass)'s fit info, and the costs table: one row per bypass fit
+    and generator it serves, one per defense fit."""
+    fits, costs = {}, []
+    for sid, users in plan.fit_users.items():
+        info, hit = manifests[sid], receipts[sid].cache_hit if sid in receipts else True
+        for g, label in users:
+            fits[(g, label)] = {**info, "cache_hit": hit}
+            costs.append({"kind": "bypass_fit", "generator": g, "plugin": label, "scenario": "standard",
+                          "train_seconds": info.get("train_seconds"), "trainable_params": info.get("trainable_params"),
+                          "seconds": info.get("seconds"), "cache_hit": hit})
+    for sid, step in plan.steps.items():
+        if step.kind == "defense_fit":
+            record = defense_fit_record(step, manifests[sid], receipts.get(sid))
+            costs.append({"kind": "defense_fit", "generator": ",".join(record["generators"]) or None,
+                          "plugin": record["defense"], "scenario": record["scenario"], "train_seconds": None,
+                          "trainable_params": None, "seconds": record["fit_seconds"], "cache_hit": record["cache_hit"]})
+    return fits, costs
+
+
+def defense_fit_record(step, info: dict, receipt: Receipt | None) -> dict:
+    seconds = info.get("fit_seconds", info.get("seconds"))
+    return {**{k: v for k, v in info.items() if k not in ("seconds", "cache_hit")},
+            "fit_seconds": round(seconds, 2) if seconds is not None else None,
+            "cache_hit": receipt.cache_hit if receipt else True, "defense": step.task["defense"],
+            "scope": step.task["scope"], "generators": [t["generator"] for t in step.task["targets"]],
+            "scenario": step.task["scenario"]}
+
+
+def step_summary(plan: Plan, receipts: dict) -> dict:
+    """Which steps ran and which came from the cache (steps that no unscored cell needed
+    are listed as not needed)."""
+    ran, cached = {}, {}
+    listed = []
+    for sid, step in plan.steps.items():
+        receipt = receipts.get(sid)
+        status = "not needed" if receipt is None else ("cache" if receipt.cache_hit else "ran")
+        if receipt is not None:
+            counter = cached if receipt.cache_hit else ran
+            counter[step.kind] = counter.get(step.kind, 0) + 1
+        listed.append({"id": sid, "what": step.label, "status": status,
+                       "seconds": round(receipt.seconds, 3) if receipt else None})
+    return {"ran": ran, "from_cache": cached, "list": listed}
+
+
+def export_fitted(plan: Plan, cache, output_dir: Path, config: dict) -> None:
+    """Each fitted bypass state on its own (e.g. only the LoRA and gate tensors), reusable
+    elsewhere, with what it was fitted on."""
+    for sid, users in plan.fit_users.items():
+        step = plan.steps[sid]
+        found = cache.load(step.kind, step.key)
+        if found is None:
+            continue
+        for g, label in users:
+            save_tensors(output_dir / "fitted" / f"{g}_{label}.safetensors", found[0],
+                         {"bypass": step.parts["bypass"], "generator": plan.identities[g],
+                          "finetune_images": step.parts["images"], "seed": config["seed"]})
+
+
+def save_grids(plan: Plan, cache, output_dir: Path, config: dict) -> None:
+    images = load_split(config, load_data(config), "eval").images
+    for grid in figure_grids(plan, cache, output_dir, config, images):
+        grid.save()
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
+
+
+# --- dry run: what a run would do -------------------------------------------------------
+def describe_plan(config: dict, defenses, bypasses, generators, output_dir: Path | None) -> str:
+    """How many steps of each kind the run has, how many the cache holds already, how
+    many cells the run folder has scored, and an estimate of the time left (from the
+    cached steps of the same kinds and plugins)."""
+    from bench.harness.cache import Cache
+
+    plan, skipped = plan_run(config, defenses, bypasses, generators)
+    root, temporary = cache_root(config)
+    cache = Cache(root)
+    done = RowLog(output_dir).peek(plan) if output_dir else set()
+    needed = set(plan.needed(done))
+    history = step_history(cache)
+    lines = [f"plan {plan.identity()}: {len(plan.units)} row-making units over {len(plan.names['generators'])} "
+             f"generators, {len(plan.steps)} steps (cache {root}{', temporary' if temporary else ''})"]
+    if done:
+        lines.append(f"{output_dir}: {len(done)} of {len(plan.units)} units already scored")
+    lines.append(f"{'step':<12} {'total':>6} {'cached':>7} {'to run':>7} {'estimate':>10}")
+    total_estimate, unknown = 0.0, 0
+    for kind, count in plan.count().items():
+        steps = [s for s in plan.steps.values() if s.kind == kind]
+        cached = sum(cache.manifest(s.kind, s.key) is not None for s in steps)
+        todo = [s for s in steps if s.id in needed and cache.manifest(s.kind, s.key) is None]
+        guesses = [history.get((kind, plugin_of(s))) for s in todo]
+        known = [g for g in guesses if g is not None]
+        unknown += len(guesses) - len(known)
+        total_estimate += sum(known)
+        estimate = f"{sum(known) / 60:.1f} min" if todo else "-"
+        lines.append(f"{kind:<12} {count:>6} {cached:>7} {len(todo):>7} {estimate:>10}")
+    note = f" (+ {unknown} steps with no cached step of their kind to go by)" if unknown else ""
+    lines.append(f"estimated time left: {total_estimate / 60:.1f} min on this machine's past speed{note}")
+    for name, why in skipped.items():
+        lines.append(f"metric {name} skipped: {why}")
+    if temporary:
+        shutil.rmtree(root, ignore_errors=True)
+    return "\n".join(lines)
+
+
+def plugin_of(step) -> str | None:
+    for part in ("bypass", "defense"):
+        if isinstance(step.parts.get(part), dict):
+            return step.parts[part].get("name")
+    return None
+
+
+def step_history(cache, per_kind: int = 400) -> dict:
+    """(kind, plugin) -> median seconds of the cached steps of that kind and plugin."""
+    seconds: dict[tuple, list[float]] = {}
+    for kind in ("clean", "fit", "defense_fit", "protect", "cell"):
+        folder = cache.root / kind
+        if not folder.is_dir():
+            continue
+        for i, manifest_path in enumerate(folder.glob("*/*/manifest.json")):
+            if i >= per_kind:
+                break
+            try:
+                manifest = json.loads(manifest_path.read_text())
+            except (OSError, json.JSONDecodeError):
+                continue
+            info, parts = manifest.get("info", {}), manifest.get("parts", {})
+            took = info.get("seconds", info.get("fit_seconds"))
+            if took is None:
+                continue
+            plugin = next((parts[p].get("name") for p in ("bypass", "defense") if isinstance(parts.get(p), dict)), None)
+            seconds.setdefault((kind, plugin), []).append(float(took))
+    return {key: statistics.median(values) for key, values in seconds.items()}
+
+
+def find_unfinished(base: Path, config: dict, defenses, bypasses, generators) -> Path | None:
+    """The newest run folder under `base` that holds an unfinished run of this very plan
+    (so that the same command resumes it), or None."""
+    if not base.is_dir():
+        return None
+    candidates = sorted((p for p in base.iterdir() if (p / "plan.json").exists()), key=os.path.getmtime, reverse=True)
+    if not candidates:
+        return None
+    plan, _ = plan_run(config, defenses, bypasses, generators)
+    for folder in candidates:
+        if RowLog(folder).unfinished_run_of(plan):
+            return folder
+    return None
+
+
+def check_output(output_dir: Path) -> None:
+    if output_dir.exists() and not output_dir.is_dir():
+        raise BenchError(f"--output {output_dir} is a file, not a folder")

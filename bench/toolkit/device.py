@@ -1,0 +1,28 @@
+"""Device selection: `auto` takes CUDA where present (with mixed precision), else CPU."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from bench.contract.errors import ConfigError
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise ConfigError(f"unknown device {name!r}: {err}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} requested but CUDA is not available here")
+    return device
+
+
+def autocast(device: torch.device, enabled: bool = True):
+    """float16 autocast on CUDA for inference; a no-op on CPU (results stay float32)."""
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.float16)
+    return contextlib.nullcontext()
