@@ -177,8 +177,8 @@ def cmd_run(args) -> int:
     from bench.harness.report import write_report
     from bench.harness.runner import check_output, describe_plan, find_unfinished, run
 
-    config = resolved_config(args)
     executor = make_executor(args.executor, args.scheduler, args.workers)
+    config = executor.configure(resolved_config(args))
     selection = (args.defenses, args.bypass, args.generators)
     output = Path(args.output) if args.output else find_unfinished(RESULTS, config, *selection)
     if args.dry_run:

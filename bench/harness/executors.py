@@ -7,8 +7,9 @@
   with its inputs' futures, so the scheduler starts it once they are done. Workers
   read and write the same content-addressed cache folder: a step's inputs travel by
   cache key, never as pickled modules, and every worker needs the data folder at the
-  same path (and, for `--device cuda`, a GPU). Local workers use this process's torch
-  thread count, on which CPU results depend slightly, so their rows equal a local run's.
+  same path (and, for `--device cuda`, a GPU). Local workers share this machine's cores
+  (`threads`: cores / workers each, unless set), and CPU results depend slightly on the
+  thread count: a local run with the same `--set threads=N` gives the same rows.
 """
 
 from __future__ import annotations
@@ -33,12 +34,19 @@ def progress(total: int, desc: str) -> tqdm:
 class LocalExecutor:
     name = "local"
 
+    def configure(self, config: dict) -> dict:
+        return config
+
     def run(self, plan: Plan, step_ids: list[str], settings: dict) -> Iterator[Receipt]:
-        with progress(len(step_ids), "run") as bar:
-            for sid in step_ids:
-                bar.set_postfix_str(plan.steps[sid].label, refresh=True)
-                yield run_step(plan.steps[sid], settings)
-                bar.update()
+        threads = torch.get_num_threads()  # steps may set their own: give this process back its own
+        try:
+            with progress(len(step_ids), "run") as bar:
+                for sid in step_ids:
+                    bar.set_postfix_str(plan.steps[sid].label, refresh=True)
+                    yield run_step(plan.steps[sid], settings)
+                    bar.update()
+        finally:
+            torch.set_num_threads(threads)
 
 
 class DaskExecutor:
@@ -48,6 +56,14 @@ class DaskExecutor:
         if scheduler and workers:
             raise ConfigError("--workers sizes a local cluster; with --scheduler the cluster has its own workers")
         self.scheduler, self.workers = scheduler, workers or 2
+
+    def configure(self, config: dict) -> dict:
+        """A local cluster shares this machine's cores: unless `threads` is set, each worker
+        gets its share (more would make them fight over the cores), recorded in the
+        configuration like any setting."""
+        if self.scheduler or config.get("threads"):
+            return config
+        return {**config, "threads": max(1, torch.get_num_threads() // self.workers)}
 
     def client(self):
         try:
@@ -71,10 +87,6 @@ class DaskExecutor:
     def run(self, plan: Plan, step_ids: list[str], settings: dict) -> Iterator[Receipt]:
         from distributed import as_completed
 
-        if not self.scheduler:
-            # CPU results depend slightly on torch's thread count (1e-5 after a LoRA fit): local
-            # workers use this process's count, so their rows equal those of a local run
-            settings = {**settings, "threads": torch.get_num_threads()}
         client, cluster = self.client()
         try:
             futures = {}

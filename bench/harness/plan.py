@@ -123,8 +123,14 @@ def device_kind(config: dict) -> str:
 
 
 def precision_parts(config: dict) -> dict:
+    """What changes numbers slightly without changing the method: device kind, mixed
+    precision, harness version and, where set, the thread count (absent by default, so
+    keys made before it existed still hold)."""
     kind = device_kind(config)
-    return {"device": kind, "amp": bool(config["amp"]) and kind == "cuda", "harness": bench.__version__}
+    parts = {"device": kind, "amp": bool(config["amp"]) and kind == "cuda", "harness": bench.__version__}
+    if config.get("threads"):
+        parts["threads"] = config["threads"]
+    return parts
 
 
 def check_scenarios(scenarios: list[str]) -> list[str]:

@@ -73,6 +73,9 @@ QUICK = {
     # evaluates, so runs split by generator share one fit; "run": the run's own generators
     "universal_fit_generators": ",".join(sorted(GENERATORS)),
     "batch_size": 32,       # images x targets per forward pass
+    # torch's intra-op threads per step (null: its default, every core). CPU results depend
+    # on it slightly (about 1e-5 after a LoRA fit), so a set value enters the cache keys
+    "threads": None,
     "metrics": METRICS,
     "cache": True,
     "generators": {name: {"weights": "shipped"} for name in GENERATORS},

@@ -342,7 +342,7 @@ def workspace(settings: dict) -> Workspace:
 def run_step(step: Step, settings: dict, *_inputs) -> Receipt:
     """Entry point of executors: `_inputs` are the receipts of the step's inputs (Dask
     uses them to order the steps; their values come from the cache)."""
-    threads = settings.get("threads")
+    threads = settings["config"].get("threads")
     if threads:
         torch.set_num_threads(threads)
     return execute(step, workspace(settings))
