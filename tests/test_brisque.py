@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from bench import brisque as B
+from bench.toolkit import brisque as B
 from tests.conftest import shared_path
 
 TOLERANCE = 0.5  # per image, in BRISQUE points (0-100)

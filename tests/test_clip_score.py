@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from bench import clip_score as cs
+from bench.toolkit import clip_score as cs
 from bench.contract.errors import WeightsError
 from bench.contract.io import file_sha256
 

@@ -45,6 +45,7 @@ STANDARD, LEAKAGE = "standard", "leakage"
 NONE = "none"  # the rows' name for "no defense" and "no bypass"
 ORIGINAL = "original"  # rows scored against the original generator's output on the clean image
 FIT_SCOPES = ("generator", "generators", "images")
+STEP_KINDS = ("clean", "fit", "defense_fit", "protect", "cell")
 
 
 @dataclass
@@ -107,10 +108,9 @@ class Plan:
         return [sid for sid in self.steps if sid in wanted]
 
     def count(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for step in self.steps.values():
-            counts[step.kind] = counts.get(step.kind, 0) + 1
-        return counts
+        """Steps of each kind, in the order of STEP_KINDS."""
+        kinds = [step.kind for step in self.steps.values()]
+        return {kind: kinds.count(kind) for kind in STEP_KINDS if kind in kinds}
 
 
 def device_kind(config: dict) -> str:

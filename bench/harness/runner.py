@@ -26,13 +26,15 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+
 from bench.contract.errors import BenchError, ConfigError
 from bench.contract.io import atomic_write_json, atomic_write_text, save_tensors
 from bench.contract.registry import registry
 from bench.harness.cache import default_cache_dir
 from bench.harness.executors import LocalExecutor
 from bench.harness.inputs import load_data, load_split, plugin_origins, usable_metrics
-from bench.harness.plan import Plan, build_plan, device_kind, resolve_names
+from bench.harness.plan import STEP_KINDS, Plan, build_plan, device_kind, resolve_names
 from bench.harness.provenance import git_state, peak_memory_mb, run_metadata
 from bench.harness.results import RowLog, figure_grids
 from bench.harness.steps import Receipt
@@ -67,7 +69,7 @@ def run(config: dict, output_dir: Path, defenses: str | list[str], bypasses: str
     log = RowLog(output_dir)
     done = log.resume(plan, trust=not temporary)
     if done:
-        print(f"resuming {output_dir}: {len(done)} of {len(plan.units)} cells already scored")
+        print(f"resuming {output_dir}: the rows of {len(done)} of {len(plan.units)} cells and budgets are there")
     settings = {"config": config, "cache_root": str(root), "device_kind": device_kind(config)}
     receipts: dict[str, Receipt] = {}
     units_of = {}
@@ -93,7 +95,9 @@ def finish(plan: Plan, output_dir: Path, receipts: dict, settings: dict, skipped
     from bench.harness.cache import Cache
 
     config, cache = settings["config"], Cache(settings["cache_root"])
-    device = resolve_device(config["device"])
+    # the environment recorded is this process's; on a cluster the steps ran on workers of
+    # the plan's device kind (run.json "plan"), and this process may have no GPU
+    device = resolve_device(config["device"]) if executor == "local" else torch.device("cpu")
     manifests = {sid: (cache.manifest(step.kind, step.key) or {}).get("info", {})
                  for sid, step in plan.steps.items() if step.kind in ("fit", "defense_fit")}
     fits, costs = fit_records(plan, manifests, receipts)
@@ -111,6 +115,7 @@ def finish(plan: Plan, output_dir: Path, receipts: dict, settings: dict, skipped
                             for sid in plan.steps if plan.steps[sid].kind == "defense_fit"]
     meta["fits"] = {f"{g}/{b}": {k: v for k, v in info.items() if k != "loss_curve"} for (g, b), info in fits.items()}
     meta["plan"] = {"id": plan.identity(), "executor": executor, "cache": settings["cache_root"],
+                    "device_kind": settings["device_kind"], "threads": config.get("threads"),
                     "steps": step_summary(plan, receipts)}
     meta["wall_seconds"] = round(time.time() - started, 2)
     meta["peak_memory"] = peak_memory_mb(device)
@@ -245,7 +250,7 @@ def plugin_of(step) -> str | None:
 def step_history(cache, per_kind: int = 400) -> dict:
     """(kind, plugin) -> median seconds of the cached steps of that kind and plugin."""
     seconds: dict[tuple, list[float]] = {}
-    for kind in ("clean", "fit", "defense_fit", "protect", "cell"):
+    for kind in STEP_KINDS:
         folder = cache.root / kind
         if not folder.is_dir():
             continue

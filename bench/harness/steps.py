@@ -36,6 +36,7 @@ from bench.toolkit.metrics import attribute_hits
 
 PREVIEW_FACES = 6  # faces of each cell kept for the run's image grids
 KEPT_VALUES = 8  # cached values a workspace keeps in memory
+KEPT_PIPELINES = 16  # fitted bypasses (and the pipelines they make) it keeps, rebuilt from the cache after
 
 
 @dataclass
@@ -58,8 +59,8 @@ class Workspace:
         self.config = config
         self.device = resolve_device(config["device"])
         if self.device.type != device_kind:
-            raise BenchError(f"the plan was made for device {device_kind!r}, this process has {self.device.type!r}; "
-                             f"pass --device {device_kind} to every process")
+            raise BenchError(f"the plan was made for device {device_kind!r} but this worker has {self.device.type!r}: "
+                             f"run `bench run --device {self.device.type}` (the device kind is part of every key)")
         self.cache = Cache(cache_root)
         self.amp = bool(config["amp"]) and self.device.type == "cuda"
         self._values: OrderedDict[str, tuple[dict, dict]] = OrderedDict()
@@ -95,7 +96,7 @@ class Workspace:
         while len(self._values) > KEPT_VALUES:
             self._values.popitem(last=False)
 
-    @functools.cache
+    @functools.lru_cache(maxsize=KEPT_PIPELINES)
     def bypass(self, label: str, fit: str | None):
         """Bypass `label`, its fitted state restored from step `fit`."""
         plugin = make_plugin("bypasses", label, self.config)
@@ -103,7 +104,7 @@ class Workspace:
             plugin.load_state(*self.value(fit))
         return plugin
 
-    @functools.cache
+    @functools.lru_cache(maxsize=KEPT_PIPELINES)
     def _pipeline(self, generator: str, label: str, fit: str | None):
         return self.bypass(label, fit).pipeline(self.generator(generator)).to(self.device)
 
