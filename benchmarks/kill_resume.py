@@ -12,7 +12,6 @@ kill and the comparison with RUN_DIR/cells.jsonl.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import signal
@@ -21,14 +20,9 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-def rows(folder: Path) -> dict:
-    found = {}
-    for line in (folder / "cells.jsonl").read_text().splitlines():
-        r = json.loads(line)
-        found[(r["generator"], r["defense"], r["bypass"], r["scenario"], r["reference"], r["metric"], r["target"])] = \
-            (r["value"], r["n"], r["higher_is_better"], r["threshold"])
-    return found
+from compare_rows import rows  # noqa: E402  (the rows of a run, as compare_rows.py reads them)
 
 
 def lines_on_disk(path: Path) -> int:

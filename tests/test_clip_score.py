@@ -16,9 +16,9 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from bench.toolkit import clip_score as cs
 from bench.contract.errors import WeightsError
 from bench.contract.io import file_sha256
+from bench.toolkit import clip_score as cs
 
 open_clip = pytest.importorskip("open_clip")
 

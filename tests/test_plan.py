@@ -93,6 +93,8 @@ def test_another_plan_in_the_same_folder_is_refused(tmp_path, tiny_stargan_file,
     other = ["--defenses", "disrupting", "--bypass", "none", "--generators", "stargan"]
     assert main(ci_args(tmp_path, tiny_stargan_file, out, other)) == 2
     assert "another plan" in capsys.readouterr().err
+    assert main([*ci_args(tmp_path, tiny_stargan_file, out, other), "--fresh"]) == 0
+    assert {(d, b) for (_, d, b, *_) in rows_of(out)} == {("none", "none"), ("disrupting", "none")}
 
 
 def run_in_background(args, env):

@@ -187,7 +187,7 @@ def cmd_run(args) -> int:
     output = output or default_output_dir()
     check_output(output)
     command = "bench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    run(config, output, *selection, command, executor)
+    run(config, output, *selection, command, executor, fresh=args.fresh)
     print(write_report(output))
     print(f"results in {output}/ (cells.jsonl, costs.jsonl, run.json, table1.csv, report.md)")
     return 0
@@ -347,6 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
                                     "(default: the newest unfinished run of this plan under bench-results/, "
                                     "else bench-results/<time>)")
     p.add_argument("--no-cache", action="store_true", help="recompute everything, store nothing")
+    p.add_argument("--fresh", action="store_true",
+                   help="replace the rows the --output folder holds (of this plan or another) instead of resuming")
     p.add_argument("--dry-run", action="store_true",
                    help="print the plan: steps of each kind, how many are cached, the time left; run nothing")
     p.add_argument("--executor", default="local", choices=["local", "dask"],

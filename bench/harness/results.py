@@ -81,16 +81,17 @@ class RowLog:
         recorded = self.recorded_plan()
         if recorded is None:
             raise BenchError(f"{self.folder} holds results without {PLAN} (another run, or one from an older "
-                             "version); choose another --output")
+                             "version); choose another --output, or --fresh to replace them")
         if recorded.get("id") != plan.identity():
             raise BenchError(f"{self.folder} holds a run of another plan (other settings, matrix or weights); "
-                             "choose another --output, or remove the folder to start afresh")
+                             "choose another --output, or --fresh to replace it")
 
-    def resume(self, plan: Plan, trust: bool = True) -> set[str]:
+    def resume(self, plan: Plan, trust: bool = True, fresh: bool = False) -> set[str]:
         """Start or resume the run of `plan` in the folder; returns the finished units.
-        `trust` False (no persistent cache to redo the last cell from): start afresh."""
+        `trust` False (no persistent cache to redo the last cell from): start afresh;
+        `fresh`: drop whatever rows the folder holds, of this plan or another."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        done = self.peek(plan, trust)
+        done = set() if fresh else self.peek(plan, trust)
         atomic_write_json(self.folder / PLAN, {"id": plan.identity(), "units": [[u.name(), u.step]
                                                                                  for u in plan.units]})
         atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for rows in self.rows.values() for r in rows))

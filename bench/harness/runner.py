@@ -58,7 +58,7 @@ def cache_root(config: dict) -> tuple[Path, bool]:
 
 
 def run(config: dict, output_dir: Path, defenses: str | list[str], bypasses: str | list[str],
-        generators: str | list[str], command: str = "", executor=None) -> Path:
+        generators: str | list[str], command: str = "", executor=None, fresh: bool = False) -> Path:
     started, git = time.time(), git_state()
     executor = executor or LocalExecutor()
     plan, skipped = plan_run(config, defenses, bypasses, generators)
@@ -67,7 +67,7 @@ def run(config: dict, output_dir: Path, defenses: str | list[str], bypasses: str
         raise ConfigError("--no-cache keeps values in a temporary folder of this machine, which a cluster's "
                           "workers cannot share; give the cluster a shared cache folder instead")
     log = RowLog(output_dir)
-    done = log.resume(plan, trust=not temporary)
+    done = log.resume(plan, trust=not temporary, fresh=fresh)
     if done:
         print(f"resuming {output_dir}: the rows of {len(done)} of {len(plan.units)} cells and budgets are there")
     settings = {"config": config, "cache_root": str(root), "device_kind": device_kind(config)}
