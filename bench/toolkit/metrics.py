@@ -2,10 +2,10 @@
 and base classes are the contract's (`bench.contract.metric`).
 
 A pair metric's reference is the original generator's output on the clean image, or
-a defensive patch's marked fake. A metric that needs weights says where they are missing (`missing()`); the runner
-then skips it with that one line and the report prints "n/a" with the reason. Its
-`identity()` (implementation, version, weights' hash) goes into run.json. All inputs
-are in [-1, 1].
+a defensive patch's marked fake. A metric that needs weights says where they are
+missing (`missing()`); the runner then skips it with that one line and the report
+prints "n/a" with the reason. Its `identity()` (implementation, version, weights'
+hash) goes into run.json. All inputs are in [-1, 1].
 """
 
 from __future__ import annotations
