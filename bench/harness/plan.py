@@ -40,6 +40,7 @@ from bench.harness.inputs import (
     variants,
 )
 from bench.toolkit.budget import CLEAN_INPUT
+from bench.toolkit.device import resolve_device
 
 STANDARD, LEAKAGE = "standard", "leakage"
 NONE = "none"  # the rows' name for "no defense" and "no bypass"
@@ -116,10 +117,9 @@ class Plan:
 def device_kind(config: dict) -> str:
     """The device type steps run on ("cpu", "cuda"): part of every key, since it changes
     numbers slightly. "auto" resolves here; workers must resolve to the same."""
-    from bench.toolkit.device import resolve_device
-
-    return config["device"].split(":")[0] if config["device"] not in ("auto", None) else \
-        resolve_device("auto").type
+    if config["device"] in ("auto", None):
+        return resolve_device("auto").type
+    return config["device"].split(":")[0]
 
 
 def precision_parts(config: dict) -> dict:
