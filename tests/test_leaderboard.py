@@ -197,3 +197,12 @@ def test_the_committed_reference_boards_rebuild_from_their_rows(board_dir):
     committed = json.loads((Path(board_dir) / "board.json").read_text())
     rebuilt = board_json(build_board([read_run(Path(board_dir) / "run")]))
     assert json.loads(json.dumps(rebuilt)) == committed
+
+
+def test_a_run_without_the_no_bypass_column_still_ranks_its_complete_entries(tmp_path):
+    """The clean baseline (defense none, bypass none) is always scored; it must not make
+    "no bypass" a cell every defense lacks when the run had no such bypass."""
+    rows = [r for r in synthetic_rows() if r["bypass"] != "none" or r["defense"] == "none"]
+    board = build_board([read_run(write_run(tmp_path / "run", rows, {"a": 0.05, "b": 0.05, "c": 0.05}))])
+    assert all(column.bypass != "none" for column in board.columns)
+    assert all(entry.status == "ranked" for entry in board.entries)

@@ -345,7 +345,7 @@ def build_board(runs: list[Run]) -> Board:
         raise BenchError(f"no DSR rows in {', '.join(r.name for r in runs)}: nothing to rank")
     table = attack_table(rows)
     generators = list(dict.fromkeys(rows.generator))
-    columns = column_order(rows)
+    columns = column_order(rows[rows.defense != NONE])  # what protected images met (not the clean baseline)
     defenses = [d for d in dict.fromkeys(rows.defense) if d != NONE]
     entries = [defense_entry(table, cells, d, generators, columns, runs, protocol) for d in defenses]
     rank(entries, lambda e: (e.robust_dsr, e.mean_dsr), higher_first=True)
