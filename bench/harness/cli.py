@@ -226,6 +226,18 @@ def cmd_leaderboard(args) -> int:
     return 0
 
 
+def cmd_perf(args) -> int:
+    from bench.harness.perf import measure, table, write
+    from bench.toolkit.device import resolve_device
+
+    config = resolved_config(args)
+    result = measure(config, args.generators, resolve_device(config["device"]), args.batch, args.repeats,
+                     args.matmul_size)
+    print(table(result))
+    print(f"wrote {write(result, Path(args.output))}")
+    return 0
+
+
 def cmd_grid(args) -> int:
     from bench.contract.registry import registry
     from bench.harness.inputs import load_data, load_generator, load_split
@@ -372,6 +384,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--screenshot", action="store_true",
                    help="also save leaderboard.png, drawn by headless Chromium (the first entry expanded)")
     p.set_defaults(func=cmd_leaderboard)
+
+    p = sub.add_parser("perf", help="benchmark: each generator's PGD step against the device's matmul peak")
+    p.add_argument("--generators", default="all")
+    p.add_argument("--batch", type=int, default=32, help="images per PGD step (default 32)")
+    p.add_argument("--repeats", type=int, default=5, help="timed repeats, the median is kept (default 5)")
+    p.add_argument("--matmul-size", type=int, default=2048, help="side of the square matmul behind the peak")
+    p.add_argument("--output", default="benchmarks/perf", help="folder for perf.json (default benchmarks/perf)")
+    add_data_options(p)
+    p.set_defaults(func=cmd_perf)
 
     p = sub.add_parser("grid", help="image grid of each generator's edits on evaluation faces")
     p.add_argument("--generators", default="all")
