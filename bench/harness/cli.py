@@ -175,19 +175,25 @@ def resolved_config(args) -> dict:
 def cmd_run(args) -> int:
     from bench.harness.executors import make_executor
     from bench.harness.report import write_report
-    from bench.harness.runner import check_output, describe_plan, find_unfinished, run
+    from bench.harness.runner import (
+        check_output,
+        describe_plan,
+        find_unfinished,
+        plan_run,
+        run,
+    )
 
     executor = make_executor(args.executor, args.scheduler, args.workers)
     config = executor.configure(resolved_config(args))
-    selection = (args.defenses, args.bypass, args.generators)
-    output = Path(args.output) if args.output else find_unfinished(RESULTS, config, *selection)
+    plan, skipped = plan_run(config, args.defenses, args.bypass, args.generators)
+    output = Path(args.output) if args.output else find_unfinished(RESULTS, plan)
     if args.dry_run:
-        print(describe_plan(config, *selection, output))
+        print(describe_plan(config, plan, skipped, output))
         return 0
     output = output or default_output_dir()
     check_output(output)
     command = "bench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    run(config, output, *selection, command, executor, fresh=args.fresh)
+    run(config, output, plan, skipped, command, executor, fresh=args.fresh)
     print(write_report(output))
     print(f"results in {output}/ (cells.jsonl, costs.jsonl, run.json, table1.csv, report.md)")
     return 0

@@ -21,9 +21,12 @@ pipeline. Steps are listed in an order where every input comes first; a step's i
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
+
+import torch
 
 import bench
 from bench.contract.errors import ConfigError
@@ -32,7 +35,6 @@ from bench.contract.registry import registry
 from bench.harness.cache import make_key, tensor_digest
 from bench.harness.inputs import (
     Split,
-    fit_target,
     load_data,
     load_generator,
     load_split,
@@ -47,6 +49,7 @@ NONE = "none"  # the rows' name for "no defense" and "no bypass"
 ORIGINAL = "original"  # rows scored against the original generator's output on the clean image
 FIT_SCOPES = ("generator", "generators", "images")
 STEP_KINDS = ("clean", "fit", "defense_fit", "protect", "cell")
+PREVIEW_FACES = 6  # faces of each cell kept for the run's image grids
 
 
 @dataclass
@@ -88,10 +91,13 @@ class Plan:
     units: list[Unit] = field(default_factory=list)  # in the order rows are written
     names: dict = field(default_factory=dict)  # the run's defenses, bypasses, generators (+ leakage)
     metrics: list[str] = field(default_factory=list)
+    metric_identities: dict = field(default_factory=dict)  # metric -> identity (weights hashed once)
     fit_users: dict = field(default_factory=dict)  # bypass fit id -> [(generator, bypass label)]
     identities: dict = field(default_factory=dict)  # generator -> identity; split -> identity
     plugins: dict = field(default_factory=dict)  # kind -> label -> identity
     defensive: list[str] = field(default_factory=list)  # bypass labels that are defensive patches
+    target_names: dict = field(default_factory=dict)  # generator -> its edit targets' names
+    preview: torch.Tensor | None = None  # the first evaluation images, for the run's image grids
 
     def identity(self) -> str:
         """A hash of every row-making step: equal plans write equal rows."""
@@ -183,7 +189,7 @@ class Planner:
         self.config, self.names = config, names
         self.precision = precision_parts(config)
         self.metric_identities = metric_identities
-        self.plan = Plan(names=dict(names), metrics=list(metrics))
+        self.plan = Plan(names=dict(names), metrics=list(metrics), metric_identities=metric_identities)
         self._faces = None
         self._splits: dict[str, Split] = {}
         self._generators: dict[str, tuple] = {}
@@ -196,6 +202,8 @@ class Planner:
                 self._faces = load_data(self.config)
             self._splits[name] = load_split(self.config, self._faces, name)
             self.plan.identities[f"split:{name}"] = self._splits[name].identity
+            if name == "eval":
+                self.plan.preview = self._splits[name].images[:PREVIEW_FACES]
         return self._splits[name]
 
     def generator(self, name: str) -> tuple[object, dict]:
@@ -203,6 +211,7 @@ class Planner:
             generator = load_generator(self.config, name)
             self._generators[name] = (generator, generator.identity())
             self.plan.identities[name] = self._generators[name][1]
+            self.plan.target_names[name] = generator.target_names()
         return self._generators[name]
 
     def plugin(self, kind: str, label: str):
@@ -211,7 +220,9 @@ class Planner:
             self.plan.plugins.setdefault(kind, {})[label] = self._plugins[(kind, label)].identity()
         return self._plugins[(kind, label)]
 
+    @functools.cache
     def conditions(self, generator_name: str, split: str) -> str:
+        """The digest of a generator's edit targets for a split's images (one per pair)."""
         generator, _ = self.generator(generator_name)
         return tensor_digest(generator.targets(self.split(split).faces.labels(generator.attribute_names)))
 
@@ -268,8 +279,7 @@ class Planner:
                      "generators": universal_generators(self.config, self.names["generators"])}[scope]
         targets = [self.pipeline(name, leaked) for name in fitted_on]
         split = self.split("defense")
-        conditions = [tensor_digest(fit_target(self.generator(n)[0], split.faces.labels(
-            self.generator(n)[0].attribute_names)).conditions) for n in fitted_on]
+        conditions = [self.conditions(n, "defense") for n in fitted_on]
         parts = {"step": "defense_fit", "defense": defense.identity(), "images": split.identity,
                  "generators": [identity for _, identity, _ in targets], "seed": self.config["seed"],
                  "conditions": conditions, **self.precision}

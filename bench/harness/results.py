@@ -20,7 +20,7 @@ import torch
 
 from bench.contract.errors import BenchError
 from bench.contract.io import atomic_write_json, atomic_write_text
-from bench.harness.plan import LEAKAGE, NONE, STANDARD, Plan, unit_of_row
+from bench.harness.plan import LEAKAGE, NONE, PREVIEW_FACES, STANDARD, Plan, unit_of_row
 
 CELLS, PLAN, RUN = "cells.jsonl", "plan.json", "run.json"
 
@@ -181,7 +181,8 @@ class Grid:
     clean image, which every cell is compared with) and the outputs of the cells it
     `wants(defense, bypass, scenario)`. Saved where it shows any cell."""
 
-    def __init__(self, path: Path, title: str, images: torch.Tensor, clean: torch.Tensor, wants, n_faces: int = 6):
+    def __init__(self, path: Path, title: str, images: torch.Tensor, clean: torch.Tensor, wants,
+                 n_faces: int = PREVIEW_FACES):
         self.path, self.title, self.wants = path, title, wants
         self.n = min(n_faces, images.size(0))
         self.index = torch.arange(self.n)
@@ -245,18 +246,17 @@ def generator_grids(plan: Plan, g: str, out: Path, config: dict, images, clean, 
     return grids
 
 
-def figure_grids(plan: Plan, cache, out: Path, config: dict, images: torch.Tensor) -> list[Grid]:
-    """Every grid of the run, filled from the cached clean outputs and cell previews."""
-    from bench.harness.inputs import load_generator
-
+def figure_grids(plan: Plan, cache, out: Path, config: dict) -> list[Grid]:
+    """Every grid of the run, filled from the plan's first evaluation images and the
+    cached clean outputs and cell previews."""
     grids = []
     for g in plan.names["generators"]:
         cells = [u for u in plan.units if u.cell.generator == g and not u.budget]
         clean = cache.load("clean", plan.steps[plan.steps[cells[0].step].task["clean"]].key)
         if clean is None:  # the cache lost it since: no pictures (the rows are what counts)
             continue
-        names = ", ".join(load_generator(config, g).target_names())
-        these = generator_grids(plan, g, out, config, images, clean[0]["value"], names)
+        names = ", ".join(plan.target_names[g])
+        these = generator_grids(plan, g, out, config, plan.preview, clean[0]["value"], names)
         for unit in cells:
             found = cache.load("cell", plan.steps[unit.step].key)
             for grid in these if found is not None else []:

@@ -33,7 +33,7 @@ from bench.contract.io import atomic_write_json, atomic_write_text, save_tensors
 from bench.contract.registry import registry
 from bench.harness.cache import default_cache_dir
 from bench.harness.executors import LocalExecutor
-from bench.harness.inputs import load_data, load_split, plugin_origins, usable_metrics
+from bench.harness.inputs import plugin_origins, usable_metrics
 from bench.harness.plan import STEP_KINDS, Plan, build_plan, device_kind, resolve_names
 from bench.harness.provenance import git_state, peak_memory_mb, run_metadata
 from bench.harness.results import RowLog, figure_grids
@@ -57,11 +57,12 @@ def cache_root(config: dict) -> tuple[Path, bool]:
     return Path(tempfile.mkdtemp(prefix="bench-nocache-")), True
 
 
-def run(config: dict, output_dir: Path, defenses: str | list[str], bypasses: str | list[str],
-        generators: str | list[str], command: str = "", executor=None, fresh: bool = False) -> Path:
+def run(config: dict, output_dir: Path, plan: Plan, skipped: dict, command: str = "", executor=None,
+        fresh: bool = False) -> Path:
+    """Run `plan` (from `plan_run`; `skipped`: the metrics it leaves out and why) into
+    `output_dir`, resuming what the folder holds of it unless `fresh`."""
     started, git = time.time(), git_state()
     executor = executor or LocalExecutor()
-    plan, skipped = plan_run(config, defenses, bypasses, generators)
     root, temporary = cache_root(config)
     if temporary and getattr(executor, "scheduler", None):
         raise ConfigError("--no-cache keeps values in a temporary folder of this machine, which a cluster's "
@@ -121,7 +122,7 @@ def finish(plan: Plan, output_dir: Path, receipts: dict, settings: dict, skipped
     meta["peak_memory"] = peak_memory_mb(device)
     rows = [r for receipt in receipts.values() for r in receipt.rows]
     meta["cache_hits"] = sum(r["cache_hit"] for r in rows)
-    meta["metrics"] = {name: registry("metrics").get(name).identity() for name in plan.metrics}
+    meta["metrics"] = plan.metric_identities
     meta["metrics_skipped"] = skipped
     metric_seconds: dict[str, float] = {}
     for receipt in receipts.values():
@@ -193,8 +194,7 @@ def export_fitted(plan: Plan, cache, output_dir: Path, config: dict) -> None:
 
 
 def save_grids(plan: Plan, cache, output_dir: Path, config: dict) -> None:
-    images = load_split(config, load_data(config), "eval").images
-    for grid in figure_grids(plan, cache, output_dir, config, images):
+    for grid in figure_grids(plan, cache, output_dir, config):
         grid.save()
 
 
@@ -203,13 +203,12 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
 
 
 # --- dry run: what a run would do -------------------------------------------------------
-def describe_plan(config: dict, defenses, bypasses, generators, output_dir: Path | None) -> str:
+def describe_plan(config: dict, plan: Plan, skipped: dict, output_dir: Path | None) -> str:
     """How many steps of each kind the run has, how many the cache holds already, how
     many cells the run folder has scored, and an estimate of the time left (from the
     cached steps of the same kinds and plugins)."""
     from bench.harness.cache import Cache
 
-    plan, skipped = plan_run(config, defenses, bypasses, generators)
     root, temporary = cache_root(config)
     cache = Cache(root)
     done = RowLog(output_dir).peek(plan) if output_dir else set()
@@ -223,8 +222,9 @@ def describe_plan(config: dict, defenses, bypasses, generators, output_dir: Path
     total_estimate, unknown = 0.0, 0
     for kind, count in plan.count().items():
         steps = [s for s in plan.steps.values() if s.kind == kind]
-        cached = sum(cache.manifest(s.kind, s.key) is not None for s in steps)
-        todo = [s for s in steps if s.id in needed and cache.manifest(s.kind, s.key) is None]
+        missing = [s for s in steps if cache.manifest(s.kind, s.key) is None]
+        cached = len(steps) - len(missing)
+        todo = [s for s in missing if s.id in needed]
         guesses = [history.get((kind, plugin_of(s))) for s in todo]
         known = [g for g in guesses if g is not None]
         unknown += len(guesses) - len(known)
@@ -270,7 +270,7 @@ def step_history(cache, per_kind: int = 400) -> dict:
     return {key: statistics.median(values) for key, values in seconds.items()}
 
 
-def find_unfinished(base: Path, config: dict, defenses, bypasses, generators) -> Path | None:
+def find_unfinished(base: Path, plan: Plan) -> Path | None:
     """The newest run folder under `base` that holds an unfinished run of this very plan
     (so that the same command resumes it), or None."""
     if not base.is_dir():
@@ -278,7 +278,6 @@ def find_unfinished(base: Path, config: dict, defenses, bypasses, generators) ->
     candidates = sorted((p for p in base.iterdir() if (p / "plan.json").exists()), key=os.path.getmtime, reverse=True)
     if not candidates:
         return None
-    plan, _ = plan_run(config, defenses, bypasses, generators)
     for folder in candidates:
         if RowLog(folder).unfinished_run_of(plan):
             return folder

@@ -27,14 +27,22 @@ from bench.harness.inputs import (
     load_split,
     make_plugin,
 )
-from bench.harness.plan import NONE, ORIGINAL, Step
+from bench.harness.plan import (
+    LEAKAGE,
+    NONE,
+    ORIGINAL,
+    PREVIEW_FACES,
+    STANDARD,
+    Step,
+    precision_parts,
+)
+from bench.toolkit.attacks import chunked
 from bench.toolkit.budget import CLEAN_INPUT, MEASURES, measure
 from bench.toolkit.device import resolve_device
 from bench.toolkit.generation import Edits, batched_generate, edits_of, pipeline_outputs
 from bench.toolkit.marks import MARK_RECOVERY, mark_recovery
 from bench.toolkit.metrics import attribute_hits
 
-PREVIEW_FACES = 6  # faces of each cell kept for the run's image grids
 KEPT_VALUES = 8  # cached values a workspace keeps in memory
 KEPT_PIPELINES = 16  # fitted bypasses (and the pipelines they make) it keeps, rebuilt from the cache after
 
@@ -42,12 +50,11 @@ KEPT_PIPELINES = 16  # fitted bypasses (and the pipelines they make) it keeps, r
 @dataclass
 class Receipt:
     """What a step reports back: whether it came from the cache, what it cost, its rows
-    (protect and cell steps) and its info (fits: cost, loss curve)."""
+    (protect and cell steps) and the seconds each metric took where it ran."""
     step: str
     cache_hit: bool
     seconds: float
     rows: list[dict] = field(default_factory=list)
-    info: dict = field(default_factory=dict)
     metric_seconds: dict = field(default_factory=dict)
 
 
@@ -91,6 +98,12 @@ class Workspace:
         self._values.move_to_end(step_id)
         return self._values[step_id]
 
+    def info(self, step_id: str) -> dict:
+        """A finished step's info, without reading its tensors where they are not in memory."""
+        if step_id in self._values:
+            return self._values[step_id][1]
+        return (self.cache.manifest(*step_id.split("/")) or {}).get("info", {})
+
     def remember(self, step_id: str, value: tuple[dict, dict]) -> None:
         self._values[step_id] = value
         while len(self._values) > KEPT_VALUES:
@@ -118,9 +131,6 @@ class Workspace:
     def metrics(self, names: tuple[str, ...]) -> list:
         return [registry("metrics").get(name) for name in names]
 
-    @functools.cache
-    def metric_identity(self, name: str) -> dict:
-        return registry("metrics").get(name).identity()
 
 
 # --- computing each kind of step -----------------------------------------------------
@@ -176,7 +186,8 @@ def compute_cell(step: Step, ws: Workspace) -> tuple[dict, dict]:
     if edits is not None and any(getattr(m, "outputs", None) == "unedited" for m in metrics):
         unedited = edits.unedited.expand(x.size(0) if x.dim() == 5 else 1, *edits.unedited.shape[1:])
         control = pipeline_outputs(pipeline, x, unedited, config["batch_size"], ws.amp)
-    scorer = Scorer(ws, metrics, Cell(task["generator"], task["defense"], task["bypass"], task["scenario"]))
+    scorer = Scorer(ws, metrics, step.parts["metrics"],
+                    Cell(task["generator"], task["defense"], task["bypass"], task["scenario"]))
     bypass = ws.bypass(task["pipeline"]["bypass"], task["pipeline"]["fit"])
     if bypass.defensive:
         marked, region = bypass.intended(clean), bypass.mark_region(outputs.size(-1))
@@ -200,6 +211,7 @@ class Scorer:
     """Makes a cell's rows, each through its metric's spec."""
     ws: Workspace
     metrics: list
+    identities: dict  # metric name -> identity (implementation, weights' hash), as the plan made them
     cell: Cell
     rows: list[Row] = field(default_factory=list)
     seconds: dict = field(default_factory=dict)  # metric -> seconds spent
@@ -221,7 +233,7 @@ class Scorer:
                     continue
                 values = attribute_values(metric, outputs, control, edits)
             else:
-                values = VALUES_BY_KIND[kind](self.ws, metric, sets)
+                values = VALUES_BY_KIND[kind](self, metric, sets)
             name = metric.spec.name
             self.seconds[name] = self.seconds.get(name, 0.0) + time.time() - started
             self.rows += [Row.of(self.cell, reference, metric.spec, value, n, target) for target, value, n in values]
@@ -243,19 +255,16 @@ class CellSets:
         return {"outputs": tensor_digest(self.outputs), "references": tensor_digest(self.references)}
 
 
-def pair_values(ws: Workspace, metric, sets: CellSets) -> list[tuple[str, torch.Tensor, int]]:
-    from bench.toolkit.attacks import chunked
-
-    values = chunked(metric.per_pair, sets.outputs, sets.references, batch_size=256, device=ws.device)
+def pair_values(scorer: Scorer, metric, sets: CellSets) -> list[tuple[str, torch.Tensor, int]]:
+    values = chunked(metric.per_pair, sets.outputs, sets.references, batch_size=256, device=scorer.ws.device)
     return [("all", values.mean(), values.numel())]
 
 
-def set_values(ws: Workspace, metric, sets: CellSets) -> list[tuple[str, torch.Tensor, int]]:
+def set_values(scorer: Scorer, metric, sets: CellSets) -> list[tuple[str, torch.Tensor, int]]:
     """A set metric's value, cached (a network over every output: FID's Inception) under
     the metric's identity (implementation, weights' hash) and the two sets' pixels."""
-    from bench.harness.plan import precision_parts
-
-    parts = {"step": "metric", "metric": ws.metric_identity(metric.spec.name), **sets.digests,
+    ws = scorer.ws
+    parts = {"step": "metric", "metric": scorer.identities[metric.spec.name], **sets.digests,
              **precision_parts(ws.config)}
     hit = ws.cache.get("metric", parts)
     if hit is not None:
@@ -265,8 +274,8 @@ def set_values(ws: Workspace, metric, sets: CellSets) -> list[tuple[str, torch.T
     return [("all", value, sets.outputs.size(0))]
 
 
-def no_reference_values(ws: Workspace, metric, sets: CellSets) -> list[tuple[str, torch.Tensor, int]]:
-    values = metric.per_image(sets.outputs, ws.device)
+def no_reference_values(scorer: Scorer, metric, sets: CellSets) -> list[tuple[str, torch.Tensor, int]]:
+    values = metric.per_image(sets.outputs, scorer.ws.device)
     return [("all", values.mean(), values.numel())]
 
 
@@ -285,7 +294,7 @@ def budget_rows(step: Step, ws: Workspace, tensors: dict) -> list[Row]:
     clean images); `bypass`: the pipeline they were made against (leakage)."""
     task = step.task
     cell = Cell(task["generator"], task["defense"], task["pipeline"]["bypass"] if task["pipeline"] else NONE,
-                "leakage" if task["pipeline"] else "standard")
+                LEAKAGE if task["pipeline"] else STANDARD)
     return [Row.of(cell, CLEAN_INPUT, MEASURES[name][1], value, n)
             for name, (value, n) in measure(tensors["value"], ws.split("eval").images).items()]
 
@@ -320,10 +329,9 @@ def execute(step: Step, ws: Workspace) -> Receipt:
     elif step.kind == "cell":
         rows = [Row.from_json(r) for r in info["rows"]]
         if step.task["protect"]:  # a cell's cost includes making its protected images
-            seconds += step_seconds(ws.value(step.task["protect"])[1])
+            seconds += step_seconds(ws.info(step.task["protect"]))
     rows = [replace(r, cache_hit=hit, seconds=round(seconds, 3)).to_json() for r in rows]
-    kept = {k: v for k, v in info.items() if k != "rows"} if step.kind in ("fit", "defense_fit") else {}
-    return Receipt(step.id, hit, seconds, rows, kept, {} if hit else info.get("metric_seconds", {}))
+    return Receipt(step.id, hit, seconds, rows, {} if hit else info.get("metric_seconds", {}))
 
 
 # one workspace per process and run settings: Dask workers keep theirs between steps
