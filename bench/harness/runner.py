@@ -229,7 +229,7 @@ def describe_plan(config: dict, plan: Plan, skipped: dict, output_dir: Path | No
         known = [g for g in guesses if g is not None]
         unknown += len(guesses) - len(known)
         total_estimate += sum(known)
-        estimate = f"{sum(known) / 60:.1f} min" if todo else "-"
+        estimate = f"{sum(known) / 60:.1f} min" if known else ("?" if todo else "-")
         lines.append(f"{kind:<12} {count:>6} {cached:>7} {len(todo):>7} {estimate:>10}")
     note = f" (+ {unknown} steps with no cached step of their kind to go by)" if unknown else ""
     lines.append(f"estimated time left: {total_estimate / 60:.1f} min on this machine's past speed{note}")
