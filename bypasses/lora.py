@@ -11,6 +11,8 @@ the frozen generator (norm layers frozen too):
   stride, padding and output padding; B a 1x1 mix.
 - Linear: A (rank, in), B (out, rank), scaled by plain alpha as in the public code
   (`linear_scaling=alpha`) or by alpha/rank, the standard LoRA the paper cites (`rank`).
+- Each patched layer runs as one layer with weight W + scale * sigmoid(g) * B A, the
+  same function as the two branches with half the convolutions.
 - One learnable scalar gate g per layer (init -1). `scaling` chooses the conv scale:
   alpha/sqrt(rank) (public code, default), alpha/rank (its README) or alpha (the
   paper's formula). A and B are both Kaiming-uniform initialised (public code), so the
@@ -76,9 +78,6 @@ class _LoRABase(nn.Module):
     def _gain(self):
         return self.scale * torch.sigmoid(self.gate) if self.gate is not None else self.scale
 
-    def _mix(self, h: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(h, self.lora_B[:, :, None, None])
-
 
 class LoRAConv2d(_LoRABase):
     def __init__(self, conv: nn.Conv2d, rank, scale, gated, gate_init, b_init):
@@ -87,14 +86,14 @@ class LoRAConv2d(_LoRABase):
                         rank, scale, gated, gate_init, b_init)
         self.orig_conv = conv
 
+    def merged_weight(self) -> torch.Tensor:
+        """W + gain * B A: the layer and its patch as one convolution, since
+        conv(x, W) + gain * B conv(x, A) = conv(x, W + gain * B A) (half the work of two)."""
+        delta = (self.lora_B @ self.lora_A.flatten(1)).view_as(self.orig_conv.weight)
+        return self.orig_conv.weight + self._gain() * delta
+
     def forward(self, x):
-        c = self.orig_conv
-        if c.padding_mode != "zeros":
-            h = F.conv2d(F.pad(x, c._reversed_padding_repeated_twice, mode=c.padding_mode),
-                         self.lora_A, None, c.stride, 0, c.dilation)
-        else:
-            h = F.conv2d(x, self.lora_A, None, c.stride, c.padding, c.dilation)
-        return c(x) + self._gain() * self._mix(h)
+        return self.orig_conv._conv_forward(x, self.merged_weight(), self.orig_conv.bias)
 
 
 class LoRAConvTranspose2d(_LoRABase):
@@ -104,10 +103,16 @@ class LoRAConvTranspose2d(_LoRABase):
                         rank, scale, gated, gate_init, b_init)
         self.orig_conv = conv
 
+    def merged_weight(self) -> torch.Tensor:
+        """W + gain * (A mixed by B): the transposed convolution by A followed by the 1x1
+        mix B is one transposed convolution with weight sum_r A[:, r] B[:, r]."""
+        delta = torch.einsum("irhw,or->iohw", self.lora_A, self.lora_B)
+        return self.orig_conv.weight + self._gain() * delta
+
     def forward(self, x):
         c = self.orig_conv
-        h = F.conv_transpose2d(x, self.lora_A, None, c.stride, c.padding, c.output_padding, 1, c.dilation)
-        return c(x) + self._gain() * self._mix(h)
+        return F.conv_transpose2d(x, self.merged_weight(), c.bias, c.stride, c.padding, c.output_padding,
+                                  c.groups, c.dilation)
 
 
 class LoRALinear(_LoRABase):
@@ -117,8 +122,11 @@ class LoRALinear(_LoRABase):
                         gate_init, b_init)
         self.orig_linear = linear
 
+    def merged_weight(self) -> torch.Tensor:
+        return self.orig_linear.weight + self._gain() * (self.lora_B @ self.lora_A)
+
     def forward(self, x):
-        return self.orig_linear(x) + self._gain() * F.linear(F.linear(x, self.lora_A), self.lora_B)
+        return F.linear(x, self.merged_weight(), self.orig_linear.bias)
 
 
 def inject_lora(model: nn.Module, rank: int = 8, alpha: float = 2.0, scaling: str = "sqrt_rank",
@@ -133,6 +141,9 @@ def inject_lora(model: nn.Module, rank: int = 8, alpha: float = 2.0, scaling: st
     wrapped = []
     for name, module in list(model.named_modules()):
         for child_name, child in list(module.named_children()):
+            if isinstance(child, (nn.Conv2d, nn.ConvTranspose2d)) and child.groups != 1:
+                raise ConfigError(f"LoRA patching supports ungrouped convolutions only; {name}.{child_name} "
+                                  f"has groups={child.groups}")
             if isinstance(child, nn.ConvTranspose2d):
                 new = LoRAConvTranspose2d(child, rank, conv_scale, gated, gate_init, b_init)
             elif isinstance(child, nn.Conv2d):

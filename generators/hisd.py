@@ -67,9 +67,11 @@ TAG_IRRELEVANT = ["Male", "Young"]  # the official preprocessor's conditions for
 
 # ---------------------------------------------------------------------- building blocks
 def _instance_normalise(x: torch.Tensor, eps: float) -> torch.Tensor:
-    """(x - mean) / (unbiased std + eps) per sample and channel, as HiSD does; (N, C, H*W)."""
-    flat = x.flatten(2)
-    return (flat - flat.mean(-1, keepdim=True)) / (flat.std(-1, keepdim=True) + eps)
+    """(x - mean) / (unbiased std + eps) per sample and channel of (N, C, H, W), as HiSD does."""
+    centred = x - x.mean((-2, -1), keepdim=True)
+    # two passes rather than torch.std_mean: 1.5x faster here, forward and backward
+    std = (centred.square().sum((-2, -1), keepdim=True) / (x.shape[-2] * x.shape[-1] - 1)).sqrt()
+    return centred * (std + eps).reciprocal()  # one small reciprocal, then multiplications
 
 
 class InstanceNorm(nn.Module):
@@ -82,12 +84,15 @@ class InstanceNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(1, channels, 1))
 
     def forward(self, x):
-        return (_instance_normalise(x, self.eps) * self.weight + self.bias).view_as(x)
+        return _instance_normalise(x, self.eps) * self.weight.unsqueeze(-1) + self.bias.unsqueeze(-1)
 
 
 def adain(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     """Adaptive instance norm with per-sample (N, C) weight and bias (no stored parameters)."""
-    return (_instance_normalise(x, eps) * weight.unsqueeze(-1) + bias.unsqueeze(-1)).view_as(x)
+    return _instance_normalise(x, eps) * weight[..., None, None] + bias[..., None, None]
+
+
+SQRT_HALF = 1 / math.sqrt(2)  # residual sums are scaled by it (multiplying beats dividing)
 
 
 def _leaky(x):
@@ -109,7 +114,7 @@ class DownBlock(nn.Module):
     def forward(self, x):
         norm1, norm2 = (self.in1, self.in2) if self.normalise else (nn.Identity(), nn.Identity())
         out = self.conv2(_leaky(norm2(F.avg_pool2d(self.conv1(_leaky(norm1(x))), 2))))
-        return (F.avg_pool2d(self.sc(x), 2) + out) / math.sqrt(2)
+        return (F.avg_pool2d(self.sc(x), 2) + out) * SQRT_HALF
 
 
 class UpBlock(nn.Module):
@@ -125,7 +130,7 @@ class UpBlock(nn.Module):
     def forward(self, x):
         up = lambda t: F.interpolate(t, scale_factor=2, mode="nearest")  # noqa: E731
         out = self.conv2(_leaky(self.in2(self.conv1(up(_leaky(self.in1(x)))))))
-        return (up(self.sc(x)) + out) / math.sqrt(2)
+        return (up(self.sc(x)) + out) * SQRT_HALF
 
 
 class MiddleBlock(nn.Module):
@@ -146,7 +151,7 @@ class MiddleBlock(nn.Module):
     def forward(self, x, params):
         b1, w1, b2, w2 = params.split([self.n_in, self.n_in, self.n_out, self.n_out], dim=1)
         out = self.conv2(_leaky(adain(self.conv1(_leaky(adain(x, w1 + 1, b1))), w2 + 1, b2)))
-        return (self.sc(x) + out) / math.sqrt(2)
+        return (self.sc(x) + out) * SQRT_HALF
 
 
 class LinearBlock(nn.Module):
@@ -348,8 +353,11 @@ class HiSD(Generator):
         return self.encoder
 
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        # channels_last: its convolutions run about 1.5x faster on a CPU (`bench perf`)
+        x = x.contiguous(memory_format=torch.channels_last)
         s = self.extract(self.reference_images(c, x), self.edit_index)
-        return self.decode(self.translate(self.encode(x), s, self.edit_index)).clamp(-1, 1)  # no-op after tanh
+        out = self.decode(self.translate(self.encode(x), s, self.edit_index)).clamp(-1, 1)  # no-op after tanh
+        return out.contiguous()
 
     def weight_hash(self) -> str:
         return tensors_sha256({**self.state_dict(), "__references__": self.references})

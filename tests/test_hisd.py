@@ -166,3 +166,18 @@ def test_references_are_the_faces_the_classifier_is_surest_about(tmp_path):
     assert refs[:, 0, 0, 0].tolist() == [0.25, 0.5, 0.75]  # faces 1, 2, 3: black, blond, brown
     hisd.save_reference_strip(refs, tmp_path / "refs.png")
     assert hisd._read_reference_strip(tmp_path / "refs.png", 3).shape == (3, 3, 8, 8)
+
+
+def test_the_output_and_gradient_do_not_depend_on_the_input_memory_format():
+    G = tiny_hisd()
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    c = G.targets(torch.zeros(2, 0))[1]
+    results = []
+    for image in (x.clone(), x.clone().contiguous(memory_format=torch.channels_last)):
+        image.requires_grad_(True)
+        out = G(image, c)
+        (grad,) = torch.autograd.grad(out.square().sum(), image)
+        assert out.is_contiguous()
+        results.append((out, grad))
+    assert torch.allclose(results[0][0], results[1][0], atol=1e-6)
+    assert torch.allclose(results[0][1], results[1][1], atol=1e-6)

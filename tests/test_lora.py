@@ -117,3 +117,47 @@ def test_defensive_patch_is_trained_toward_the_marked_fake(tiny_stargan):
 
     assert error_in_mark(trained) < 0.7 * error_in_mark(untrained)
     assert info["loss_curve"][-1] < 0.5 * info["loss_curve"][0]
+
+
+def two_branch(layer, x):
+    """The patched layer as the paper writes it: l(x) + gain * B(A x), computed as two branches."""
+    gain = layer._gain()
+    if hasattr(layer, "orig_linear"):
+        return layer.orig_linear(x) + gain * torch.nn.functional.linear(x @ layer.lora_A.T, layer.lora_B)
+    c, mix = layer.orig_conv, layer.lora_B[:, :, None, None]
+    if isinstance(c, torch.nn.ConvTranspose2d):
+        h = torch.nn.functional.conv_transpose2d(x, layer.lora_A, None, c.stride, c.padding, c.output_padding,
+                                                 1, c.dilation)
+    elif c.padding_mode == "zeros":
+        h = torch.nn.functional.conv2d(x, layer.lora_A, None, c.stride, c.padding, c.dilation)
+    else:
+        padded = torch.nn.functional.pad(x, c._reversed_padding_repeated_twice, mode=c.padding_mode)
+        h = torch.nn.functional.conv2d(padded, layer.lora_A, None, c.stride, 0, c.dilation)
+    return c(x) + gain * torch.nn.functional.conv2d(h, mix)
+
+
+@pytest.mark.parametrize("layer, shape", [
+    (torch.nn.Conv2d(4, 6, 3, 2, 1), (2, 4, 9, 9)),
+    (torch.nn.Conv2d(4, 6, 3, 1, 1, padding_mode="reflect"), (2, 4, 8, 8)),
+    (torch.nn.ConvTranspose2d(4, 6, 4, 2, 1), (2, 4, 5, 5)),
+    (torch.nn.Linear(5, 3), (2, 5)),
+])
+def test_a_patched_layer_runs_as_one_layer_with_the_two_branch_outputs_and_gradients(layer, shape):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(layer)
+    inject_lora(model, rank=2)
+    patched = model[0]
+    with torch.no_grad():
+        patched.gate.fill_(0.3)
+    x = torch.randn(shape, requires_grad=True)
+    merged, reference = patched(x), two_branch(patched, x)
+    assert torch.allclose(merged, reference, atol=1e-5)
+    grads = torch.autograd.grad(merged.square().sum(), [x, patched.lora_A, patched.lora_B, patched.gate])
+    expected = torch.autograd.grad(reference.square().sum(), [x, patched.lora_A, patched.lora_B, patched.gate])
+    for got, want in zip(grads, expected):
+        assert torch.allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_a_grouped_convolution_is_refused():
+    with pytest.raises(ConfigError, match="groups=2"):
+        inject_lora(torch.nn.Sequential(torch.nn.Conv2d(4, 4, 3, groups=2)), rank=2)
