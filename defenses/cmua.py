@@ -38,6 +38,7 @@ class CMUA(Defense):
     version = "1"
     paper = "Huang et al., CMUA-Watermark, AAAI 2022"
     smoke_params = {"steps": 2, "batch_size": 4}
+    fit_length = "images"
 
     @dataclass
     class Params:

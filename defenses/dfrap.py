@@ -69,6 +69,7 @@ class DFRAP(Defense):
     version = "1"
     paper = "Qu et al., DF-RAP, IEEE TIFS 2024"
     smoke_params = {"steps": 2, "surrogate_iters": 2}
+    fit_length = "surrogate_iters"
 
     @dataclass
     class Params(PGDSettings):

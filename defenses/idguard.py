@@ -147,6 +147,7 @@ class IDGuard(Defense):
     version = "1"
     paper = "Qu et al., ID-Guard, IEEE TPAMI 2025"
     smoke_params = {"iterations": 2, "batch_size": 2, "ngf": 4, "blocks": 1, "identity_model": "none"}
+    fit_length = "iterations"
 
     @dataclass
     class Params:

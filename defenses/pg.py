@@ -89,6 +89,7 @@ class PG(Defense):
     version = "1"
     paper = "Huang et al., Initiative Defense against Facial Manipulation, AAAI 2021"
     smoke_params = {"iterations": 2, "batch_size": 2, "base_channels": 4, "depth": 2, "critic_channels": 4}
+    fit_length = "iterations"
 
     @dataclass
     class Params:

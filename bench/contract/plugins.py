@@ -112,6 +112,9 @@ class Defense(Plugin):
     randomised: ClassVar[bool] = True  # uses the seed (random start, sampling)
     # settings under which `bench validate` (and the tests) exercise the plugin in seconds
     smoke_params: ClassVar[dict] = {}
+    # the parameter a fit's time grows in proportion to (iterations, images), if it has a
+    # fit: `bench perf` shrinks it with the data to time a small copy of a run
+    fit_length: ClassVar[str | None] = None
 
     def protect(self, x: torch.Tensor, generator: "Generator", conditions: torch.Tensor,
                 seed: int) -> torch.Tensor:

@@ -7,7 +7,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from bench.contract.errors import BenchError
+from bench.contract.errors import BenchError, ConfigError
 
 DATASET_KINDS = ("demo", "celeba", "celebahq", "folder")  # the keys of bench.toolkit.data.LOADERS (not imported: --help stays fast)
 
@@ -233,13 +233,17 @@ def cmd_leaderboard(args) -> int:
 
 
 def cmd_perf(args) -> int:
-    from bench.harness.perf import measure, table, write
+    from bench.harness.perf import measure, tables, write
     from bench.toolkit.device import resolve_device
 
     config = resolved_config(args)
+    matrix = None if args.no_matrix else {"defenses": args.defenses, "bypasses": args.bypass,
+                                          "generators": args.generators}
+    if args.scale <= 0:
+        raise ConfigError(f"--scale must be positive, got {args.scale}")
     result = measure(config, args.generators, resolve_device(config["device"]), args.batch, args.repeats,
-                     args.matmul_size)
-    print(table(result))
+                     args.matmul_size, matrix, args.scale)
+    print(tables(result))
     print(f"wrote {write(result, Path(args.output))}")
     return 0
 
@@ -391,8 +395,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also save leaderboard.png, drawn by headless Chromium (the first entry expanded)")
     p.set_defaults(func=cmd_leaderboard)
 
-    p = sub.add_parser("perf", help="benchmark: each generator's PGD step against the device's matmul peak")
+    p = sub.add_parser("perf", help="benchmark: the PGD step against the device's peak, and a small run cold "
+                                    "and warm (every step's speed)")
     p.add_argument("--generators", default="all")
+    p.add_argument("--defenses", default="all", help="defenses of the small run (default all)")
+    p.add_argument("--bypass", default="lora", help="bypasses of the small run (default lora: the main job)")
+    p.add_argument("--scale", type=float, default=8,
+                   help="the small run's data, fine-tuning and defense fits are the profile's divided by this "
+                        "(default 8)")
+    p.add_argument("--no-matrix", action="store_true", help="skip the small run (the PGD step only)")
     p.add_argument("--batch", type=int, default=32, help="images per PGD step (default 32)")
     p.add_argument("--repeats", type=int, default=5, help="timed repeats, the median is kept (default 5)")
     p.add_argument("--matmul-size", type=int, default=2048, help="side of the square matmul behind the peak")

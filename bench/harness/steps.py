@@ -322,15 +322,15 @@ def execute(step: Step, ws: Workspace) -> Receipt:
                 found = (tensors, info)
     ws.remember(step.id, found)
     tensors, info = found
-    seconds = step_seconds(info)
+    seconds = row_seconds = step_seconds(info)
     rows: list[Row] = []
     if step.kind == "protect":
         rows = budget_rows(step, ws, tensors)
     elif step.kind == "cell":
         rows = [Row.from_json(r) for r in info["rows"]]
-        if step.task["protect"]:  # a cell's cost includes making its protected images
-            seconds += step_seconds(ws.info(step.task["protect"]))
-    rows = [replace(r, cache_hit=hit, seconds=round(seconds, 3)).to_json() for r in rows]
+        if step.task["protect"]:  # a cell's rows report its cost with making its protected images
+            row_seconds += step_seconds(ws.info(step.task["protect"]))
+    rows = [replace(r, cache_hit=hit, seconds=round(row_seconds, 3)).to_json() for r in rows]
     return Receipt(step.id, hit, seconds, rows, {} if hit else info.get("metric_seconds", {}))
 
 
