@@ -30,6 +30,7 @@ from bench.toolkit.attacks import (
     per_sample_mse,
     project,
     random_start,
+    sign_step_passes,
 )
 
 
@@ -94,7 +95,8 @@ class CMUA(Defense):
             x_adv = project(x + up, x, p.eps)
         for _ in range(p.steps):
             x_adv.requires_grad_(True)
-            loss = per_sample_mse(generator(x_adv, c), y).mean()
+            with sign_step_passes(x_adv.device):
+                loss = per_sample_mse(generator(x_adv, c), y).mean()
             (grad,) = torch.autograd.grad(loss, x_adv)
             stepped = x_adv.detach() + p.step_size * grad.sign()
             eta = (stepped - x).clamp(-p.eps, p.eps).mean(0, keepdim=True)

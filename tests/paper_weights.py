@@ -31,10 +31,20 @@ GENERATOR_LAYOUTS = {"stargan": "stargan_G_c5.json", "attgan": "attgan_G_256_sho
 
 
 def random_state(layout: dict, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Random weights of the layout's keys and shapes; batch-norm statistics stay those of
+    a fresh layer (a random variance can be negative), so the network's outputs are finite."""
     gen = torch.Generator().manual_seed(seed)
-    return {key: torch.tensor(0, dtype=torch.long) if key.endswith("num_batches_tracked")
-            else torch.randn(shape, generator=gen) * 0.05
-            for key, shape in layout["state_dict"].items()}
+
+    def value(key: str, shape: list[int]) -> torch.Tensor:
+        if key.endswith("num_batches_tracked"):
+            return torch.tensor(0, dtype=torch.long)
+        if key.endswith("running_var"):
+            return torch.ones(shape)
+        if key.endswith("running_mean"):
+            return torch.zeros(shape)
+        return torch.randn(shape, generator=gen) * 0.05
+
+    return {key: value(key, shape) for key, shape in layout["state_dict"].items()}
 
 
 def write_generators(root: Path, reference: Path) -> list[Path]:

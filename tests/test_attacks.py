@@ -76,3 +76,41 @@ def test_disrupting_joint_and_iterative_variants(tiny_stargan):
         assert damage > 2 * noise_damage  # one perturbation per image still disrupts every target
         results[variant] = x_adv[0]
     assert not torch.equal(results["joint"], results["iterative"])
+
+
+def test_bf16_attack_precision_runs_the_steps_under_autocast_and_keeps_the_signs(tiny_stargan):
+    from bench.toolkit.attacks import attack_precision, per_target_pgd, PGDSettings
+
+    torch.manual_seed(0)
+    x = torch.rand(4, 3, 16, 16) * 2 - 1
+    conditions = torch.randint(0, 2, (2, 4, 5)).float()
+    seen = []
+
+    def distortion(x_adv, c, y):
+        out = tiny_stargan(x_adv, c)
+        seen.append(out.dtype)
+        return (out.float() - y).pow(2).flatten(1).mean(1)
+
+    settings = PGDSettings(steps=3)
+    fp32 = per_target_pgd(x, tiny_stargan, conditions, 0, settings, distortion)
+    assert set(seen) == {torch.float32}
+    seen.clear()
+    with attack_precision("bf16"):
+        bf16 = per_target_pgd(x, tiny_stargan, conditions, 0, settings, distortion)
+    assert set(seen) == {torch.bfloat16}
+    assert bf16.dtype == torch.float32 and (bf16 - x).abs().max() <= settings.eps + 1e-6
+    assert (bf16.sign() == fp32.sign()).float().mean() > 0.99  # the same steps, nearly everywhere
+    seen.clear()
+    per_target_pgd(x, tiny_stargan, conditions, 0, settings, distortion)  # the context is gone
+    assert set(seen) == {torch.float32}
+
+
+def test_differentiable_jpeg_stays_float32_inside_a_bf16_attack():
+    from bench.toolkit.attacks import attack_precision, sign_step_passes
+    from bench.toolkit.codecs import differentiable_jpeg
+
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    quality = torch.tensor([75.0, 90.0])
+    with attack_precision("bf16"), sign_step_passes(x.device):
+        inside = differentiable_jpeg(x, quality)
+    assert torch.allclose(inside, differentiable_jpeg(x, quality), atol=1e-6)

@@ -11,6 +11,7 @@ import time
 import pytest
 
 from bench.harness.cli import main
+from bench.harness.profiles import get_profile
 from bench.harness.results import RowLog
 from tests.conftest import ROOT, make_face_folder
 
@@ -157,3 +158,15 @@ def test_the_dask_executor_gives_the_rows_of_the_local_one(tmp_path, tiny_starga
     assert meta["plan"]["executor"] == "dask" and not meta["plan"]["steps"]["from_cache"]
     ran = {s["id"].split("/")[0] for s in meta["plan"]["steps"]["list"] if s["status"] == "ran"}
     assert ran == {"clean", "fit", "defense_fit", "protect", "cell"}
+
+
+def test_a_sign_step_precision_other_than_fp32_enters_the_keys_and_a_wrong_one_is_refused():
+    from bench.contract.errors import ConfigError
+    from bench.harness.plan import attack_precision_of, precision_parts
+
+    config = get_profile("ci")
+    assert config["attack_precision"] == "fp32" and "attack_precision" not in precision_parts(config)
+    assert precision_parts({**config, "attack_precision": "bf16"})["attack_precision"] == "bf16"
+    assert attack_precision_of({**config, "attack_precision": "auto"}) in ("fp32", "bf16")
+    with pytest.raises(ConfigError, match="attack_precision"):
+        attack_precision_of({**config, "attack_precision": "fp16"})

@@ -1,12 +1,13 @@
 """`bench perf`: how fast the work runs against what the device can do.
 
 Measured in one process, on the chosen device:
-- the peak: a matmul of two square matrices in fp32 (and fp16 on CUDA), GFLOP/s;
+- the peak: a matmul of two square matrices in fp32 and bf16 (and fp16 on CUDA), GFLOP/s;
 - for each generator, one PGD step as every defense, adversarial fine-tuning and
   leakage protection takes it (forward, MSE to the clean output, backward to the input)
   on a batch of images: its FLOPs (torch.utils.flop_counter), GFLOP/s and share of the
-  peak, images per second; on CUDA also the step under bf16 autocast and inference
-  (forward only) in fp32 and under the runs' float16 AMP;
+  peak, images per second, in float32 and under bf16 autocast (`attack_precision`),
+  with the share of the gradient's signs that agree; on CUDA also inference (forward
+  only) in float32 and under the runs' float16 AMP;
 - on CUDA, the CUDA path against the CPU on a few images: each generator's outputs
   (fp32 and AMP) and its input gradient;
 - a small copy of a run (by default the README's main job: every defense, LoRA, every
@@ -106,15 +107,16 @@ def generator_speed(config: dict, name: str, device: torch.device, batch: int, r
                     peaks: dict) -> dict:
     generator = load_generator(config, name, device)
     x, c = generator_inputs(generator, config["resolution"], batch, device)
-    step = pgd_step(generator, x, c)
+    step, bf16_step = pgd_step(generator, x, c), pgd_step(generator, x, c, autocast_to(device, torch.bfloat16))
     flops = flops_of(step)
     row = {"generator": name, "weights_sha256": generator.identity()["weights_sha256"], "batch": batch,
            "resolution": config["resolution"], "gflop_per_step": flops / 1e9}
     row.update(speed_of(step, flops, batch, repeats, device, peaks["fp32"], "fp32"))
+    # attack_precision=bf16: the same step under bf16 autocast, and how many of its
+    # gradient's signs (all a sign step uses) agree with float32's
+    row.update(speed_of(bf16_step, flops, batch, repeats, device, peaks["bf16"], "bf16_autocast"))
+    row["bf16_sign_agreement"] = float((step().sign() == bf16_step().sign()).float().mean())
     if device.type == "cuda":
-        bf16 = autocast_to(device, torch.bfloat16)
-        row.update(speed_of(pgd_step(generator, x, c, bf16), flops, batch, repeats, device, peaks["fp16"],
-                            "bf16_autocast"))
         forward_flops = flops_of(inference(generator, x, c))
         row.update(speed_of(inference(generator, x, c), forward_flops, batch, repeats, device, peaks["fp32"],
                             "inference_fp32"))
@@ -249,7 +251,8 @@ def step_speed(step, seconds: float, plan, config: dict, small: dict, lengths: d
 # --- the whole measurement -------------------------------------------------------------
 def measure(config: dict, generators: str, device: torch.device, batch: int = 32, repeats: int = 5,
             matmul_size: int = 2048, matrix: dict | None = None, scale: float = 8) -> dict:
-    peaks = {"fp32": matmul_peak(device, matmul_size, repeats)}
+    peaks = {"fp32": matmul_peak(device, matmul_size, repeats),
+             "bf16": matmul_peak(device, matmul_size, repeats, torch.bfloat16)}
     if device.type == "cuda":
         peaks["fp16"] = matmul_peak(device, matmul_size, repeats, torch.float16)
     gflops = {k: v["gflops"] for k, v in peaks.items()}
@@ -278,6 +281,7 @@ def tables(result: dict) -> str:
     frame = pd.DataFrame(result["pgd_step"]).set_index("generator")
     columns = {"gflop_per_step": "GFLOP per step", "images_per_second": "images/s", "gflops": "GFLOP/s",
                "share_of_peak": "share of peak", "bf16_autocast_images_per_second": "bf16 images/s",
+               "bf16_autocast_share_of_peak": "bf16 share of bf16 peak", "bf16_sign_agreement": "bf16 signs agreeing",
                "inference_fp32_images_per_second": "inference images/s",
                "inference_amp_images_per_second": "AMP inference images/s"}
     frame = frame[[c for c in columns if c in frame]].rename(columns=columns)

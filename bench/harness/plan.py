@@ -42,7 +42,8 @@ from bench.harness.inputs import (
     variants,
 )
 from bench.toolkit.budget import CLEAN_INPUT
-from bench.toolkit.device import resolve_device
+from bench.toolkit.attacks import ATTACK_PRECISIONS
+from bench.toolkit.device import native_bf16, resolve_device
 
 STANDARD, LEAKAGE = "standard", "leakage"
 NONE = "none"  # the rows' name for "no defense" and "no bypass"
@@ -128,14 +129,28 @@ def device_kind(config: dict) -> str:
     return config["device"].split(":")[0]
 
 
+def attack_precision_of(config: dict) -> str:
+    """The precision of sign-gradient steps: "fp32" or "bf16" ("auto": bf16 where the
+    device computes it natively, else fp32)."""
+    precision = config.get("attack_precision", "fp32")
+    if precision == "auto":
+        return "bf16" if native_bf16(resolve_device(config["device"])) else "fp32"
+    if precision not in ATTACK_PRECISIONS:
+        raise ConfigError(f"attack_precision must be auto, fp32 or bf16, got {precision!r}")
+    return precision
+
+
 def precision_parts(config: dict) -> dict:
     """What changes numbers slightly without changing the method: device kind, mixed
-    precision, harness version and, where set, the thread count (absent by default, so
-    keys made before it existed still hold)."""
+    precision, harness version and, where set, the thread count and a sign-gradient
+    precision other than fp32 (absent by default, so keys made before they existed
+    still hold)."""
     kind = device_kind(config)
     parts = {"device": kind, "amp": bool(config["amp"]) and kind == "cuda", "harness": bench.__version__}
     if config.get("threads"):
         parts["threads"] = config["threads"]
+    if (attack := attack_precision_of(config)) != "fp32":
+        parts["attack_precision"] = attack
     return parts
 
 

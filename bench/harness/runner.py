@@ -34,7 +34,7 @@ from bench.contract.registry import registry
 from bench.harness.cache import default_cache_dir
 from bench.harness.executors import LocalExecutor
 from bench.harness.inputs import plugin_origins, usable_metrics
-from bench.harness.plan import STEP_KINDS, Plan, build_plan, device_kind, resolve_names
+from bench.harness.plan import STEP_KINDS, Plan, attack_precision_of, build_plan, device_kind, resolve_names
 from bench.harness.provenance import git_state, peak_memory_mb, run_metadata
 from bench.harness.results import RowLog, figure_grids
 from bench.harness.steps import Receipt
@@ -71,7 +71,8 @@ def run(config: dict, output_dir: Path, plan: Plan, skipped: dict, command: str 
     done = log.resume(plan, trust=not temporary, fresh=fresh)
     if done:
         print(f"resuming {output_dir}: the rows of {len(done)} of {len(plan.units)} cells and budgets are there")
-    settings = {"config": config, "cache_root": str(root), "device_kind": device_kind(config)}
+    settings = {"config": config, "cache_root": str(root), "device_kind": device_kind(config),
+                "attack_precision": attack_precision_of(config)}
     receipts: dict[str, Receipt] = {}
     units_of = {}
     for unit in plan.units:
@@ -117,6 +118,7 @@ def finish(plan: Plan, output_dir: Path, receipts: dict, settings: dict, skipped
     meta["fits"] = {f"{g}/{b}": {k: v for k, v in info.items() if k != "loss_curve"} for (g, b), info in fits.items()}
     meta["plan"] = {"id": plan.identity(), "executor": executor, "cache": settings["cache_root"],
                     "device_kind": settings["device_kind"], "threads": config.get("threads"),
+                    "attack_precision": settings["attack_precision"],
                     "steps": step_summary(plan, receipts)}
     meta["wall_seconds"] = round(time.time() - started, 2)
     meta["peak_memory"] = peak_memory_mb(device)

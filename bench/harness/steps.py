@@ -36,7 +36,7 @@ from bench.harness.plan import (
     Step,
     precision_parts,
 )
-from bench.toolkit.attacks import chunked
+from bench.toolkit.attacks import attack_precision, chunked
 from bench.toolkit.budget import CLEAN_INPUT, MEASURES, measure
 from bench.toolkit.device import resolve_device
 from bench.toolkit.generation import Edits, batched_generate, edits_of, pipeline_outputs
@@ -62,8 +62,8 @@ class Workspace:
     """What one process needs to run steps: the configuration, its device, the cache, and
     what it has loaded (generators, splits, recent values)."""
 
-    def __init__(self, config: dict, cache_root: str, device_kind: str):
-        self.config = config
+    def __init__(self, config: dict, cache_root: str, device_kind: str, attack_precision: str = "fp32"):
+        self.config, self.attack_precision = config, attack_precision
         self.device = resolve_device(config["device"])
         if self.device.type != device_kind:
             raise BenchError(f"the plan was made for device {device_kind!r} but this worker has {self.device.type!r}: "
@@ -316,7 +316,8 @@ def execute(step: Step, ws: Workspace) -> Receipt:
             if not hit:
                 started = time.time()
                 torch.manual_seed(ws.config["seed"])  # a step's value depends on its inputs, not on what ran before
-                tensors, info = COMPUTE[step.kind](step, ws)
+                with attack_precision(ws.attack_precision):
+                    tensors, info = COMPUTE[step.kind](step, ws)
                 info = {**info, "seconds": time.time() - started}
                 ws.cache.put(step.kind, step.parts, tensors, info)
                 found = (tensors, info)
@@ -344,7 +345,8 @@ def workspace(settings: dict) -> Workspace:
     key = json.dumps(settings, sort_keys=True, default=str)
     if key not in _WORKSPACES:
         _WORKSPACES.clear()
-        _WORKSPACES[key] = Workspace(settings["config"], settings["cache_root"], settings["device_kind"])
+        _WORKSPACES[key] = Workspace(settings["config"], settings["cache_root"], settings["device_kind"],
+                                      settings.get("attack_precision", "fp32"))
     return _WORKSPACES[key]
 
 

@@ -8,12 +8,36 @@ flattened into the batch) are optimised independently and in one batched pass.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
 from bench.contract.plugins import DEFAULT_EPS
+
+
+ATTACK_PRECISIONS = ("fp32", "bf16")
+_ATTACK_DTYPE: contextvars.ContextVar = contextvars.ContextVar("bench_attack_dtype", default=None)
+
+
+@contextlib.contextmanager
+def attack_precision(precision: str):
+    """Inside, the forward and backward passes of sign-gradient steps (`sign_step_passes`)
+    run in `precision`: "fp32", or "bf16" under autocast. A sign step needs the
+    gradient's sign only, and bf16 keeps it (`bench perf` counts the signs that agree)."""
+    token = _ATTACK_DTYPE.set(torch.bfloat16 if precision == "bf16" else None)
+    try:
+        yield
+    finally:
+        _ATTACK_DTYPE.reset(token)
+
+
+def sign_step_passes(device: torch.device):
+    """The autocast context of a sign-gradient step's loss on `device` (see attack_precision)."""
+    dtype = _ATTACK_DTYPE.get()
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
 
 def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
@@ -41,8 +65,9 @@ def pgd(x: torch.Tensor, loss_fn: Callable[[torch.Tensor], torch.Tensor], eps: f
     direction = 1.0 if maximize else -1.0
     for _ in range(steps):
         x_adv.requires_grad_(True)
-        loss = loss_fn(x_adv)
-        (grad,) = torch.autograd.grad(loss.sum(), x_adv)
+        with sign_step_passes(x_adv.device):
+            loss = loss_fn(x_adv)
+        (grad,) = torch.autograd.grad(loss.float().sum(), x_adv)
         x_adv = project(x_adv.detach() + direction * step_size * grad.sign(), x, eps)
     return x_adv.detach()
 

@@ -44,7 +44,8 @@ def differentiable_jpeg(x: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
 
     if x.shape[-1] % 16 or x.shape[-2] % 16:
         raise ConfigError(f"differentiable JPEG needs sizes that are multiples of 16, got {tuple(x.shape[-2:])}")
-    out = jpeg_codec_differentiable((x.float() + 1) / 2, quality.to(x.device, torch.float32))
+    with torch.autocast(x.device.type, enabled=False):  # its quantisation needs float32, even in bf16 attacks
+        out = jpeg_codec_differentiable((x.float() + 1) / 2, quality.to(x.device, torch.float32))
     return (out * 2 - 1).to(x.dtype)
 
 
