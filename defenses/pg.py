@@ -41,6 +41,9 @@ def double_conv(n_in: int, n_out: int) -> nn.Sequential:
                          nn.Conv2d(n_out, n_out, 3, 1, 1), nn.BatchNorm2d(n_out), nn.ReLU(inplace=True))
 
 
+CLEAN_OUTPUTS_BYTES = 512 * 2**20
+
+
 class PerturbationUNet(nn.Module):
     def __init__(self, base_channels: int = 64, depth: int = 4):
         super().__init__()
@@ -127,6 +130,7 @@ class PG(Defense):
         opt_critic = torch.optim.Adam(critic.parameters(), lr=p.lr, betas=(0.5, 0.999))
         rng = torch.Generator().manual_seed(seed)
         weights = self._loss_weights(target)
+        clean_outputs = self._clean_outputs(images, target, device)
         curve = []
         for _ in tqdm(range(p.iterations), desc="pg: train the perturbation generator", unit="it", leave=False):
             idx = torch.randint(images.size(0), (p.batch_size,), generator=rng)
@@ -140,8 +144,11 @@ class PG(Defense):
             critic_loss.backward()
             opt_critic.step()
             # perturbation generator: distort every output, look clean to the critic
-            with torch.no_grad():
-                clean = [target.generator(x, c) for c in conditions]
+            if clean_outputs is not None:
+                clean = [y[idx].to(device) for y in clean_outputs]
+            else:
+                with torch.no_grad():
+                    clean = [target.generator(x, c) for c in conditions]
             distortion = sum(w * F.l1_loss(target.generator(protected, c), y)
                              for w, c, y in zip(weights, conditions, clean))
             loss = -distortion - p.adversarial_weight * critic(protected).mean()
@@ -152,6 +159,16 @@ class PG(Defense):
         self.net = net.cpu().eval().requires_grad_(False)
         return dict(self.net.state_dict()), {"final_weighted_l1": recent_mean(curve),
                                              "first_weighted_l1": curve[0], "iterations": p.iterations}
+
+    def _clean_outputs(self, images, target, device) -> list[torch.Tensor] | None:
+        """The generator's output for every fitting image and condition, made once where
+        they fit in CLEAN_OUTPUTS_BYTES (the same outputs the loop would make again and
+        again); None where they would not."""
+        conditions = self._conditions(target)
+        if images.numel() * images.element_size() * len(conditions) > CLEAN_OUTPUTS_BYTES:
+            return None
+        with torch.no_grad():
+            return [chunked(target.generator, images, c, batch_size=32, device=device) for c in conditions]
 
     def _conditions(self, target) -> list[torch.Tensor]:
         """Per-image conditions, (N, ...) each: the edit targets, then the reconstruction."""

@@ -119,6 +119,18 @@ def test_raw_rejects_unknown_transforms():
         RAW(transforms=["jpeg", "rotate"])
 
 
+def test_pg_fits_the_same_with_its_clean_outputs_made_once_or_in_every_iteration(tiny_stargan, monkeypatch):
+    import defenses.pg
+
+    x = torch.rand(8, 3, 16, 16) * 2 - 1
+    settings = dict(base_channels=4, depth=2, critic_channels=4, iterations=3, batch_size=4)
+    once, _ = PG(**settings).fit(x, [target_of(tiny_stargan, 8)], 0, torch.device("cpu"))
+    monkeypatch.setattr(defenses.pg, "CLEAN_OUTPUTS_BYTES", 0)
+    every, _ = PG(**settings).fit(x, [target_of(tiny_stargan, 8)], 0, torch.device("cpu"))
+    for key in once:
+        assert torch.allclose(once[key].float(), every[key].float(), atol=1e-5), key
+
+
 def test_pg_learns_to_distort_and_protects_in_one_pass(tiny_stargan):
     x = faces(8, 16)
     pg = PG(base_channels=4, depth=2, critic_channels=4, iterations=40, batch_size=4, lr=1e-3)
