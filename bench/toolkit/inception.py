@@ -142,8 +142,20 @@ def load_inception(device: str = "cpu"):
     path = weights_file()
     if path is None:
         raise WeightsError(missing_line())
-    # channels-last convolutions: 1.4x faster on this CPU, features equal to 6e-6
-    return fid_inception(read_state(path)).to(device, memory_format=torch.channels_last)
+    # channels-last convolutions with the batch norms folded into them: 1.4x and 1.2x
+    # faster on a CPU, the features equal to 1e-5 (of values up to 4)
+    net = fold_batch_norms(fid_inception(read_state(path)))
+    return net.to(device, memory_format=torch.channels_last)
+
+
+def fold_batch_norms(net: torch.nn.Module) -> torch.nn.Module:
+    """Each of Inception's conv + batch-norm blocks (inference) as one convolution."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    for block in net.modules():
+        if isinstance(getattr(block, "bn", None), torch.nn.BatchNorm2d) and hasattr(block, "conv"):
+            block.conv, block.bn = fuse_conv_bn_eval(block.conv, block.bn), torch.nn.Identity()
+    return net
 
 
 def quantised_unit(images: torch.Tensor) -> torch.Tensor:
