@@ -38,9 +38,6 @@ from bench.harness.inputs import load_generator, make_plugin, variants
 from bench.harness.provenance import git_state, peak_memory_mb
 from bench.toolkit.device import autocast
 
-MAIN_JOB = {"defenses": "all", "bypasses": "lora", "generators": "all"}
-
-
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -68,8 +65,9 @@ def matmul_peak(device: torch.device, size: int, repeats: int, dtype: torch.dtyp
 
 # --- the inner loop ----------------------------------------------------------------------
 def pgd_step(generator, x: torch.Tensor, c: torch.Tensor, precision=contextlib.nullcontext):
-    """One PGD step's work: the loss of G(x_adv, c) against G(x, c), and its gradient."""
-    with torch.no_grad(), precision():
+    """One PGD step's work: the loss of G(x_adv, c) against G(x, c) (made in float32, as
+    runs make it), and its gradient; the step's passes under `precision`."""
+    with torch.no_grad():
         y = generator(x, c)
 
     def step():
@@ -264,6 +262,8 @@ def measure(config: dict, generators: str, device: torch.device, batch: int = 32
     if device.type == "cuda":
         result["cuda_vs_cpu"] = [cuda_agreement(config, n, device) for n in names]
         result["device_name"] = torch.cuda.get_device_name(device)
+        # TF32 makes "fp32" convolutions faster than the fp32 matmul peak suggests
+        result["tf32"] = {"matmul": torch.backends.cuda.matmul.allow_tf32, "cudnn": torch.backends.cudnn.allow_tf32}
     if matrix is not None:
         result["matrix"] = time_matrix(config, matrix, scale, device)
     return result
