@@ -66,12 +66,16 @@ def matmul_peak(device: torch.device, size: int, repeats: int, dtype: torch.dtyp
 # --- the inner loop ----------------------------------------------------------------------
 def pgd_step(generator, x: torch.Tensor, c: torch.Tensor, precision=contextlib.nullcontext):
     """One PGD step's work: the loss of G(x_adv, c) against G(x, c) (made in float32, as
-    runs make it), and its gradient; the step's passes under `precision`."""
+    runs make it), and its gradient; the step's passes under `precision`. x_adv is a
+    random start in the eps-ball, as in runs (at x itself the float32 gradient is zero)."""
+    from bench.toolkit.attacks import DEFAULT_EPS, random_start
+
     with torch.no_grad():
         y = generator(x, c)
+    start = random_start(x, DEFAULT_EPS, seed=0)
 
     def step():
-        x_adv = x.detach().requires_grad_(True)
+        x_adv = start.detach().requires_grad_(True)
         with precision():
             loss = ((generator(x_adv, c).float() - y.float()) ** 2).mean()
         loss.backward()  # the weights are frozen: the input's gradient only
@@ -113,7 +117,11 @@ def generator_speed(config: dict, name: str, device: torch.device, batch: int, r
     # attack_precision=bf16: the same step under bf16 autocast, and how many of its
     # gradient's signs (all a sign step uses) agree with float32's
     row.update(speed_of(bf16_step, flops, batch, repeats, device, peaks["bf16"], "bf16_autocast"))
-    row["bf16_sign_agreement"] = float((step().sign() == bf16_step().sign()).float().mean())
+    fp32_grad, bf16_grad = step(), bf16_step()
+    agree = fp32_grad.sign() == bf16_grad.sign()
+    row["bf16_sign_agreement"] = float(agree.float().mean())
+    # where signs differ the gradient is small: the share of its magnitude they carry
+    row["bf16_agreeing_gradient_mass"] = float(fp32_grad.abs()[agree].sum() / fp32_grad.abs().sum())
     if device.type == "cuda":
         forward_flops = flops_of(inference(generator, x, c))
         row.update(speed_of(inference(generator, x, c), forward_flops, batch, repeats, device, peaks["fp32"],
@@ -282,6 +290,7 @@ def tables(result: dict) -> str:
     columns = {"gflop_per_step": "GFLOP per step", "images_per_second": "images/s", "gflops": "GFLOP/s",
                "share_of_peak": "share of peak", "bf16_autocast_images_per_second": "bf16 images/s",
                "bf16_autocast_share_of_peak": "bf16 share of bf16 peak", "bf16_sign_agreement": "bf16 signs agreeing",
+               "bf16_agreeing_gradient_mass": "their share of abs(gradient)",
                "inference_fp32_images_per_second": "inference images/s",
                "inference_amp_images_per_second": "AMP inference images/s"}
     frame = frame[[c for c in columns if c in frame]].rename(columns=columns)
