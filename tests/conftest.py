@@ -34,16 +34,22 @@ def reference_layout(name: str) -> dict:
     return json.loads(shared_path("reference", name).read_text())
 
 
-def random_state_from_layout(layout: dict) -> dict[str, torch.Tensor]:
-    """A state dict with the official keys and shapes, filled with random values."""
-    gen = torch.Generator().manual_seed(0)
-    state = {}
-    for key, shape in layout["state_dict"].items():
+def random_state_from_layout(layout: dict, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A state dict with the official keys and shapes, filled with random values; batch-norm
+    statistics stay those of a fresh layer (a random variance can be negative), so the
+    network's outputs are finite."""
+    gen = torch.Generator().manual_seed(seed)
+
+    def value(key: str, shape: list[int]) -> torch.Tensor:
         if key.endswith("num_batches_tracked"):
-            state[key] = torch.tensor(0, dtype=torch.long)
-        else:
-            state[key] = torch.randn(shape, generator=gen) * 0.05
-    return state
+            return torch.tensor(0, dtype=torch.long)
+        if key.endswith("running_var"):
+            return torch.ones(shape)
+        if key.endswith("running_mean"):
+            return torch.zeros(shape)
+        return torch.randn(shape, generator=gen) * 0.05
+
+    return {key: value(key, shape) for key, shape in layout["state_dict"].items()}
 
 
 def write_attribute_file(path: Path, files: list[str], names: list[str], seed: int = 0) -> None:

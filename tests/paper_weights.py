@@ -4,7 +4,7 @@ profile can run end to end before anyone has the real checkpoints or a GPU. The 
 such a run makes mean nothing; what it shows is that no step dies on a shape, a dtype or
 a missing file.
 
-    python tests/paper_weights.py FOLDER [--reference ../shared/reference]
+    python -m tests.paper_weights FOLDER [--reference ../shared/reference]   (from the repository root)
 
 - the three generators: the official state-dict layouts recorded in
   ../shared/reference (keys and shapes), random values, saved as the official files are
@@ -25,33 +25,17 @@ from pathlib import Path
 import torch
 
 from bench.contract.registry import registry
+from tests.conftest import random_state_from_layout
 
 GENERATOR_LAYOUTS = {"stargan": "stargan_G_c5.json", "attgan": "attgan_G_256_shortcut1_inject0.json",
                      "hisd": "hisd_gen_celebahq256.json"}
-
-
-def random_state(layout: dict, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Random weights of the layout's keys and shapes; batch-norm statistics stay those of
-    a fresh layer (a random variance can be negative), so the network's outputs are finite."""
-    gen = torch.Generator().manual_seed(seed)
-
-    def value(key: str, shape: list[int]) -> torch.Tensor:
-        if key.endswith("num_batches_tracked"):
-            return torch.tensor(0, dtype=torch.long)
-        if key.endswith("running_var"):
-            return torch.ones(shape)
-        if key.endswith("running_mean"):
-            return torch.zeros(shape)
-        return torch.randn(shape, generator=gen) * 0.05
-
-    return {key: value(key, shape) for key, shape in layout["state_dict"].items()}
 
 
 def write_generators(root: Path, reference: Path) -> list[Path]:
     written = []
     for name, layout_file in GENERATOR_LAYOUTS.items():
         cls = registry("generators").get(name)
-        state = random_state(json.loads((reference / layout_file).read_text()))
+        state = random_state_from_layout(json.loads((reference / layout_file).read_text()))
         key = cls.official_checkpoint.get("key")
         path = root / name / cls.official_checkpoint["file"]
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -36,6 +36,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from bench.contract.registry import registry
 from bench.harness.inputs import load_generator, make_plugin, variants
 from bench.harness.provenance import git_state, peak_memory_mb
+from bench.toolkit.attacks import device_of
 from bench.toolkit.device import autocast
 
 def synchronize(device: torch.device) -> None:
@@ -151,7 +152,7 @@ def cuda_agreement(config: dict, name: str, device: torch.device, images: int = 
     x, c = generator_inputs(models["cpu"], config["resolution"], images, cpu)
     outputs, grads = {}, {}
     for kind, model in models.items():
-        xd, cd = x.to(model_device(model)), c.to(model_device(model))
+        xd, cd = x.to(device_of(model)), c.to(device_of(model))
         with torch.no_grad():
             outputs[kind] = model(xd, cd).float().cpu()
         grads[kind] = pgd_step(model, xd, cd)().float().cpu()
@@ -163,10 +164,6 @@ def cuda_agreement(config: dict, name: str, device: torch.device, images: int = 
             "output_max_abs_amp": float((amp - outputs["cpu"]).abs().max()),
             "gradient_cosine": float(torch.nn.functional.cosine_similarity(a, b, dim=0)),
             "gradient_sign_agreement": float((a.sign() == b.sign()).float().mean())}
-
-
-def model_device(model: torch.nn.Module) -> torch.device:
-    return next(model.parameters()).device
 
 
 # --- a small copy of a run ---------------------------------------------------------------

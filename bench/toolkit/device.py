@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 
 import torch
 
@@ -28,6 +29,7 @@ def autocast(device: torch.device, enabled: bool = True):
     return contextlib.nullcontext()
 
 
+@functools.cache
 def native_bf16(device: torch.device) -> bool:
     """Whether `device` computes bfloat16 natively (CUDA with bf16 support; a CPU with
     AVX-512 BF16 or AMX), where bf16 autocast is faster than float32, not slower."""
