@@ -79,7 +79,7 @@ def test_disrupting_joint_and_iterative_variants(tiny_stargan):
 
 
 def test_bf16_attack_precision_runs_the_steps_under_autocast_and_keeps_the_signs(tiny_stargan):
-    from bench.toolkit.attacks import attack_precision, per_target_pgd, PGDSettings
+    from bench.toolkit.attacks import PGDSettings, attack_precision, per_target_pgd
 
     torch.manual_seed(0)
     x = torch.rand(4, 3, 16, 16) * 2 - 1

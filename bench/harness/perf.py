@@ -39,6 +39,7 @@ from bench.harness.provenance import git_state, peak_memory_mb
 from bench.toolkit.attacks import device_of
 from bench.toolkit.device import autocast
 
+
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)

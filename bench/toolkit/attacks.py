@@ -17,7 +17,6 @@ import torch
 
 from bench.contract.plugins import DEFAULT_EPS
 
-
 ATTACK_PRECISIONS = ("fp32", "bf16")
 _ATTACK_DTYPE: contextvars.ContextVar = contextvars.ContextVar("bench_attack_dtype", default=None)
 
