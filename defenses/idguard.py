@@ -21,6 +21,11 @@ As the public code (ZOMIN28/ID-Guard) does it:
   [1e-13, 1], tau 1), times fixed per-generator weights (`generator_weights`);
 - Adam lr 1e-4, betas (0.5, 0.999); eps 0.05.
 
+Named option: `mgda_normalisation` divides each generator's gradient by its L2 norm
+("l2"), its loss ("loss") or both ("loss+") before MGDA weighs them, as MGDA's authors
+do (Sener & Koltun, NeurIPS 2018); the public ID-Guard code does not ("none", the
+default). The objective still weighs the raw losses. The fit records the mean weights.
+
 Stated substitutes (recorded in the parameters of every result):
 - mask (`mask`): the public code multiplies CelebAMask-HQ part masks (brows, eyes, nose,
   mouth, lips) with a Grad-CAM++ map of VGGFace, neither available offline. "face" uses
@@ -58,6 +63,10 @@ from bench.toolkit.training import recent_mean
 MASKS = ("face", "none")
 IDENTITY_MODELS = ("attribute_classifier", "none")
 WEIGHTINGS = ("mgda", "kpi", "equal")
+# MGDA's gradient normalisations (Sener & Koltun, NeurIPS 2018, and their public code):
+# each generator's gradient is divided by its L2 norm, its loss, or both before the
+# min-norm weights are found; the objective then weighs the raw losses by them
+MGDA_NORMALISATIONS = ("none", "l2", "loss", "loss+")
 
 
 # ---------------------------------------------------------------------- the generator
@@ -135,6 +144,20 @@ def min_norm_weights(grads: list[torch.Tensor], iterations: int = 2000, toleranc
     return w.float()
 
 
+def gradient_normaliser(grad: torch.Tensor, loss: float, kind: str) -> float:
+    """What MGDA divides a task's gradient by before weighing: without it the min-norm
+    combination follows the smallest gradient (here the generator the perturbation moves
+    least), with "l2" every generator's direction counts alike."""
+    tiny = 1e-12
+    if kind == "l2":
+        return max(float(grad.norm()), tiny)
+    if kind == "loss":
+        return max(loss, tiny)
+    if kind == "loss+":
+        return max(loss * float(grad.norm()), tiny)
+    return 1.0
+
+
 def kpi_weight(loss: float, tau: float) -> float:
     """KPI weighting: a generator whose masked output loss is still small weighs more."""
     k = min(max(loss, 1e-13), 1.0)
@@ -163,6 +186,7 @@ class IDGuard(Defense):
         mask: str = "face"
         identity_model: str = "attribute_classifier"
         weighting: str = "mgda"
+        mgda_normalisation: str = "none"  # the public code's MGDA has none
         kpi_tau: float = 1.0
         generator_weights: dict = None  # generator name -> fixed weight; None: all 1
         prior_branch: bool = True  # also train the prior alone, x + prior (public code)
@@ -173,7 +197,8 @@ class IDGuard(Defense):
         super().__init__(**params)
         p = self.params
         for value, allowed, what in ((p.mask, MASKS, "mask"), (p.identity_model, IDENTITY_MODELS, "identity_model"),
-                                     (p.weighting, WEIGHTINGS, "weighting")):
+                                     (p.weighting, WEIGHTINGS, "weighting"),
+                                     (p.mgda_normalisation, MGDA_NORMALISATIONS, "mgda_normalisation")):
             if value not in allowed:
                 raise ConfigError(f"idguard {what} must be one of {allowed}, got {value!r}")
         self.net: PerturbationResNet | None = None
@@ -204,7 +229,7 @@ class IDGuard(Defense):
         fixed = self._fixed_weights(targets)
         rng = torch.Generator().manual_seed(seed)
         taps = [FeatureTap(t.generator) for t in targets]
-        curve = []
+        curve, weight_rows = [], []
         try:
             for it in tqdm(range(p.iterations), desc="idguard: train the perturbation generator", unit="it",
                            leave=False):
@@ -225,6 +250,7 @@ class IDGuard(Defense):
                 (-objective).backward()
                 optimiser.step()
                 curve.append([float(loss.detach()) for loss in losses])
+                weight_rows.append(weights)
         finally:
             for tap in taps:
                 tap.close()
@@ -233,7 +259,9 @@ class IDGuard(Defense):
         return self._state(), {
             "first_loss": dict(zip(names, curve[0])),
             "final_loss": {n: recent_mean([row[i] for row in curve]) for i, n in enumerate(names)},
+            "mean_weight": {n: sum(row[i] for row in weight_rows) / len(weight_rows) for i, n in enumerate(names)},
             "mask": p.mask, "identity_model": p.identity_model, "weighting": p.weighting,
+            "mgda_normalisation": p.mgda_normalisation,
             "feature_term": {n: t.generator.feature_module() is not None for n, t in zip(names, targets)}}
 
     def _generator_loss(self, generator, tap, identity, mask, x, c, branches):
@@ -268,7 +296,9 @@ class IDGuard(Defense):
             per_param = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
             grads.append(torch.cat([(g if g is not None else torch.zeros_like(q)).flatten()
                                     for g, q in zip(per_param, params)]))
-        return min_norm_weights(grads).tolist()
+        normalised = [g / gradient_normaliser(g, float(loss.detach()), p.mgda_normalisation)
+                      for g, loss in zip(grads, losses)]
+        return min_norm_weights(normalised).tolist()
 
     def _fixed_weights(self, targets) -> list[float]:
         weights = self.params.generator_weights or {}

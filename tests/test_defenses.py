@@ -181,6 +181,18 @@ def test_min_norm_weights_find_the_smallest_combination():
     assert combined.norm() < 1e-3 and abs(float(w.sum()) - 1) < 1e-5
 
 
+def test_normalised_mgda_does_not_follow_the_smallest_gradient():
+    from defenses.idguard import gradient_normaliser, min_norm_weights
+
+    grads = [torch.tensor([10.0, 0.0]), torch.tensor([0.0, 0.1])]  # a generator the perturbation barely moves
+    raw = min_norm_weights(grads)
+    assert raw[1] > 0.99  # the min-norm point sits on the tiny gradient
+    unit = min_norm_weights([g / gradient_normaliser(g, 1.0, "l2") for g in grads])
+    assert torch.allclose(unit, torch.tensor([0.5, 0.5]), atol=1e-4)
+    assert gradient_normaliser(grads[0], 0.5, "loss") == 0.5 and gradient_normaliser(grads[0], 0.5, "loss+") == 5.0
+    assert gradient_normaliser(grads[0], 0.5, "none") == 1.0
+
+
 def test_kpi_weighs_the_generator_that_resists_more():
     from defenses.idguard import kpi_weight
 
@@ -210,11 +222,13 @@ def test_quick_generators_name_their_mid_level_features(name):
     assert tap.value is not None and tap.value.dim() == 4 and tap.value.size(0) == 2
 
 
-@pytest.mark.parametrize("weighting", ["mgda", "kpi", "equal"])
-def test_idguard_fits_across_generators_with_each_weighting(tiny_stargan, weighting):
+@pytest.mark.parametrize("weighting, normalisation", [("mgda", "none"), ("mgda", "l2"), ("kpi", "none"),
+                                                      ("equal", "none")])
+def test_idguard_fits_across_generators_with_each_weighting(tiny_stargan, weighting, normalisation):
     from defenses.idguard import IDGuard
 
-    settings = dict(ngf=4, blocks=1, iterations=3, batch_size=2, weighting=weighting, identity_model="none")
+    settings = dict(ngf=4, blocks=1, iterations=3, batch_size=2, weighting=weighting, identity_model="none",
+                    mgda_normalisation=normalisation)
     x = faces(4, 16)
     targets = [target_of(tiny_stargan), target_of(other_stargan())]
     state, info = IDGuard(**settings).fit(x, targets, 0, torch.device("cpu"))
@@ -240,6 +254,8 @@ def test_idguard_rejects_bad_settings(tiny_stargan):
 
     with pytest.raises(ConfigError, match="weighting"):
         IDGuard(weighting="pcgrad")
+    with pytest.raises(ConfigError, match="mgda_normalisation"):
+        IDGuard(mgda_normalisation="max")
     with pytest.raises(ConfigError, match="generator_weights"):
         IDGuard(ngf=4, blocks=1, iterations=1, batch_size=2, generator_weights={"hisd": 100.0}).fit(
             faces(4, 16), [target_of(tiny_stargan)], 0, torch.device("cpu"))
