@@ -30,7 +30,7 @@ def test_the_small_run_shrinks_data_and_fits_by_the_scale():
     config = get_profile("quick")
     small, lengths = small_config(config, 8)
     assert (small["limit"], small["finetune_limit"], small["defense_fit_limit"]) == (4, 32, 16)
-    assert lengths["pg"] == ("iterations", 200, 25) and small["defenses"]["pg"]["iterations"] == 25
+    assert lengths["pg"] == ("iterations", 400, 50) and small["defenses"]["pg"]["iterations"] == 50
     assert lengths["idguard"] == ("iterations", 300, 38)
     assert "disrupting" not in lengths  # nothing to fit
 
