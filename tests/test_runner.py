@@ -36,6 +36,9 @@ def test_run_writes_cells_and_metadata_then_reuses_the_cache(tmp_path, tiny_star
     assert leaked == {("disrupting", "jpeg"), ("disrupting", "lora")}  # ci: Disrupting adapts to each bypass
     n = {r["n"] for r in rows if r["metric"] == "dsr"}
     assert n == {4 * 5}  # ci limit 4 images x 5 targets
+    for r in rows:  # pair metrics keep each image's mean over its targets: the cell's value is their mean
+        if r["metric"] in ("l2", "ssim", "dsr") and r.get("reference") == "original":
+            assert len(r["per_image"]) == 4 and abs(sum(r["per_image"]) / 4 - r["value"]) < 1e-6
     clean = [r for r in rows if r["defense"] == "none" and r["bypass"] == "none" and r["metric"] == "l2"]
     assert clean[0]["value"] == 0.0
     meta = json.loads((out / "run.json").read_text())

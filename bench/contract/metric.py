@@ -12,7 +12,9 @@ Kinds tell the harness how to feed a metric:
 The harness's own measures carry specs too, never registered as plugins: "budget"
 (protected against clean images) and "mark" (a defensive patch's mark recovery).
 A row is made only from a spec (`Row.of`), so its direction and threshold are the
-metric's own. All inputs are in [-1, 1].
+metric's own. All inputs are in [-1, 1]. A pair metric's row also keeps its value per
+evaluation image (the mean over the image's targets), from which reports draw
+bootstrap intervals over images (`bench.harness.intervals`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from typing import ClassVar
 import torch
 
 KINDS = ("pair", "attribute", "set", "no-reference")  # what a metric plugin may declare
+# what a cell's rows hold: 2 added the pair metrics' per-image values (part of the cells' cache keys)
+ROW_SCHEMA = 2
 
 
 @dataclass(frozen=True)
@@ -122,14 +126,20 @@ class Row:
     n: int
     cache_hit: bool = False
     seconds: float = 0.0
+    per_image: list[float] | None = None  # pair metrics: the value of each evaluation image, in order
 
     @classmethod
-    def of(cls, cell: Cell, reference: str, spec: MetricSpec, value, n: int, target: str = "all") -> "Row":
+    def of(cls, cell: Cell, reference: str, spec: MetricSpec, value, n: int, target: str = "all",
+           per_image: torch.Tensor | None = None) -> "Row":
+        kept = None if per_image is None else [float(f"{v:.8g}") for v in per_image.double().flatten().tolist()]
         return cls(cell.generator, cell.defense, cell.bypass, cell.scenario, reference, spec.name, target,
-                   spec.higher_is_better, spec.threshold, float(value), int(n))
+                   spec.higher_is_better, spec.threshold, float(value), int(n), per_image=kept)
 
     def to_json(self) -> dict:
-        return asdict(self)
+        row = asdict(self)
+        if row["per_image"] is None:
+            del row["per_image"]
+        return row
 
     @classmethod
     def from_json(cls, row: dict) -> "Row":

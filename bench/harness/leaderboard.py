@@ -14,6 +14,11 @@ protocol's budget (measured L-inf <= eps + tolerance). The others are listed, wi
 why they are not ranked. A second board ranks the bypasses by the highest DSR they
 leave any defense within budget (their worst case, lower is stronger).
 
+Each robust DSR carries a 95% bootstrap interval over the evaluation images (the
+cells' per-image values resampled jointly, bench.harness.intervals), and an entry
+lists the ranked entries it is statistically tied with: those whose paired difference
+in robust DSR has an interval containing 0.
+
 Entries made under different protocols (profile, resolution, eps, evaluation images
 and their pixels, harness version) are never ranked together: runs are grouped by
 protocol and each group gets its own board. Every number comes from `cells.jsonl` rows.
@@ -27,10 +32,12 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from bench.contract.errors import BenchError
 from bench.contract.io import atomic_write_json, atomic_write_text
+from bench.harness import intervals
 from bench.toolkit.budget import CLEAN_INPUT, MEASURES, within_budget
 
 NONE, STANDARD, LEAKAGE = "none", "standard", "leakage"
@@ -84,10 +91,16 @@ class Entry:
     params: dict
     runs: list[str]
     rank: int | None = None
+    replicates: np.ndarray | None = None  # bootstrap replicates of robust_dsr (None: no per-image values)
+    tied_with: list[str] = field(default_factory=list)  # ranked entries not separable from this one
 
     @property
     def robust_dsr(self) -> float | None:
         return mean(w["dsr"] for w in self.worst.values())
+
+    @property
+    def robust_interval(self) -> tuple[float, float] | None:
+        return None if self.replicates is None else intervals.interval(self.replicates)
 
     @property
     def mean_dsr(self) -> float | None:
@@ -230,7 +243,9 @@ def attack_table(rows: pd.DataFrame) -> pd.DataFrame:
     key = ["defense", "generator", "bypass", "scenario"]
     table = rows.pivot_table(index=key, columns="metric", values="value", aggfunc="first")
     dsr = rows[rows.metric == "dsr"].set_index(key)
-    return table.join(dsr[["n", "run"]])
+    if "per_image" not in dsr:
+        dsr = dsr.assign(per_image=None)
+    return table.join(dsr[["n", "run", "per_image"]])
 
 
 def column_order(rows: pd.DataFrame) -> list[Column]:
@@ -268,7 +283,7 @@ def number(value) -> float | None:
 def defense_entry(table: pd.DataFrame, cells: pd.DataFrame, defense: str, generators: list[str],
                   columns: list[Column], runs: list[Run], protocol: dict) -> Entry:
     mine = table.xs(defense, level="defense")
-    entry_cells, worst, missing = [], {}, []
+    entry_cells, worst, missing, per_generator = [], {}, [], {}
     for g in generators:
         for column in columns:
             key = (g, column.bypass, column.scenario)
@@ -279,14 +294,32 @@ def defense_entry(table: pd.DataFrame, cells: pd.DataFrame, defense: str, genera
             cell = {"generator": g, **column.as_dict(), "dsr": number(row.dsr), "l2": number(row.get("l2")),
                     "n": int(row.n), "run": row.run}
             entry_cells.append(cell)
-            if cell["dsr"] is not None and (g not in worst or lower(cell, worst[g])):
-                worst[g] = {k: cell[k] for k in ("dsr", "l2", "bypass", "scenario")}
+            if cell["dsr"] is not None:
+                per_generator.setdefault(g, []).append(intervals.replicates(row.per_image))
+                if g not in worst or lower(cell, worst[g]):
+                    worst[g] = {k: cell[k] for k in ("dsr", "l2", "bypass", "scenario")}
     identity, origin = plugin_facts(runs, "defenses", defense)
     origin = {**origin, "plugin": identity.get("name"), "version": identity.get("version", origin.get("version"))}
     params = identity.get("params") or {}
     return Entry(defense, entry_cells, worst, missing,
                  budget_of(cells, defense, params.get("eps"), protocol), origin, params,
-                 sorted({c["run"] for c in entry_cells}))
+                 sorted({c["run"] for c in entry_cells}), replicates=robust_replicates(per_generator))
+
+
+def robust_replicates(per_generator: dict[str, list]) -> np.ndarray | None:
+    """Replicates of the robust DSR: per generator the lowest of its cells' replicates
+    (one set of image draws for all), then their mean over the generators."""
+    worst = [intervals.combined(reps, np.min) for reps in per_generator.values()]
+    return intervals.combined(worst, np.mean)
+
+
+def mark_ties(entries: list[Entry]) -> None:
+    """For each ranked entry, the other ranked entries whose robust DSR it cannot be told
+    apart from (the interval of the paired difference contains 0)."""
+    ranked = [e for e in entries if e.rank is not None]
+    for entry in ranked:
+        entry.tied_with = [other.label for other in sorted(ranked, key=lambda e: e.rank)
+                           if other is not entry and intervals.separable(entry.replicates, other.replicates) is False]
 
 
 def lower(cell: dict, other: dict) -> bool:
@@ -349,6 +382,7 @@ def build_board(runs: list[Run]) -> Board:
     defenses = [d for d in dict.fromkeys(rows.defense) if d != NONE]
     entries = [defense_entry(table, cells, d, generators, columns, runs, protocol) for d in defenses]
     rank(entries, lambda e: (e.robust_dsr, e.mean_dsr), higher_first=True)
+    mark_ties(entries)
     eligible = [e.label for e in entries if e.budget.get("within_budget")]
     bypass_entries = [bypass_entry(table, c, generators, eligible) for c in columns]
     rank(bypass_entries, lambda b: (b.worst_dsr, b.mean_dsr), higher_first=False)
@@ -386,6 +420,8 @@ def entry_json(board: Board, entry: Entry) -> dict:
         "rank": entry.rank,
         "status": entry.status,
         "robust_dsr": entry.robust_dsr,
+        "robust_dsr_interval": list(entry.robust_interval) if entry.robust_interval else None,
+        "tied_with": entry.tied_with,
         "mean_dsr": entry.mean_dsr,
         "worst_case": entry.worst,
         "budget": entry.budget,
@@ -421,7 +457,8 @@ def defense_table(board: Board) -> pd.DataFrame:
         for g in board.generators:
             w = entry.worst.get(g)
             row[f"{g} robust DSR↑"] = f"{w['dsr']:.3f} ({worst_label(w)})" if w else "–"
-        row["mean robust DSR↑"] = bounded(entry.robust_dsr, not entry.complete, "≤")
+        row["mean robust DSR↑"] = bounded(entry.robust_dsr, not entry.complete, "≤") + plus_minus(entry.robust_interval)
+        row["tied with (95%)"] = tie_text(entry)
         row["mean DSR, all cells↑"] = fmt(entry.mean_dsr, 3)
         b = entry.budget
         row["L-inf (eps)"] = f"{fmt(b['linf_max'], 4)} ({fmt(b['eps_declared'], 3)})"
@@ -466,6 +503,18 @@ def fmt(value, digits: int) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
+def tie_text(entry: Entry) -> str:
+    """The entries a ranked entry is tied with; n/a where its rows keep no per-image values."""
+    if entry.rank is None:
+        return ""
+    return "n/a" if entry.replicates is None else (", ".join(entry.tied_with) or "–")
+
+
+def plus_minus(interval: tuple[float, float] | None) -> str:
+    """' ± h', half the width of a 95% interval, or nothing without one."""
+    return "" if interval is None else f" ± {(interval[1] - interval[0]) / 2:.3f}"
+
+
 def bounded(value: float | None, partial: bool, sign: str) -> str:
     """A worst case, with `sign` (≤ or ≥) where cells are missing: then it is a bound."""
     return "–" if value is None else (f"{sign} " if partial else "") + f"{value:.3f}"
@@ -492,7 +541,10 @@ EXPLANATION = (
     "Robust DSR: for each generator, the lowest DSR (defense success rate) any bypass leaves the defense, over "
     "the standard and the leakage scenario (in brackets: that worst bypass; of equal DSRs, the one whose "
     "outputs come closest to the original fake, by L2); ranked by its mean over the "
-    "generators, ties broken by the mean DSR over all cells (the average case). An entry missing cells is not ranked and shows ≤ (its worst case can only be lower). "
+    "generators, ties broken by the mean DSR over all cells (the average case). ±: half the width of its 95% "
+    "bootstrap interval over the evaluation images; tied with: the ranked entries whose paired difference "
+    "from it has a 95% interval containing 0. An entry missing cells is not ranked and shows ≤ (its worst "
+    "case can only be lower). "
     "L-inf: the largest change of any pixel over every protected image (eps declared in brackets); L2 norm, "
     "PSNR and SSIM: protected against clean, mean over the standard scenario's protected images. An entry "
     "beyond the protocol's eps is flagged and not ranked.")

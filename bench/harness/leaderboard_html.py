@@ -23,6 +23,7 @@ from bench.harness.leaderboard import (
     bounded,
     fmt,
     ordered_entries,
+    plus_minus,
     protocol_lines,
     worst_label,
 )
@@ -104,12 +105,15 @@ def defense_rows(board: Board, entry: Entry, width: int) -> str:
         text = None if w is None else f"{w['dsr']:.3f} · {worst_label(w)}"
         cells.append(cell(None if w is None else round(w["dsr"], 6), text))
     mean = entry.robust_dsr
-    cells.append(cell(None if mean is None else round(mean, 6), bounded(mean, not entry.complete, "≤")))
+    cells.append(cell(None if mean is None else round(mean, 6),
+                      bounded(mean, not entry.complete, "≤") + plus_minus(entry.robust_interval)))
     cells.append(cell(entry.mean_dsr, fmt(entry.mean_dsr, 3)))
     b = entry.budget
     cells += [cell(b["linf_max"], fmt(b["linf_max"], 4)), cell(b["eps_declared"], fmt(b["eps_declared"], 3)),
               cell(b["l2_norm_mean"], fmt(b["l2_norm_mean"], 3)), cell(b["psnr_mean"], fmt(b["psnr_mean"], 2)),
-              cell(b["ssim_mean"], fmt(b["ssim_mean"], 4)), cell(entry.status, css="status")]
+              cell(b["ssim_mean"], fmt(b["ssim_mean"], 4)),
+              cell(entry.status, entry.status + (f" · tied with {', '.join(entry.tied_with)}" if entry.tied_with
+                                                 else ""), css="status")]
     main = f'<tr class="{" ".join(css)}">' + "".join(cells) + "</tr>"
     detail = f'<tr class="detail" hidden><td colspan="{width}">{cells_table(board, entry)}</td></tr>'
     return f'<tbody class="entry" data-name="{escape(entry.label)}">{main}{detail}</tbody>'

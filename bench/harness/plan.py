@@ -30,7 +30,7 @@ import torch
 
 import bench
 from bench.contract.errors import ConfigError
-from bench.contract.metric import Cell
+from bench.contract.metric import ROW_SCHEMA, Cell
 from bench.contract.registry import registry
 from bench.harness.cache import make_key, tensor_digest
 from bench.harness.inputs import (
@@ -323,7 +323,7 @@ class Planner:
         parts = {"step": "cell", "clean": self.plan.steps[clean].key,
                  "inputs": self.plan.steps[protect].key if protect else self.split("eval").identity,
                  "pipeline": identity, **self.precision, "metrics": self.metric_identities,
-                 "labels": [g, d, label, scenario]}
+                 "labels": [g, d, label, scenario], "rows": ROW_SCHEMA}
         task = {"generator": g, "defense": d, "bypass": label, "scenario": scenario, "pipeline": ref,
                 "clean": clean, "protect": protect, "metrics": self.plan.metrics}
         sid = self.add("cell", parts, task, [clean, protect, fit], f"score {d} / {label} on {g} ({scenario})")

@@ -18,10 +18,12 @@ import functools
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from bench.contract.errors import BenchError
 from bench.contract.io import atomic_write_text
+from bench.harness import intervals
 from bench.harness.results import first_of_each_cell, read_cells, read_costs, read_meta
 
 ARROWS = {True: "↑", False: "↓"}
@@ -48,16 +50,48 @@ def scored(cells: pd.DataFrame, scenario: str = "standard", reference: str = "or
     return df if bypasses is None else df[df.bypass.isin(bypasses)]
 
 
-def table1(cells: pd.DataFrame, scenario: str = "standard", bypasses: list[str] | None = None) -> pd.DataFrame:
+FIELDS = ("value", "low", "high")  # what a table shows: the estimate or an end of its 95% interval
+STATISTICS = {"mean": np.mean, "max": np.max}
+
+
+def estimates(df: pd.DataFrame, keys: list[str], how: str = "first") -> pd.DataFrame:
+    """One row per `keys`: the value of one cell ("first") or the mean or maximum over
+    the group's cells, with its bootstrap interval (`low`, `high`) from the cells'
+    per-image values, resampled jointly (bench.harness.intervals), and the number of
+    images behind it (`images`). Rows without per-image values get no interval."""
+    rows = []
+    for key, group in df.groupby(keys, sort=False):
+        per_image = group["per_image"] if "per_image" in group else pd.Series([None] * len(group))
+        reps = [intervals.replicates(p) for p in per_image]
+        if how == "first":
+            value, joint = group["value"].iloc[0], reps[0]
+        else:
+            value, joint = STATISTICS[how](group["value"].to_numpy()), intervals.combined(reps, STATISTICS[how])
+        low, high = intervals.interval(joint)
+        sizes = [len(p) for p in per_image if isinstance(p, list)]
+        rows.append({**dict(zip(keys, key if isinstance(key, tuple) else (key,))), "value": value, "low": low,
+                     "high": high, "images": max(sizes) if sizes else None, "count": len(group)})
+    return pd.DataFrame(rows, columns=[*keys, "value", "low", "high", "images", "count"])
+
+
+def check_field(field: str) -> None:
+    if field not in FIELDS:
+        raise BenchError(f"a table shows one of {FIELDS}, not {field!r}")
+
+
+def table1(cells: pd.DataFrame, scenario: str = "standard", bypasses: list[str] | None = None,
+           field: str = "value") -> pd.DataFrame:
     """Rows (defense, bypass); columns (generator, metric with arrow); defense 'none' is
-    each bypass on clean images (its benign impact)."""
+    each bypass on clean images (its benign impact). `field`: the values, or the low or
+    high ends of their intervals."""
+    check_field(field)
     df = scored(cells, scenario, bypasses=bypasses)
     if df.empty:
         raise BenchError("no L2/SSIM/DSR rows to tabulate")
     arrows = {m: ARROWS[bool(h)] for m, h in df.groupby("metric")["higher_is_better"].first().items()}
     df = df.assign(metric=df.metric.map(lambda m: f"{m.upper()}{arrows[m]}"))
-    table = df.pivot_table(index=["defense", "bypass"], columns=["generator", "metric"], values="value",
-                           aggfunc="first")
+    df = estimates(df, ["defense", "bypass", "generator", "metric"])
+    table = df.pivot(index=["defense", "bypass"], columns=["generator", "metric"], values=field)
     defenses = ordered(df.defense, first=())
     defenses = [d for d in defenses if d != "none"] + (["none"] if "none" in defenses else [])
     bypasses = ordered(df.bypass)
@@ -70,48 +104,57 @@ def table1(cells: pd.DataFrame, scenario: str = "standard", bypasses: list[str] 
 
 
 def defense_summary(cells: pd.DataFrame, scenario: str = "standard",
-                    bypasses: list[str] | None = None) -> pd.DataFrame:
+                    bypasses: list[str] | None = None, field: str = "value") -> pd.DataFrame:
     """Per generator and bypass: DSR averaged over the defenses and its worst case (the
     highest DSR, i.e. the defense the bypass copes with least), as RobustBench ranks."""
+    check_field(field)
     df = scored(cells, scenario, bypasses=bypasses)
     df = df[(df.metric == "dsr") & (df.defense != "none")]
     if df.empty:
         return pd.DataFrame()
-    table = df.groupby(["generator", "bypass"], sort=False)["value"].agg(["mean", "max", "count"])
-    table.columns = ["mean DSR↓", "worst DSR↓", "defenses"]
+    keys = ["generator", "bypass"]
+    mean, worst = estimates(df, keys, "mean").set_index(keys), estimates(df, keys, "max").set_index(keys)
+    table = pd.DataFrame({"mean DSR↓": mean[field], "worst DSR↓": worst[field], "defenses": mean["count"]})
     table = table.unstack("generator").swaplevel(axis=1).sort_index(axis=1, level=0, sort_remaining=False)
     counts = [c for c in table.columns if c[1] == "defenses"]
     table[counts] = table[counts].astype("Int64")  # whole numbers, blank where a generator lacks the bypass
     return table
 
 
-def table3(cells: pd.DataFrame, costs: pd.DataFrame, defense: str, bypasses: list[str]) -> pd.DataFrame:
+def table3(cells: pd.DataFrame, costs: pd.DataFrame, defense: str, bypasses: list[str],
+           field: str = "value") -> pd.DataFrame:
     """Adversarial training vs LoRA patching against one defense: L2, SSIM, DSR, training
-    time and trainable parameters per generator."""
+    time and trainable parameters per generator (the costs have no interval)."""
+    check_field(field)
     df = scored(cells, bypasses=bypasses)
     df = df[df.defense == defense]
-    cost = costs[costs.bypass.isin(bypasses)]
-    both = pd.concat([df, cost])
     if df.empty:
         return pd.DataFrame()
-    table = both.pivot_table(index="bypass", columns=["generator", "metric"], values="value", aggfunc="first")
+    df = estimates(df, ["bypass", "generator", "metric"])
+    cost = costs[costs.bypass.isin(bypasses)]
+    cost = cost.assign(low=np.nan, high=np.nan) if field == "value" else cost.assign(**{field: np.nan})
+    both = pd.concat([df, cost])
+    table = both.pivot(index="bypass", columns=["generator", "metric"], values=field)
     metrics = [m for m in ["l2", "ssim", "dsr", "train_seconds", "trainable_params"] if m in set(both.metric)]
     table = table.reindex(index=[b for b in bypasses if b in table.index],
                           columns=[(g, m) for g in ordered(both.generator, ()) for m in metrics])
-    for column in [c for c in table.columns if c[1] == "trainable_params"]:
+    for column in [c for c in table.columns if c[1] == "trainable_params" and field == "value"]:
         table[column] = table[column].astype("Int64")
     names = {"l2": "L2↓", "ssim": "SSIM↑", "dsr": "DSR↓", "train_seconds": "train s↓", "trainable_params": "params↓"}
     table.columns = pd.MultiIndex.from_tuples([(g, names[m]) for g, m in table.columns])
     return table
 
 
-def averaged_over_defenses(cells: pd.DataFrame, bypasses: list[str], scenario: str = "standard") -> pd.DataFrame:
+def averaged_over_defenses(cells: pd.DataFrame, bypasses: list[str], scenario: str = "standard",
+                           field: str = "value") -> pd.DataFrame:
     """Rows bypass; columns (generator, L2/SSIM/DSR) averaged over the protected cells."""
+    check_field(field)
     df = scored(cells, scenario, bypasses=bypasses)
     df = df[df.defense != "none"]
     if df.empty:
         return pd.DataFrame()
-    table = df.pivot_table(index="bypass", columns=["generator", "metric"], values="value", aggfunc="mean")
+    df = estimates(df, ["bypass", "generator", "metric"], "mean")
+    table = df.pivot(index="bypass", columns=["generator", "metric"], values=field)
     table = table.reindex(index=[b for b in bypasses if b in table.index],
                           columns=[(g, m) for g in ordered(df.generator, ()) for m in TABLE1_METRICS])
     table.columns = pd.MultiIndex.from_tuples([(g, f"{m.upper()}{ARROWS[m == 'ssim']}") for g, m in table.columns])
@@ -141,9 +184,11 @@ def defensive_table(cells: pd.DataFrame, bypasses: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index(["generator", "bypass", "metric"])
 
 
-def leakage_comparison(cells: pd.DataFrame, bypasses: list[str] | None = None) -> pd.DataFrame:
+def leakage_comparison(cells: pd.DataFrame, bypasses: list[str] | None = None,
+                       field: str = "value") -> pd.DataFrame:
     """Per generator and bypass: mean DSR over the leakage scenario's defenses, in the
     standard scenario (same defenses) and in the leakage scenario (Fig. 5)."""
+    check_field(field)
     leak = scored(cells, "leakage", bypasses=bypasses)
     leak = leak[leak.metric == "dsr"]
     if leak.empty:
@@ -153,8 +198,9 @@ def leakage_comparison(cells: pd.DataFrame, bypasses: list[str] | None = None) -
     same_cells = pd.Series([k in pairs for k in zip(std.generator, std.defense, std.bypass)], index=std.index,
                            dtype=bool)
     std = std[(std.metric == "dsr") & same_cells]
-    table = pd.concat([std.assign(scenario="standard"), leak]).pivot_table(
-        index=["generator", "bypass"], columns="scenario", values="value", aggfunc="mean", sort=False)
+    both = estimates(pd.concat([std.assign(scenario="standard"), leak]), ["generator", "bypass", "scenario"], "mean")
+    table = both.pivot(index=["generator", "bypass"], columns="scenario", values=field)
+    table = table.reindex(list(dict.fromkeys(zip(both.generator, both.bypass))))
     table = table.reindex(columns=["standard", "leakage"])
     table.columns = ["DSR standard↓", "DSR leakage↓"]
     return table
@@ -304,15 +350,69 @@ def to_latex(table: pd.DataFrame, title: str, float_digits: int = 3) -> str:
     label = "tab:" + "".join(c if c.isalnum() else "-" for c in title.split(":")[0].lower()).strip("-")
     text = styler.to_latex(hrules=True, multicol_align="c", caption=title.replace("_", r"\_"), label=label,
                            position_float="centering")
-    return text.replace("↑", r"$\uparrow$").replace("↓", r"$\downarrow$").replace("–", "--")
+    return (text.replace("↑", r"$\uparrow$").replace("↓", r"$\downarrow$").replace("–", "--")
+            .replace("±", r"$\pm$"))
 
 
 def emit(output: Path, stem: str, table: pd.DataFrame, title: str, float_format: str = "%.4f",
-         note: str | None = None) -> str:
-    """Write a table as `stem`.csv and `stem`.tex; return its Markdown (with `note` under it)."""
-    atomic_write_text(output / f"{stem}.csv", table.to_csv(float_format=float_format))
-    atomic_write_text(output / f"{stem}.tex", to_latex(table, title))
-    return to_markdown(table, title) + (f"\n{note}\n" if note else "")
+         note: str | None = None, bounds: tuple[pd.DataFrame, pd.DataFrame] | None = None) -> str:
+    """Write a table as `stem`.csv and `stem`.tex; return its Markdown (with `note` under it).
+    `bounds`: the (low, high) ends of the values' intervals, tables of the same shape:
+    the CSV gets both ends beside each value, LaTeX and Markdown print value ± half the
+    interval's width."""
+    low, high = (b.reindex_like(table) for b in bounds) if bounds is not None else (None, None)
+    csv = with_bounds(table, low, high) if bounds is not None else table
+    shown = plus_minus(table, low, high) if bounds is not None else table
+    atomic_write_text(output / f"{stem}.csv", csv.to_csv(float_format=float_format))
+    atomic_write_text(output / f"{stem}.tex", to_latex(shown, title))
+    return to_markdown(shown, title) + (f"\n{note}\n" if note else "")
+
+
+def bounds_of(make_table, *args, **kwargs) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The low and high ends of a table's intervals, made by the same table function."""
+    return make_table(*args, field="low", **kwargs), make_table(*args, field="high", **kwargs)
+
+
+def interval_columns(low: pd.DataFrame) -> list:
+    """The columns that have intervals (not counts or costs)."""
+    return [c for c in low.columns if pd.api.types.is_float_dtype(low[c]) and low[c].notna().any()]
+
+
+def with_bounds(table: pd.DataFrame, low: pd.DataFrame, high: pd.DataFrame) -> pd.DataFrame:
+    """Each value column followed by its interval's two ends."""
+    def named(column, end):
+        return (*column[:-1], f"{column[-1]} 95% {end}") if isinstance(column, tuple) else f"{column} 95% {end}"
+
+    with_ends = interval_columns(low)
+    parts = {}
+    for column in table.columns:
+        parts[column] = table[column]
+        if column in with_ends:
+            parts[named(column, "low")], parts[named(column, "high")] = low[column], high[column]
+    out = pd.DataFrame(parts, index=table.index)
+    if isinstance(table.columns, pd.MultiIndex):
+        out.columns = pd.MultiIndex.from_tuples(list(parts))
+    return out
+
+
+def plus_minus(table: pd.DataFrame, low: pd.DataFrame, high: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+    """Values with intervals as text, 'value ± half-width'; the rest unchanged."""
+    shown = table.astype(object).copy()
+    for column in interval_columns(low):
+        for row in table.index:
+            value, lo, hi = table.at[row, column], low.at[row, column], high.at[row, column]
+            if pd.notna(value) and pd.notna(lo) and pd.notna(hi):
+                shown.at[row, column] = f"{value:.{digits}f} ± {(hi - lo) / 2:.{digits}f}"
+    return shown
+
+
+def images_note(cells: pd.DataFrame) -> str:
+    """How many images each cell's intervals rest on (or that the rows have no intervals)."""
+    per_image = cells["per_image"] if "per_image" in cells else pd.Series(dtype=object)
+    sizes = [len(p) for p in per_image if isinstance(p, list)]
+    if not sizes:
+        return "No intervals: these rows keep no per-image values (made before they did)."
+    return intervals.note(sizes)
 
 
 def to_markdown(table: pd.DataFrame, title: str) -> str:
@@ -341,11 +441,14 @@ def write_report(run_dirs: Path | list[Path], output: Path | None = None) -> str
     skipped = skipped_metrics(metas, cells)
     table1_bypasses = present(cells, groups.get("table1")) or None
     text = emit(output, "table1", table1(cells, bypasses=table1_bypasses),
-                "Table I: bypassing proactive defenses (standard scenario)")
+                "Table I: bypassing proactive defenses (standard scenario)", note=images_note(cells),
+                bounds=bounds_of(table1, cells, bypasses=table1_bypasses))
     summary = defense_summary(cells)
     if not summary.empty:
         text += "\n" + emit(output, "summary", summary, "Every bypass against the defenses: mean and worst-case "
-                                                         "DSR (standard scenario)")
+                                                         "DSR (standard scenario)",
+                            note="Intervals of the mean and of the worst case resample the images of all the "
+                                 "defenses' cells together.", bounds=bounds_of(defense_summary, cells))
     text += optional_tables(cells, costs, groups, output, run_dirs, skipped)
     edits = edit_table(cells)
     if not edits.empty:
@@ -457,7 +560,8 @@ def optional_tables(cells: pd.DataFrame, costs: pd.DataFrame, groups: dict, outp
         t3 = table3(cells, costs, spec["defense"], t3_bypasses)
         if not t3.empty:
             text += "\n" + emit(output, "table3", t3,
-                                f"Table III: adversarial training vs LoRA patching against {spec['defense']}")
+                                f"Table III: adversarial training vs LoRA patching against {spec['defense']}",
+                                bounds=bounds_of(table3, cells, costs, spec["defense"], t3_bypasses))
     t4_bypasses = present(cells, groups.get("table4"))
     t4 = table4(cells, t4_bypasses, skipped) if t4_bypasses else pd.DataFrame()
     if not t4.empty:
@@ -475,13 +579,16 @@ def optional_tables(cells: pd.DataFrame, costs: pd.DataFrame, groups: dict, outp
     ranks = present(cells, groups.get("table6"))
     if len(ranks) > 1:
         text += "\n" + emit(output, "table6", averaged_over_defenses(cells, ranks),
-                            "Table VI: LoRA rank (mean over the defenses)")
+                            "Table VI: LoRA rank (mean over the defenses)",
+                            bounds=bounds_of(averaged_over_defenses, cells, ranks))
     leak = leakage_comparison(cells)
     if not leak.empty:
         text += "\n" + emit(output, "leakage", leak, "Fig. 5: leakage scenario, mean DSR over its defenses (the "
-                                                     "defender perturbs against the bypassed pipeline)")
+                                                     "defender perturbs against the bypassed pipeline)",
+                            bounds=bounds_of(leakage_comparison, cells))
         save_grouped_bars(leak, output / "fig5_leakage.png", "mean DSR over the defenses (lower: bypass works)")
-        text += "\n" + emit(output, "table1_leakage", table1(cells, "leakage"), "Leakage scenario, every cell")
+        text += "\n" + emit(output, "table1_leakage", table1(cells, "leakage"), "Leakage scenario, every cell",
+                            bounds=bounds_of(table1, cells, "leakage"))
     defensive = present(cells, groups.get("defensive"))
     if defensive:
         table = defensive_table(cells, defensive)

@@ -12,6 +12,7 @@ import functools
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 import torch
 
@@ -236,31 +237,44 @@ class Scorer:
                 values = VALUES_BY_KIND[kind](self, metric, sets)
             name = metric.spec.name
             self.seconds[name] = self.seconds.get(name, 0.0) + time.time() - started
-            self.rows += [Row.of(self.cell, reference, metric.spec, value, n, target) for target, value, n in values]
+            self.rows += [Row.of(self.cell, reference, metric.spec, score.value, score.n, score.target,
+                                 score.per_image) for score in values]
 
 
 @dataclass
 class CellSets:
-    """A cell's outputs and their references, flattened to (T*N, 3, H, W); their pixels
-    are hashed once, when a cached set metric first needs them."""
+    """A cell's outputs and their references (T targets x N images), flattened to
+    (T*N, 3, H, W); their pixels are hashed once, when a cached set metric first needs
+    them."""
     outputs: torch.Tensor
     references: torch.Tensor
+    images: int  # N
 
     @classmethod
     def of(cls, outputs: torch.Tensor, references: torch.Tensor) -> "CellSets":
-        return cls(outputs.reshape(-1, *outputs.shape[2:]), references.reshape(-1, *references.shape[2:]))
+        return cls(outputs.reshape(-1, *outputs.shape[2:]), references.reshape(-1, *references.shape[2:]),
+                   outputs.size(1))
 
     @functools.cached_property
     def digests(self) -> dict:
         return {"outputs": tensor_digest(self.outputs), "references": tensor_digest(self.references)}
 
 
-def pair_values(scorer: Scorer, metric, sets: CellSets) -> list[tuple[str, torch.Tensor, int]]:
+class Score(NamedTuple):
+    target: str
+    value: torch.Tensor
+    n: int
+    per_image: torch.Tensor | None = None
+
+
+def pair_values(scorer: Scorer, metric, sets: CellSets) -> list[Score]:
+    """The mean over the cell's pairs, and each image's mean over its targets (the unit
+    that bootstrap intervals resample: pairs of one image are not independent)."""
     values = chunked(metric.per_pair, sets.outputs, sets.references, batch_size=256, device=scorer.ws.device)
-    return [("all", values.mean(), values.numel())]
+    return [Score("all", values.mean(), values.numel(), values.view(-1, sets.images).mean(0))]
 
 
-def set_values(scorer: Scorer, metric, sets: CellSets) -> list[tuple[str, torch.Tensor, int]]:
+def set_values(scorer: Scorer, metric, sets: CellSets) -> list[Score]:
     """A set metric's value, cached (a network over every output: FID's Inception) under
     the metric's identity (implementation, weights' hash) and the two sets' pixels."""
     ws = scorer.ws
@@ -268,21 +282,21 @@ def set_values(scorer: Scorer, metric, sets: CellSets) -> list[tuple[str, torch.
              **precision_parts(ws.config)}
     hit = ws.cache.get("metric", parts)
     if hit is not None:
-        return [("all", hit[0]["value"], sets.outputs.size(0))]
+        return [Score("all", hit[0]["value"], sets.outputs.size(0))]
     value = torch.tensor(metric.per_set(sets.outputs, sets.references, ws.device), dtype=torch.float64)
     ws.cache.put("metric", parts, {"value": value}, {})
-    return [("all", value, sets.outputs.size(0))]
+    return [Score("all", value, sets.outputs.size(0))]
 
 
-def no_reference_values(scorer: Scorer, metric, sets: CellSets) -> list[tuple[str, torch.Tensor, int]]:
+def no_reference_values(scorer: Scorer, metric, sets: CellSets) -> list[Score]:
     values = metric.per_image(sets.outputs, scorer.ws.device)
-    return [("all", values.mean(), values.numel())]
+    return [Score("all", values.mean(), values.numel())]
 
 
-def attribute_values(metric, outputs, control, edits: Edits) -> list[tuple[str, torch.Tensor, int]]:
+def attribute_values(metric, outputs, control, edits: Edits) -> list[Score]:
     hits = attribute_hits(outputs if metric.outputs == "edited" else control, edits.expected, edits.target_names)
-    return [("all", hits.mean(), hits.numel())] + [(name, hits[t].mean(), hits[t].numel())
-                                                   for t, name in enumerate(edits.target_names)]
+    return [Score("all", hits.mean(), hits.numel())] + [Score(name, hits[t].mean(), hits[t].numel())
+                                                        for t, name in enumerate(edits.target_names)]
 
 
 VALUES_BY_KIND = {"pair": pair_values, "set": set_values, "no-reference": no_reference_values}
