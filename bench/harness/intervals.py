@@ -46,7 +46,7 @@ def interval(reps: np.ndarray | None) -> tuple[float, float]:
 
 def combined(replicate_sets: list[np.ndarray | None], statistic) -> np.ndarray | None:
     """Replicates of `statistic` (e.g. np.mean, np.max over axis 0) of several cells'
-    replicates; None where any cell lacks them or their image counts differ."""
+    replicates; None where any cell lacks them."""
     if not replicate_sets or any(r is None for r in replicate_sets):
         return None
     return statistic(np.stack(replicate_sets), axis=0)

@@ -58,7 +58,7 @@ def estimates(df: pd.DataFrame, keys: list[str], how: str = "first") -> pd.DataF
     """One row per `keys`: the value of one cell ("first") or the mean or maximum over
     the group's cells, with its bootstrap interval (`low`, `high`) from the cells'
     per-image values, resampled jointly (bench.harness.intervals), and the number of
-    images behind it (`images`). Rows without per-image values get no interval."""
+    cells behind it (`count`). Rows without per-image values get no interval."""
     rows = []
     for key, group in df.groupby(keys, sort=False):
         per_image = group["per_image"] if "per_image" in group else pd.Series([None] * len(group))
@@ -68,10 +68,9 @@ def estimates(df: pd.DataFrame, keys: list[str], how: str = "first") -> pd.DataF
         else:
             value, joint = STATISTICS[how](group["value"].to_numpy()), intervals.combined(reps, STATISTICS[how])
         low, high = intervals.interval(joint)
-        sizes = [len(p) for p in per_image if isinstance(p, list)]
         rows.append({**dict(zip(keys, key if isinstance(key, tuple) else (key,))), "value": value, "low": low,
-                     "high": high, "images": max(sizes) if sizes else None, "count": len(group)})
-    return pd.DataFrame(rows, columns=[*keys, "value", "low", "high", "images", "count"])
+                     "high": high, "count": len(group)})
+    return pd.DataFrame(rows, columns=[*keys, "value", "low", "high", "count"])
 
 
 def check_field(field: str) -> None:
