@@ -13,6 +13,11 @@ MSE(G(x + up, c), G(x, c)).
 
 `across_generators=True` (default) fits one perturbation for all generators of the run;
 False fits one per generator. Protecting costs one addition per image.
+
+Its steps run in float32 whatever `attack_precision` says: the batch mean of the
+per-image sign steps counts every flipped sign alike, however small the gradient
+component behind it, and under bf16 the quick profile's perturbation disrupted StarGAN
+on held-out CelebA-HQ faces at DSR 0.81 instead of 0.96.
 """
 
 from __future__ import annotations
@@ -30,13 +35,12 @@ from bench.toolkit.attacks import (
     per_sample_mse,
     project,
     random_start,
-    sign_step_passes,
 )
 
 
 class CMUA(Defense):
     name = "cmua"
-    version = "1"
+    version = "2"  # 2: float32 steps under any attack_precision
     paper = "Huang et al., CMUA-Watermark, AAAI 2022"
     smoke_params = {"steps": 2, "batch_size": 4}
     fit_length = "images"
@@ -95,8 +99,7 @@ class CMUA(Defense):
             x_adv = project(x + up, x, p.eps)
         for _ in range(p.steps):
             x_adv.requires_grad_(True)
-            with sign_step_passes(x_adv.device):
-                loss = per_sample_mse(generator(x_adv, c), y).mean()
+            loss = per_sample_mse(generator(x_adv, c), y).mean()
             (grad,) = torch.autograd.grad(loss, x_adv)
             stepped = x_adv.detach() + p.step_size * grad.sign()
             eta = (stepped - x).clamp(-p.eps, p.eps).mean(0, keepdim=True)

@@ -55,6 +55,16 @@ def test_cmua_across_generators_learns_from_each(tiny_stargan):
     assert CMUA(across_generators=False).fit_scope() == "generator" and CMUA().fit_scope() == "generators"
 
 
+def test_cmua_steps_stay_float32_under_bf16_attack_precision(tiny_stargan):
+    from bench.toolkit.attacks import attack_precision
+
+    x = faces()
+    plain, _ = CMUA(steps=2, batch_size=4).fit(x, [target_of(tiny_stargan)], 0, torch.device("cpu"))
+    with attack_precision("bf16"):
+        under_bf16, _ = CMUA(steps=2, batch_size=4).fit(x, [target_of(tiny_stargan)], 0, torch.device("cpu"))
+    assert torch.equal(plain["perturbation"], under_bf16["perturbation"])
+
+
 def test_cmua_refuses_to_protect_unfitted_or_at_another_size(tiny_stargan):
     cmua = CMUA()
     with pytest.raises(ConfigError, match="not been fitted"):
