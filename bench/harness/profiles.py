@@ -77,10 +77,11 @@ QUICK = {
     # on it slightly (about 1e-5 after a LoRA fit), so a set value enters the cache keys
     "threads": None,
     # the precision of sign-gradient steps (PGD in defenses, adversarial fine-tuning and
-    # leakage protection): their gradients are used by sign alone; under bf16 autocast
-    # 85-91% of the signs agree with float32's, carrying 94-98% of the gradient's
-    # magnitude (`bench perf`), the step runs 1.35-2.2x faster on a CPU with AVX-512
-    # BF16, and Table I's rows on CelebA-HQ move by at most 0.021 DSR (README). "auto":
+    # leakage protection; CMUA, which averages signs over images, stays float32): their
+    # gradients are used by sign alone; under bf16 autocast 85-91% of the signs agree
+    # with float32's, carrying 94-98% of the gradient's magnitude (`bench perf`), the
+    # step runs 1.35-2.2x faster on a CPU with AVX-512 BF16, and Disrupting's and
+    # DF-RAP's rows of Table I on CelebA-HQ move by at most 0.021 DSR (README). "auto":
     # bf16 where the device computes it natively, else fp32. Other than fp32 it enters
     # the cache keys.
     "attack_precision": "auto",
