@@ -61,6 +61,11 @@ def separable(a: np.ndarray | None, b: np.ndarray | None) -> bool | None:
     return low > 0 or high < 0
 
 
+def plus_minus(low: float, high: float, digits: int = 3) -> str:
+    """' ± h': half the width of an interval, as tables print it."""
+    return f" ± {(high - low) / 2:.{digits}f}"
+
+
 def note(images: list[int]) -> str:
     """What the intervals are, for the notes under a table."""
     counts = ", ".join(str(n) for n in sorted(set(images))) or "?"

@@ -511,8 +511,8 @@ def tie_text(entry: Entry) -> str:
 
 
 def plus_minus(interval: tuple[float, float] | None) -> str:
-    """' ± h', half the width of a 95% interval, or nothing without one."""
-    return "" if interval is None else f" ± {(interval[1] - interval[0]) / 2:.3f}"
+    """' ± h' of a 95% interval, or nothing without one."""
+    return "" if interval is None else intervals.plus_minus(*interval)
 
 
 def bounded(value: float | None, partial: bool, sign: str) -> str:

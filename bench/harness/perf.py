@@ -36,7 +36,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from bench.contract.registry import registry
 from bench.harness.inputs import load_generator, make_plugin, variants
 from bench.harness.provenance import git_state, peak_memory_mb
-from bench.toolkit.attacks import device_of
+from bench.toolkit.attacks import DEFAULT_EPS, device_of, random_start
 from bench.toolkit.device import autocast
 
 
@@ -70,8 +70,6 @@ def pgd_step(generator, x: torch.Tensor, c: torch.Tensor, precision=contextlib.n
     """One PGD step's work: the loss of G(x_adv, c) against G(x, c) (made in float32, as
     runs make it), and its gradient; the step's passes under `precision`. x_adv is a
     random start in the eps-ball, as in runs (at x itself the float32 gradient is zero)."""
-    from bench.toolkit.attacks import DEFAULT_EPS, random_start
-
     with torch.no_grad():
         y = generator(x, c)
     start = random_start(x, DEFAULT_EPS, seed=0)

@@ -115,7 +115,7 @@ QUICK = {
     # and 0.056 / 0.075 in leakage (cost: twice the fit time)
     "bypasses": {"lora": {"batch_size": 8, "epochs": 2, "image_features": "classifier_features",
                           "semantic_features": "classifier_attributes"},
-                 **{name: {**variant, "epochs": variant.get("epochs", 2)} for name, variant in LORA_VARIANTS.items()},
+                 **LORA_VARIANTS,
                  "gat": {"epochs": 3, "batch_size": 8, "d_warmup": 100},
                  "magat": {"epochs": 3, "batch_size": 8},
                  "ri": {"blocks": 4, "channels": 32, "batch_size": 8}},
@@ -151,7 +151,6 @@ CI = merge(QUICK, {
                  "pg": {"base_channels": 4, "depth": 2, "critic_channels": 4, "iterations": 2, "batch_size": 2},
                  "idguard": {"ngf": 4, "blocks": 1, "iterations": 2, "batch_size": 2}},
     "bypasses": {"lora": {"batch_size": 4, "pgd_steps": 2, "epochs": 1}, "jpeg": {}, "lora_warning": {"epochs": 1},
-                 **{name: {"epochs": 1} for name in ("lora_r4", "lora_r16", "lora_r32", "lora_ungated")},
                  "gat": {"epochs": 1, "batch_size": 4, "pgd_steps": 2, "d_warmup": 2},
                  "magat": {"epochs": 1, "batch_size": 4, "pgd_steps": 2},
                  "ri": {"blocks": 1, "channels": 8, "batch_size": 4, "pgd_steps": 2},
@@ -173,9 +172,9 @@ PAPER = merge(QUICK, {
                  "idguard": {"ngf": 64, "blocks": 6, "iterations": 10000, "batch_size": 3, "lr": 1e-4,
                              "mgda_normalisation": "none"},
                  "dfrap": {"steps": 10}, "raw": {"steps": 10}},
-    # the public recipe: one epoch (the quick profile's 2 are reset here, variants included)
+    # the public recipe: one epoch (the quick profile's 2 are reset here; variants take
+    # their plugin's settings, then their own)
     "bypasses": {"lora": {"batch_size": 4, "epochs": 1, "image_features": "resnet50", "semantic_features": "blip"},
-                 **{name: {"epochs": variant.get("epochs", 1)} for name, variant in LORA_VARIANTS.items()},
                  "gat": {"epochs": 20, "batch_size": 4, "d_warmup": 500}, "magat": {"epochs": 20, "batch_size": 4},
                  "ri": {"blocks": 16, "channels": 64, "batch_size": 4},
                  "comdefend": {"weights": "official"}},

@@ -401,7 +401,7 @@ def plus_minus(table: pd.DataFrame, low: pd.DataFrame, high: pd.DataFrame, digit
         for row in table.index:
             value, lo, hi = table.at[row, column], low.at[row, column], high.at[row, column]
             if pd.notna(value) and pd.notna(lo) and pd.notna(hi):
-                shown.at[row, column] = f"{value:.{digits}f} ± {(hi - lo) / 2:.{digits}f}"
+                shown.at[row, column] = f"{value:.{digits}f}{intervals.plus_minus(lo, hi, digits)}"
     return shown
 
 
