@@ -54,6 +54,7 @@ from __future__ import annotations
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -61,6 +62,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.contract.errors import ConfigError, WeightsError
+from bench.contract.params import AdamBeta, Count, NonNegative, NonNegativeInt, Positive
 from bench.contract.plugins import Bypass, weights_root
 from bench.toolkit.finetune import FinetuneLoop, count_trainable, step_seed
 
@@ -201,25 +203,27 @@ class ComDefend(Bypass):
 
     @dataclass
     class Params:
-        weights: str = "train"        # "train" (on the fine-tuning faces) or "official" (ImageNet .npy files)
+        # "train" (on the fine-tuning faces) or "official" (ImageNet .npy files)
+        weights: Literal[WEIGHT_SOURCES] = "train"
         official_dir: str = ""        # folder of the official files; "" = $BENCH_WEIGHTS/comdefend
-        code_noise: float = 1.0       # std of the code noise when purifying (official test value)
-        noise_seed: int = 0           # seeds that noise at every purify call
-        train_code_noise: float = 20.0  # std of the code noise while training (official)
-        code_weight: float = 1e-4     # weight of mean(code^2) in the training loss (official)
-        epochs: int = 16
-        batch_size: int = 16
-        lr: float = 1e-3              # Adam (official: TF defaults, lr 1e-3, betas 0.9/0.999)
-        beta1: float = 0.9
-        beta2: float = 0.999
-        crop: int = 32                # training patch size (official: 32x32 images); 0 = whole images
+        code_noise: NonNegative = 1.0       # std of the code noise when purifying (official test value)
+        noise_seed: NonNegativeInt = 0      # seeds that noise at every purify call
+        train_code_noise: NonNegative = 20.0  # std of the code noise while training (official)
+        code_weight: NonNegative = 1e-4     # weight of mean(code^2) in the training loss (official)
+        epochs: Count = 16
+        batch_size: Count = 16
+        lr: Positive = 1e-3                 # Adam (official: TF defaults, lr 1e-3, betas 0.9/0.999)
+        beta1: AdamBeta = 0.9
+        beta2: AdamBeta = 0.999
+        crop: NonNegativeInt = 32           # training patch size (official: 32x32 images); 0 = whole images
 
     def __init__(self, **params):
         super().__init__(**params)
-        if self.params.weights not in WEIGHT_SOURCES:
-            raise ConfigError(f"comdefend parameter weights must be one of {WEIGHT_SOURCES}, "
-                              f"got {self.params.weights!r}")
         self.net: ComDefendNet | None = None
+
+    def check_ready(self):
+        if self.params.weights == "official":
+            load_official(self.official_folder())
 
     def official_folder(self) -> Path:
         return Path(self.params.official_dir).expanduser() if self.params.official_dir else weights_root() / "comdefend"

@@ -59,10 +59,11 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 
-from bench.contract.errors import ConfigError
+from bench.contract.params import AdamBeta, Count, NonNegativeInt, Positive
 from bench.toolkit.finetune import (
     AdversarialFinetuneSettings,
     FinetuneLoop,
@@ -83,23 +84,13 @@ class GAT(WholeGeneratorPatch):
 
     @dataclass
     class Params(AdversarialFinetuneSettings):
-        epochs: int = 20
-        lr: float | None = None  # None: the recipe's
-        beta1: float | None = None
-        beta2: float | None = None
-        d_warmup: int = 500
-        pgd_reference: str = "current"
+        epochs: Count = 20
+        lr: Positive | None = None  # None: the recipe's
+        beta1: AdamBeta | None = None
+        beta2: AdamBeta | None = None
+        d_warmup: NonNegativeInt = 500
+        pgd_reference: Literal[PGD_REFERENCES] = "current"
         recipe_settings: dict = field(default_factory=dict)
-
-    def __init__(self, **params):
-        super().__init__(**params)
-        p = self.params
-        if p.pgd_reference not in PGD_REFERENCES:
-            raise ConfigError(f"gat parameter pgd_reference must be one of {PGD_REFERENCES}, got {p.pgd_reference!r}")
-        for key in ("lr", "beta1", "beta2"):
-            value = getattr(p, key)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
-                raise ConfigError(f"gat parameter {key} must be a number or null, got {value!r}")
 
     def fit(self, generator, images, conditions, seed, device):
         p = self.params

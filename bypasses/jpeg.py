@@ -11,10 +11,11 @@ default) or as the identity (`gradients=identity`), the output staying the real 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
-from bench.contract.errors import ConfigError
+from bench.contract.params import JpegQuality
 from bench.contract.plugins import Bypass
 from bench.toolkit.codecs import differentiable_jpeg, jpeg_roundtrip
 
@@ -28,13 +29,9 @@ class JPEGCompression(Bypass):
 
     @dataclass
     class Params:
-        quality: int = 75
-        gradients: str = "surrogate"  # or "identity"
-
-    def __init__(self, **params):
-        super().__init__(**params)
-        if self.params.gradients not in ("surrogate", "identity"):
-            raise ConfigError(f"jpeg parameter gradients must be surrogate or identity, got {self.params.gradients!r}")
+        quality: JpegQuality = 75
+        # the leakage scenario's gradient through the codec: a differentiable JPEG, or the identity's
+        gradients: Literal["surrogate", "identity"] = "surrogate"
 
     def purify(self, x):
         return jpeg_roundtrip(x, self.params.quality)

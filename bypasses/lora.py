@@ -42,12 +42,15 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
+from annotated_types import Interval, MinLen
 from torch import nn
 
 from bench.contract.errors import ConfigError
+from bench.contract.params import Count, NonNegative, Positive
 from bench.contract.plugins import Bypass
 from bench.toolkit.features import EXTRACTORS, load_extractor
 from bench.toolkit.finetune import (
@@ -175,34 +178,26 @@ class LoRAPatching(Bypass):
 
     @dataclass
     class Params(AdversarialFinetuneSettings):
-        rank: int = 8
-        alpha: float = 2.0
-        scaling: str = "sqrt_rank"
-        linear_scaling: str = "alpha"
+        rank: Count = 8
+        alpha: Positive = 2.0
+        scaling: Literal[tuple(SCALINGS)] = "sqrt_rank"
+        linear_scaling: Literal["alpha", "rank"] = "alpha"
         gated: bool = True
         gate_init: float = -1.0
-        b_init: str = "kaiming"
-        pgd_reference: str = "original"
-        loss: str = "mmfa"
-        image_features: str = "resnet50"
-        semantic_features: str = "blip"
-        image_weight: float = 0.1
-        semantic_weight: float = 0.1
+        b_init: Literal["kaiming", "zeros"] = "kaiming"
+        pgd_reference: Literal["original", "patched"] = "original"
+        loss: Literal["mmfa", "pixel"] = "mmfa"
+        image_features: Literal[EXTRACTORS] = "resnet50"
+        semantic_features: Literal[EXTRACTORS] = "blip"
+        image_weight: NonNegative = 0.1
+        semantic_weight: NonNegative = 0.1
         warning: bool = False
-        warning_text: str = "AI"
-        warning_area: float = 0.05
-        warning_strength: float = 2.0
+        warning_text: Annotated[str, MinLen(1)] = "AI"
+        warning_area: Annotated[float, Interval(gt=0, le=1)] = 0.05
+        warning_strength: Positive = 2.0
 
     def __init__(self, **params):
         super().__init__(**params)
-        p = self.params
-        checks = {"scaling": (p.scaling, tuple(SCALINGS)), "linear_scaling": (p.linear_scaling, ("alpha", "rank")),
-                  "b_init": (p.b_init, ("kaiming", "zeros")),
-                  "pgd_reference": (p.pgd_reference, ("original", "patched")), "loss": (p.loss, ("mmfa", "pixel")),
-                  "image_features": (p.image_features, EXTRACTORS), "semantic_features": (p.semantic_features, EXTRACTORS)}
-        for key, (value, allowed) in checks.items():
-            if value not in allowed:
-                raise ConfigError(f"lora parameter {key} must be one of {allowed}, got {value!r}")
         self.state: dict[str, torch.Tensor] | None = None
 
     def _inject(self, model: nn.Module) -> nn.Module:
@@ -228,6 +223,10 @@ class LoRAPatching(Bypass):
             loop.record(self._train_step(original, patched, opt, x, c, extractors, step_seed(seed, step)))
         self.state = patch_tensors(patched)
         return self.state, loop.info(count_trainable(patched), feature_terms=self.feature_terms())
+
+    def check_ready(self):
+        for _, name in self.feature_terms():
+            load_extractor(name)
 
     def feature_terms(self) -> list[tuple[float, str]]:
         """(weight, extractor name) of each MMFA feature term in use."""

@@ -29,11 +29,12 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
-from bench.contract.errors import ConfigError
+from bench.contract.params import Count, Fraction, NonNegative, Positive
 from bench.toolkit.finetune import (
     AdversarialFinetuneSettings,
     FinetuneLoop,
@@ -68,16 +69,11 @@ class MaGAT(WholeGeneratorPatch):
 
     @dataclass
     class Params(AdversarialFinetuneSettings):
-        epochs: int = 20
-        lr: float = 1e-4
-        mask: str = "hard"
-        mask_threshold: float = 0.5
-        mask_weight: float = 1.0
-
-    def __init__(self, **params):
-        super().__init__(**params)
-        if self.params.mask not in MASKS:
-            raise ConfigError(f"magat parameter mask must be one of {MASKS}, got {self.params.mask!r}")
+        epochs: Count = 20
+        lr: Positive = 1e-4
+        mask: Literal[MASKS] = "hard"
+        mask_threshold: Fraction = 0.5
+        mask_weight: NonNegative = 1.0
 
     def fit(self, generator, images, conditions, seed, device):
         p = self.params

@@ -54,12 +54,14 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from bench.contract.errors import ConfigError
+from bench.contract.params import Count, Fraction, NonNegative, NonNegativeInt, Positive
 from bench.contract.plugins import Bypass
 from bench.toolkit.features import FeatureTap
 from bench.toolkit.finetune import (
@@ -153,21 +155,16 @@ class RI(Bypass):
 
     @dataclass
     class Params(AdversarialFinetuneSettings):
-        lr: float = 1e-4
-        blocks: int = 16
-        channels: int = 64
-        pad_fraction: float = 0.035  # Xie et al.: 0.107 (see the module docstring)
-        seed: int = 0  # of the randomisation layer's draws when purifying
-        feature_loss: str = "generator_features"
-        feature_weight: float = 0.1
+        lr: Positive = 1e-4
+        blocks: Count = 16
+        channels: Count = 64
+        pad_fraction: Fraction = 0.035  # Xie et al.: 0.107 (see the module docstring)
+        seed: NonNegativeInt = 0  # of the randomisation layer's draws when purifying
+        feature_loss: Literal[FEATURE_LOSSES] = "generator_features"
+        feature_weight: NonNegative = 0.1
 
     def __init__(self, **params):
         super().__init__(**params)
-        p = self.params
-        if p.feature_loss not in FEATURE_LOSSES:
-            raise ConfigError(f"ri feature_loss must be one of {FEATURE_LOSSES}, got {p.feature_loss!r}")
-        if p.pad_fraction < 0:
-            raise ConfigError(f"ri pad_fraction must be >= 0, got {p.pad_fraction}")
         self.net: ReconstructionNet | None = None
 
     def fresh_net(self, seed: int) -> ReconstructionNet:

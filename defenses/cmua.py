@@ -23,11 +23,12 @@ on held-out CelebA-HQ faces at DSR 0.81 instead of 0.96.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from tqdm import tqdm
 
-from bench.contract.errors import ConfigError
+from bench.contract.params import Budget, Count, Fraction, Positive
 from bench.contract.plugins import DEFAULT_EPS, Defense
 from bench.toolkit.attacks import (
     check_fitted_size,
@@ -44,23 +45,23 @@ class CMUA(Defense):
     paper = "Huang et al., CMUA-Watermark, AAAI 2022"
     smoke_params = {"steps": 2, "batch_size": 4}
     fit_length = "images"
+    per_image_settings = {}  # one perturbation per image (or for all images)
 
     @dataclass
     class Params:
-        eps: float = DEFAULT_EPS
-        step_size: float = 0.01
-        steps: int = 10
-        momentum: float = 0.5
-        batch_size: int = 64
-        images: int = 128  # fitting images used (the paper's 128)
-        epochs: int = 1
+        eps: Budget = DEFAULT_EPS
+        step_size: Positive = 0.01
+        steps: Count = 10
+        momentum: Fraction = 0.5
+        batch_size: Count = 64
+        images: Count = 128  # fitting images used (the paper's 128)
+        epochs: Count = 1
         across_generators: bool = True
-        restart: str = "perturbation"  # or "random" (the public code, for StarGAN and AttGAN)
+        # "random": a fresh random start per batch (the public code, for StarGAN and AttGAN)
+        restart: Literal["perturbation", "random"] = "perturbation"
 
     def __init__(self, **params):
         super().__init__(**params)
-        if self.params.restart not in ("perturbation", "random"):
-            raise ConfigError(f"cmua restart must be 'perturbation' or 'random', got {self.params.restart!r}")
         self.perturbation: torch.Tensor | None = None
 
     def fit_scope(self):

@@ -23,15 +23,18 @@ Compression models (`compressor`):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
+from annotated_types import MinLen
 from torch import nn
 from tqdm import tqdm
 
 from bench.contract.errors import ConfigError
+from bench.contract.params import Count, Fraction, JpegQuality, NonNegative, Positive
 from bench.contract.plugins import Defense
-from bench.toolkit.attacks import PGDSettings, device_of, per_sample_mse, per_target_pgd
+from bench.toolkit.attacks import PGDSettings, device_of, joint_pgd, per_sample_mse, per_target_pgd
 from bench.toolkit.codecs import QualitySampler, differentiable_jpeg, jpeg_roundtrip
 from bench.toolkit.training import recent_mean
 
@@ -69,23 +72,25 @@ class DFRAP(Defense):
     version = "1"
     paper = "Qu et al., DF-RAP, IEEE TIFS 2024"
     smoke_params = {"steps": 2, "surrogate_iters": 2}
+    per_image_settings = {"variant": "joint"}
     fit_length = "surrogate_iters"
 
     @dataclass
     class Params(PGDSettings):
-        qualities: list = field(default_factory=lambda: list(QUALITIES))
-        quality_weights: list = field(default_factory=lambda: list(QUALITY_WEIGHTS))
-        compressor: str = "jpeg"
-        balance: float = 0.5  # weight of the JPEG branch when compressor = "both"
-        surrogate_width: int = 16
-        surrogate_iters: int = 400
-        surrogate_batch: int = 16
-        surrogate_lr: float = 1e-3
+        qualities: Annotated[list[JpegQuality], MinLen(1)] = field(default_factory=lambda: list(QUALITIES))
+        quality_weights: Annotated[list[NonNegative], MinLen(1)] = field(default_factory=lambda: list(QUALITY_WEIGHTS))
+        compressor: Literal[COMPRESSORS] = "jpeg"
+        balance: Fraction = 0.5  # weight of the JPEG branch when compressor = "both"
+        surrogate_width: Count = 16
+        surrogate_iters: Count = 400
+        surrogate_batch: Count = 16
+        surrogate_lr: Positive = 1e-3
+        # per_target: one perturbation per (image, target), as the LoRA-patching evaluation
+        # does; joint: one per image against the sum over targets (`bench protect`)
+        variant: Literal["per_target", "joint"] = "per_target"
 
     def __init__(self, **params):
         super().__init__(**params)
-        if self.params.compressor not in COMPRESSORS:
-            raise ConfigError(f"dfrap compressor must be one of {COMPRESSORS}, got {self.params.compressor!r}")
         QualitySampler(self.params.qualities, self.params.quality_weights, 0)  # validates them
         self.surrogate: CompressionSurrogate | None = None
 
@@ -136,4 +141,5 @@ class DFRAP(Defense):
             output = branches[0] if len(branches) == 1 else p.balance * branches[0] + (1 - p.balance) * branches[1]
             return per_sample_mse(output, y)
 
-        return per_target_pgd(x, generator, conditions, seed, p, distortion)
+        attack = joint_pgd if p.variant == "joint" else per_target_pgd
+        return attack(x, generator, conditions, seed, p, distortion)

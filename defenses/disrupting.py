@@ -14,10 +14,10 @@ Variants:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
-from bench.contract.errors import ConfigError
 from bench.contract.plugins import Defense
 from bench.toolkit.attacks import (
     PGDSettings,
@@ -37,15 +37,11 @@ class Disrupting(Defense):
     name = "disrupting"
     version = "1"
     paper = "Ruiz et al., Disrupting Deepfakes, ECCV-W 2020"
+    per_image_settings = {"variant": "joint"}
 
     @dataclass
     class Params(PGDSettings):
-        variant: str = "per_target"
-
-    def __init__(self, **params):
-        super().__init__(**params)
-        if self.params.variant not in VARIANTS:
-            raise ConfigError(f"disrupting variant must be one of {VARIANTS}, got {self.params.variant!r}")
+        variant: Literal[VARIANTS] = "per_target"
 
     def protect(self, x, generator, conditions, seed):
         p = self.params

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -50,6 +51,7 @@ from torch import nn
 from tqdm import tqdm
 
 from bench.contract.errors import ConfigError
+from bench.contract.params import Budget, Count, NonNegative, Positive
 from bench.contract.plugins import DEFAULT_EPS, Defense
 from bench.toolkit.attacks import (
     check_fitted_size,
@@ -171,36 +173,31 @@ class IDGuard(Defense):
     paper = "Qu et al., ID-Guard, IEEE TPAMI 2025"
     smoke_params = {"iterations": 2, "batch_size": 2, "ngf": 4, "blocks": 1, "identity_model": "none"}
     fit_length = "iterations"
+    per_image_settings = {}  # one perturbation per image (or for all images)
 
     @dataclass
     class Params:
-        eps: float = DEFAULT_EPS
-        ngf: int = 64
-        blocks: int = 6
-        iterations: int = 10000
-        batch_size: int = 3
-        lr: float = 1e-4
-        output_weight: float = 1.0
-        identity_weight: float = 0.1
-        feature_weight: float = 0.01
-        mask: str = "face"
-        identity_model: str = "attribute_classifier"
-        weighting: str = "mgda"
-        mgda_normalisation: str = "none"  # the public code's MGDA has none
-        kpi_tau: float = 1.0
-        generator_weights: dict = None  # generator name -> fixed weight; None: all 1
+        eps: Budget = DEFAULT_EPS
+        ngf: Count = 64
+        blocks: Count = 6
+        iterations: Count = 10000
+        batch_size: Count = 3
+        lr: Positive = 1e-4
+        output_weight: NonNegative = 1.0
+        identity_weight: NonNegative = 0.1
+        feature_weight: NonNegative = 0.01
+        mask: Literal[MASKS] = "face"
+        identity_model: Literal[IDENTITY_MODELS] = "attribute_classifier"
+        weighting: Literal[WEIGHTINGS] = "mgda"
+        mgda_normalisation: Literal[MGDA_NORMALISATIONS] = "none"  # the public code's MGDA has none
+        kpi_tau: Positive = 1.0
+        generator_weights: dict[str, NonNegative] | None = None  # generator name -> fixed weight; None: all 1
         prior_branch: bool = True  # also train the prior alone, x + prior (public code)
         across_generators: bool = True
-        protect_batch_size: int = 64
+        protect_batch_size: Count = 64
 
     def __init__(self, **params):
         super().__init__(**params)
-        p = self.params
-        for value, allowed, what in ((p.mask, MASKS, "mask"), (p.identity_model, IDENTITY_MODELS, "identity_model"),
-                                     (p.weighting, WEIGHTINGS, "weighting"),
-                                     (p.mgda_normalisation, MGDA_NORMALISATIONS, "mgda_normalisation")):
-            if value not in allowed:
-                raise ConfigError(f"idguard {what} must be one of {allowed}, got {value!r}")
         self.net: PerturbationResNet | None = None
         self.prior: torch.Tensor | None = None
 

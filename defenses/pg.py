@@ -31,6 +31,7 @@ from torch import nn
 from tqdm import tqdm
 
 from bench.contract.errors import ConfigError
+from bench.contract.params import Budget, Count, NonNegative, Positive
 from bench.contract.plugins import DEFAULT_EPS, Defense
 from bench.toolkit.attacks import chunked, device_of, for_every_target, project
 from bench.toolkit.training import recent_mean
@@ -93,21 +94,22 @@ class PG(Defense):
     paper = "Huang et al., Initiative Defense against Facial Manipulation, AAAI 2021"
     smoke_params = {"iterations": 2, "batch_size": 2, "base_channels": 4, "depth": 2, "critic_channels": 4}
     fit_length = "iterations"
+    per_image_settings = {}  # one perturbation per image (or for all images)
 
     @dataclass
     class Params:
-        eps: float = DEFAULT_EPS
-        base_channels: int = 64
-        depth: int = 4
-        critic_channels: int = 32
-        iterations: int = 2000
-        batch_size: int = 8
-        lr: float = 1e-4
-        target_weights: list = None  # one per edit target; None: all 1
-        reconstruction_weight: float = 1.0
-        adversarial_weight: float = 0.1
-        gp_weight: float = 10.0
-        protect_batch_size: int = 64
+        eps: Budget = DEFAULT_EPS
+        base_channels: Count = 64
+        depth: Count = 4
+        critic_channels: Count = 32
+        iterations: Count = 2000
+        batch_size: Count = 8
+        lr: Positive = 1e-4
+        target_weights: list[NonNegative] | None = None  # one per edit target; None: all 1
+        reconstruction_weight: NonNegative = 1.0
+        adversarial_weight: NonNegative = 0.1
+        gp_weight: NonNegative = 10.0
+        protect_batch_size: Count = 64
 
     def __init__(self, **params):
         super().__init__(**params)

@@ -26,13 +26,15 @@ expectation over transformation (EOT) inside per-image PGD, and these choices:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
+from annotated_types import MinLen
 
-from bench.contract.errors import ConfigError
+from bench.contract.params import Count, JpegQuality
 from bench.contract.plugins import Defense
-from bench.toolkit.attacks import PGDSettings, per_sample_mse, per_target_pgd
+from bench.toolkit.attacks import PGDSettings, joint_pgd, per_sample_mse, per_target_pgd
 from bench.toolkit.codecs import differentiable_jpeg
 
 TRANSFORMS = ("identity", "resize", "blur", "noise")
@@ -78,22 +80,16 @@ class RAW(Defense):
     version = "1"
     paper = "Xu et al., Robust Adversarial Watermark, IEEE SPL 2024 (re-implementation: no public code)"
     smoke_params = {"steps": 2, "eot_samples": 2}
+    per_image_settings = {"variant": "joint"}
 
     @dataclass
     class Params(PGDSettings):
-        eot_samples: int = 4
-        transforms: list = field(default_factory=lambda: list(TRANSFORMS))
-        jpeg_qualities: list = field(default_factory=lambda: [50, 60, 70, 80, 90])
-
-    def __init__(self, **params):
-        super().__init__(**params)
-        unknown = sorted(set(self.params.transforms) - set(TRANSFORMS))
-        if unknown or not self.params.transforms:
-            raise ConfigError(f"raw transforms must be a non-empty list drawn from {TRANSFORMS}, got {unknown or '[]'}")
-        if any(not 1 <= q <= 100 for q in self.params.jpeg_qualities):
-            raise ConfigError(f"raw jpeg_qualities must lie in 1..100, got {self.params.jpeg_qualities}")
-        if self.params.eot_samples < 1:
-            raise ConfigError("raw eot_samples must be at least 1")
+        eot_samples: Count = 4
+        transforms: Annotated[list[Literal[TRANSFORMS]], MinLen(1)] = field(default_factory=lambda: list(TRANSFORMS))
+        jpeg_qualities: list[JpegQuality] = field(default_factory=lambda: [50, 60, 70, 80, 90])
+        # per_target: one perturbation per (image, target), as the LoRA-patching evaluation
+        # does; joint: one per image against the sum over targets (`bench protect`)
+        variant: Literal["per_target", "joint"] = "per_target"
 
     def protect(self, x, generator, conditions, seed):
         p = self.params
@@ -102,4 +98,5 @@ class RAW(Defense):
         def distortion(x_adv, c, y):
             return sum(per_sample_mse(generator(channel(x_adv), c), y) for _ in range(p.eot_samples)) / p.eot_samples
 
-        return per_target_pgd(x, generator, conditions, seed, p, distortion)
+        attack = joint_pgd if p.variant == "joint" else per_target_pgd
+        return attack(x, generator, conditions, seed, p, distortion)

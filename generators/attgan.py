@@ -35,7 +35,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.contract.errors import ConfigError
-from bench.contract.plugins import Generator, build_params
+from bench.contract.params import (
+    AdamBeta,
+    Count,
+    Fraction,
+    NonNegative,
+    NonNegativeInt,
+    Positive,
+    Resolution,
+    build_params,
+)
+from bench.contract.plugins import Generator
 
 ATTRIBUTES = ["Bald", "Bangs", "Black_Hair", "Blond_Hair", "Brown_Hair", "Bushy_Eyebrows", "Eyeglasses",
               "Male", "Mouth_Slightly_Open", "Mustache", "No_Beard", "Pale_Skin", "Young"]
@@ -188,32 +198,32 @@ class AttGAN(Generator):
     @dataclass
     class TrainParams:
         """The AttGAN recipe (train.py defaults: WGAN-GP, n_d 5, lambda 100/10/1) sized for CPU."""
-        resolution: int = 64
-        dim: int = 24
-        layers: int = 4
-        max_dim: int = 1024
-        shortcut_layers: int = 1
-        inject_layers: int = 0
+        resolution: Resolution = 64
+        dim: Count = 24
+        layers: Count = 4
+        max_dim: Count = 1024
+        shortcut_layers: NonNegativeInt = 1
+        inject_layers: NonNegativeInt = 0
         enc_norm: str = "instancenorm"  # official: batchnorm (see the module docstring)
         dec_norm: str = "instancenorm"
-        d_dim: int = 32
-        d_fc_dim: int = 256
-        batch_size: int = 16
-        iters: int = 12000
-        lr: float = 2e-4
-        beta1: float = 0.5
-        beta2: float = 0.999
-        n_d: int = 5              # discriminator steps per generator step
-        lambda_rec: float = 100.0  # lambda_1
-        lambda_gcls: float = 10.0  # lambda_2
-        lambda_dcls: float = 1.0   # lambda_3
-        lambda_gp: float = 10.0
-        thres_int: float = 0.5
-        decay_fraction: float = 0.25  # lr / 10 for the last part (official: the last 100 of 200 epochs)
-        train_start: int = 0
-        train_stop: int = 27000
-        seed: int = 1234
-        checkpoint_every: int = 500
+        d_dim: Count = 32
+        d_fc_dim: Count = 256
+        batch_size: Count = 16
+        iters: Count = 12000
+        lr: Positive = 2e-4
+        beta1: AdamBeta = 0.5
+        beta2: AdamBeta = 0.999
+        n_d: Count = 5              # discriminator steps per generator step
+        lambda_rec: NonNegative = 100.0  # lambda_1
+        lambda_gcls: NonNegative = 10.0  # lambda_2
+        lambda_dcls: NonNegative = 1.0   # lambda_3
+        lambda_gp: NonNegative = 10.0
+        thres_int: Fraction = 0.5
+        decay_fraction: Fraction = 0.25  # lr / 10 for the last part (official: the last 100 of 200 epochs)
+        train_start: NonNegativeInt = 0
+        train_stop: Count = 27000
+        seed: NonNegativeInt = 1234
+        checkpoint_every: Count = 500
 
     @classmethod
     def train_recipe(cls, params: "AttGAN.TrainParams", faceset, out_dir: Path, device: torch.device,

@@ -35,6 +35,7 @@ import copy
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -42,7 +43,17 @@ from torch import nn
 
 from bench.contract.errors import ConfigError, DataError, WeightsError
 from bench.contract.io import tensors_sha256
-from bench.contract.plugins import Generator, build_params
+from bench.contract.params import (
+    AdamBeta,
+    Count,
+    Fraction,
+    NonNegative,
+    NonNegativeInt,
+    Positive,
+    Resolution,
+    build_params,
+)
+from bench.contract.plugins import Generator
 
 SHIPPED_REFERENCES = Path(__file__).parent / "weights" / "hisd_references.png"
 HAIR_COLOUR = {"name": "HairColor", "attributes": ["black", "blond", "brown"]}
@@ -403,26 +414,26 @@ class HiSD(Generator):
         small quick config that term inflated the styles without bound and training
         diverged within 100 iterations, at either learning rate); no colour jitter (it
         shifts hue, which is the attribute being learned)."""
-        resolution: int = 64
+        resolution: Resolution = 64
         config: str = "quick"
-        d_channels: list = None  # discriminator channels; None: the config's extractor channels
-        output: str = None  # "tanh" or "clamp" (official); None: the config's
-        batch_size: int = 8
-        iters: int = 8000
-        lr: float = 2e-4
-        lr_mappers: float = 2e-4
-        beta1: float = 0.0
-        beta2: float = 0.99
-        adv_w: float = 1.0
-        sty_w: float = 1.0
-        rec_w: float = 1.0
+        d_channels: list[Count] | None = None  # discriminator channels; None: the config's extractor channels
+        output: Literal["tanh", "clamp"] | None = None  # "clamp" is the official; None: the config's
+        batch_size: Count = 8
+        iters: Count = 8000
+        lr: Positive = 2e-4
+        lr_mappers: Positive = 2e-4
+        beta1: AdamBeta = 0.0
+        beta2: AdamBeta = 0.99
+        adv_w: NonNegative = 1.0
+        sty_w: NonNegative = 1.0
+        rec_w: NonNegative = 1.0
         ali: bool = False  # official code True: the generator also fools D through real images' styles
-        ema_beta: float = 0.99
-        clip_grad: float = 100.0
-        train_start: int = 0
-        train_stop: int = 27000
-        seed: int = 1234
-        checkpoint_every: int = 500
+        ema_beta: Fraction = 0.99
+        clip_grad: Positive = 100.0
+        train_start: NonNegativeInt = 0
+        train_stop: Count = 27000
+        seed: NonNegativeInt = 1234
+        checkpoint_every: Count = 500
 
     @classmethod
     def train_recipe(cls, params: "HiSD.TrainParams", faceset, out_dir: Path, device: torch.device,

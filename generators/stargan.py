@@ -23,7 +23,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.contract.plugins import Generator, build_params
+from bench.contract.params import (
+    AdamBeta,
+    Count,
+    Fraction,
+    NonNegative,
+    NonNegativeInt,
+    Positive,
+    Resolution,
+    build_params,
+)
+from bench.contract.plugins import Generator
 
 ATTRIBUTES = ["Black_Hair", "Blond_Hair", "Brown_Hair", "Male", "Young"]
 HAIR_COLOURS = {"Black_Hair", "Blond_Hair", "Brown_Hair", "Gray_Hair"}
@@ -131,26 +141,26 @@ class StarGAN(Generator):
     @dataclass
     class TrainParams:
         """The StarGAN recipe (solver.py defaults) with sizes for small CPU runs."""
-        resolution: int = 64
-        conv_dim: int = 32
-        repeat_num: int = 3
-        d_conv_dim: int = 32
-        d_repeat_num: int = 5  # final critic map of resolution / 2**5 = 2 px at 64 px
-        batch_size: int = 16
-        iters: int = 12000
-        lr_g: float = 1e-4
-        lr_d: float = 1e-4
-        beta1: float = 0.5
-        beta2: float = 0.999
-        n_critic: int = 5
-        lambda_cls: float = 1.0
-        lambda_rec: float = 10.0
-        lambda_gp: float = 10.0
-        decay_fraction: float = 0.5  # linear lr decay over the last half (official: 100k of 200k)
-        train_start: int = 0
-        train_stop: int = 27000
-        seed: int = 1234
-        checkpoint_every: int = 500
+        resolution: Resolution = 64
+        conv_dim: Count = 32
+        repeat_num: Count = 3
+        d_conv_dim: Count = 32
+        d_repeat_num: Count = 5  # final critic map of resolution / 2**5 = 2 px at 64 px
+        batch_size: Count = 16
+        iters: Count = 12000
+        lr_g: Positive = 1e-4
+        lr_d: Positive = 1e-4
+        beta1: AdamBeta = 0.5
+        beta2: AdamBeta = 0.999
+        n_critic: Count = 5
+        lambda_cls: NonNegative = 1.0
+        lambda_rec: NonNegative = 10.0
+        lambda_gp: NonNegative = 10.0
+        decay_fraction: Fraction = 0.5  # linear lr decay over the last half (official: 100k of 200k)
+        train_start: NonNegativeInt = 0
+        train_stop: Count = 27000
+        seed: NonNegativeInt = 1234
+        checkpoint_every: Count = 500
 
     @classmethod
     def train_recipe(cls, params: "StarGAN.TrainParams", faceset, out_dir: Path, device: torch.device,

@@ -125,7 +125,7 @@ def test_fit_is_deterministic_under_a_seed():
 
 
 def test_unknown_weight_source_is_rejected():
-    with pytest.raises(ConfigError, match="weights must be one of"):
+    with pytest.raises(ConfigError, match="'weights' must be 'train' or 'official'"):
         ComDefend(weights="imagenet")
 
 

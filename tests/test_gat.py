@@ -77,9 +77,9 @@ def test_hisd_images_take_the_attribute_of_the_nearest_reference():
 
 
 def test_unknown_settings_are_one_clear_error(tiny_stargan):
-    with pytest.raises(ConfigError, match="pgd_reference must be one of"):
+    with pytest.raises(ConfigError, match="'pgd_reference' must be 'current' or 'black'"):
         GAT(pgd_reference="original")
-    with pytest.raises(ConfigError, match="lr must be a number"):
+    with pytest.raises(ConfigError, match="'lr' must be a valid number"):
         GAT(lr="fast")
     with pytest.raises(ConfigError, match="did you mean 'n_critic'"):
         fit(tiny_stargan, recipe_settings={"n_critics": 1})

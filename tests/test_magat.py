@@ -38,5 +38,5 @@ def test_fit_counts_one_step_per_batch_and_the_mask_term_counts(tiny_stargan):
 
 
 def test_unknown_mask_is_one_clear_error():
-    with pytest.raises(ConfigError, match="mask must be one of"):
+    with pytest.raises(ConfigError, match="'mask' must be 'hard' or 'soft'"):
         MaGAT(mask="circle")

@@ -12,7 +12,22 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from bench.contract.errors import WeightsError
+from bench.contract.errors import BenchError, WeightsError
+
+
+def writable_folder(path: str | Path, what: str) -> Path:
+    """`path` as a folder this process can write into (made if missing), else one
+    BenchError line naming `what` (e.g. "--output") and the reason."""
+    path = Path(path).expanduser()
+    if path.exists() and not path.is_dir():
+        raise BenchError(f"{what} {path} is a file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as err:
+        raise BenchError(f"{what} {path} is not writable: {err.strerror or err}") from None
+    return path
 
 
 def atomic_write(path: str | Path, write) -> None:

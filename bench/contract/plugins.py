@@ -9,7 +9,6 @@ Conditions are tensors shaped (T, N, ...): one edit target t for each image n.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import os
 import sys
 from pathlib import Path
@@ -20,6 +19,7 @@ from torch import nn
 
 from bench.contract.errors import ConfigError, WeightsError
 from bench.contract.io import load_tensors, save_tensors, tensors_sha256
+from bench.contract.params import build_params
 
 # the perturbation budget of the paper's defenses (L-inf on [-1, 1]): their default, and
 # the protocol's limit on the leaderboard
@@ -31,39 +31,13 @@ class NoParams:
     pass
 
 
-def _coerce(value, default):
-    """Accept an int where a float is expected (CLI values are parsed as JSON)."""
-    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    return value
-
-
-def build_params(params_cls, overrides: dict | None, owner: str):
-    """Validate user overrides against a Params dataclass and return an instance."""
-    overrides = dict(overrides or {})
-    fields = {f.name: f for f in dataclasses.fields(params_cls)}
-    for key in overrides:
-        if key not in fields:
-            close = difflib.get_close_matches(key, fields, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(f"{owner} has no parameter {key!r}{hint} "
-                              f"(parameters: {', '.join(fields) or 'none'})")
-    defaults = params_cls()
-    values = {}
-    for key, value in overrides.items():
-        default = getattr(defaults, key)
-        value = _coerce(value, default)
-        if default is not None and value is not None and type(value) is not type(default):
-            raise ConfigError(f"{owner} parameter {key!r} must be {type(default).__name__}, "
-                              f"got {value!r}")
-        values[key] = value
-    return params_cls(**values)
-
-
 def weights_root() -> Path:
     """Where official checkpoints live: $BENCH_WEIGHTS or the user data folder."""
     if "BENCH_WEIGHTS" in os.environ:
-        return Path(os.environ["BENCH_WEIGHTS"]).expanduser()
+        root = Path(os.environ["BENCH_WEIGHTS"]).expanduser()
+        if root.exists() and not root.is_dir():
+            raise WeightsError(f"$BENCH_WEIGHTS {root} is a file, not a folder of weights")
+        return root
     import platformdirs
 
     return Path(platformdirs.user_data_dir("deepfake-defense-bench")) / "weights"
@@ -88,6 +62,11 @@ class Plugin:
         """What determines this plugin's results: goes into cache keys and run.json."""
         return {"name": self.name, "version": self.version,
                 "params": dataclasses.asdict(self.params)}
+
+    def check_ready(self) -> None:
+        """Find and load every file (weights, feature networks) this plugin will read,
+        raising WeightsError if one is missing or wrong: a run calls it before it reads
+        an image or fits anything. Nothing by default."""
 
 
 @dataclasses.dataclass
@@ -115,6 +94,10 @@ class Defense(Plugin):
     # the parameter a fit's time grows in proportion to (iterations, images), if it has a
     # fit: `bench perf` shrinks it with the data to time a small copy of a run
     fit_length: ClassVar[str | None] = None
+    # settings under which `protect` makes one protected image per image, the same for
+    # every target (`bench protect` writes one copy of each photo); {}: it always does;
+    # None: not declared (`bench protect` takes its outputs only if they are the same)
+    per_image_settings: ClassVar[dict | None] = None
 
     def protect(self, x: torch.Tensor, generator: "Generator", conditions: torch.Tensor,
                 seed: int) -> torch.Tensor:

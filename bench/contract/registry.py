@@ -84,6 +84,9 @@ class Registry:
                                           f"{' or '.join(repr(c) for c in close)}?")
                 self.get(part)
                 names.append(part)
+        if not names:
+            raise ConfigError(f"no {self.kind} named in {spec!r}: give a comma list or 'all' "
+                              f"(installed: {', '.join(self.names()) or 'none'})")
         return list(dict.fromkeys(names))
 
     def _imports(self, name: str) -> bool:

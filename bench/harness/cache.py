@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from bench.contract.errors import BenchError
 from bench.contract.io import file_sha256, load_tensors, save_tensors, tensor_digest  # noqa: F401 (re-exported)
 
 MANIFEST = "manifest.json"
@@ -101,6 +102,14 @@ class Cache:
         if not self.enabled:
             return
         key = make_key(parts)
+        entry = self.path(kind, key)
+        try:
+            self._write(kind, key, parts, tensors, info)
+        except OSError as err:  # a full disk, a read-only folder: nothing half-written stays
+            raise BenchError(f"cannot store cache entry {entry}: {err.strerror or err} "
+                             f"(free space there or set BENCH_CACHE to another folder)") from None
+
+    def _write(self, kind: str, key: str, parts: dict, tensors: dict[str, torch.Tensor], info: dict | None) -> None:
         entry = self.path(kind, key)
         entry.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=entry.parent, prefix=f".{key[:8]}."))

@@ -32,7 +32,7 @@ def cmd_ls(args) -> int:
 def cmd_train_generator(args) -> int:
     import dataclasses
 
-    from bench.contract.plugins import build_params
+    from bench.contract.params import build_params
     from bench.contract.registry import registry
     from bench.harness.config import parse_overrides
     from bench.toolkit.data import load_faceset
@@ -55,7 +55,7 @@ def cmd_train_generator(args) -> int:
 def cmd_train_classifier(args) -> int:
     import dataclasses
 
-    from bench.contract.plugins import build_params
+    from bench.contract.params import build_params
     from bench.harness.config import parse_overrides
     from bench.toolkit import classifier
     from bench.toolkit.data import load_faceset
@@ -74,7 +74,7 @@ def cmd_train_classifier(args) -> int:
 def cmd_train_demo_faces(args) -> int:
     import dataclasses
 
-    from bench.contract.plugins import build_params
+    from bench.contract.params import build_params
     from bench.harness.config import parse_overrides
     from bench.toolkit import demo_faces
     from bench.toolkit.data import load_faceset
@@ -122,7 +122,7 @@ def cmd_edit_success(args) -> int:
 
     config = resolved_config(args)
     device = resolve_device(config["device"])
-    faces = load_split(config, load_data(config), "eval", config["limit"])
+    faces = load_split(config, load_data(config, announce=True), "eval", config["limit"])
     rows = []
     for name in registry("generators").resolve(args.generators):
         generator = load_generator(config, name, device)
@@ -139,6 +139,28 @@ def cmd_edit_success(args) -> int:
         atomic_write_text(out / "edit_success.csv", table.to_csv(index=False, float_format="%.4f"))
         print(f"wrote {out}/edit_success.md and .csv")
     return 0
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with its errors on one `bench: error:` line (no usage block)."""
+
+    def error(self, message):
+        self.exit(2, f"bench: error: {message} (see `{self.prog} --help`)\n")
+
+
+def at_least(minimum: float, kind=int):
+    """An argparse type: a number of `kind` no smaller than `minimum` (> 0 for 0.0)."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {'an integer' if kind is int else 'a number'}, "
+                                             f"got {text!r}") from None
+        if value < minimum or (minimum == 0.0 and kind is float and value <= 0):
+            bound = "positive" if (minimum == 0.0 and kind is float) else f"at least {minimum}"
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")
+        return value
+    return parse
 
 
 RESULTS = Path("bench-results")
@@ -159,17 +181,22 @@ def latest_run_dir() -> Path:
 
 def resolved_config(args) -> dict:
     from bench.harness.config import merge, parse_overrides
-    from bench.harness.profiles import default_splits, get_profile
+    from bench.harness.profiles import check_settings, default_splits, get_profile
+    from bench.toolkit.data import load_faceset
 
     config = get_profile(args.profile)
     flags = {"seed": args.seed, "device": args.device, "limit": getattr(args, "limit", None)}
     config.update({k: v for k, v in flags.items() if v is not None})
-    if args.data:
-        config["data"] = {"path": str(Path(args.data).expanduser().resolve()), "dataset": args.dataset}
-        config["splits"] = default_splits(config["profile"], args.dataset)
+    if getattr(args, "data", None):
+        dataset = args.dataset or "celebahq"
+        config["data"] = {"path": str(Path(args.data).expanduser().resolve()), "dataset": dataset}
+        size = len(load_faceset(args.data, "folder", 16)) if dataset == "folder" else None
+        config["splits"] = default_splits(config["profile"], dataset, size)
+    elif getattr(args, "dataset", None):
+        raise ConfigError(f"--dataset {args.dataset} describes the layout of --data, which is missing")
     if getattr(args, "no_cache", False):
         config["cache"] = False
-    return merge(config, parse_overrides(args.set))
+    return check_settings(merge(config, parse_overrides(args.set)))
 
 
 def cmd_run(args) -> int:
@@ -196,6 +223,15 @@ def cmd_run(args) -> int:
     run(config, output, plan, skipped, command, executor, fresh=args.fresh)
     print(write_report(output))
     print(f"results in {output}/ (cells.jsonl, costs.jsonl, run.json, table1.csv, report.md)")
+    return 0
+
+
+def cmd_protect(args) -> int:
+    from bench.harness.protect import protect_photos
+
+    command = "bench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    print(protect_photos(resolved_config(args), args.defense, args.generators, args.photos, args.out, command))
+    print(f"protected copies in {args.out}/, the run behind them in {args.out}/report/")
     return 0
 
 
@@ -239,8 +275,6 @@ def cmd_perf(args) -> int:
     config = resolved_config(args)
     matrix = None if args.no_matrix else {"defenses": args.defenses, "bypasses": args.bypass,
                                           "generators": args.generators}
-    if args.scale <= 0:
-        raise ConfigError(f"--scale must be positive, got {args.scale}")
     device = resolve_device(config["device"])
     matmul_size = args.matmul_size or (8192 if device.type == "cuda" else 2048)
     result = measure(config, args.generators, device, args.batch, args.repeats, matmul_size, matrix, args.scale)
@@ -259,7 +293,7 @@ def cmd_grid(args) -> int:
     config = resolved_config(args)
     out = Path(args.output)
     device = resolve_device(config["device"])
-    faces = load_split(config, load_data(config), "eval", args.faces)
+    faces = load_split(config, load_data(config, announce=True), "eval", args.faces)
     for name in registry("generators").resolve(args.generators):
         generator = load_generator(config, name, device)
         conditions = generator.targets(faces.faces.labels(generator.attribute_names))
@@ -328,11 +362,12 @@ def other_paper_weights() -> list[tuple[str, Path, str]]:
              "a local copy (config.json + weights) of Salesforce/blip-image-captioning-base")]
 
 
-def add_data_options(p: argparse.ArgumentParser) -> None:
+def add_data_options(p: argparse.ArgumentParser, data: bool = True) -> None:
     p.add_argument("--profile", default="quick", help="quick (default), ci or paper")
-    p.add_argument("--data", help="data folder (default: the profile's)")
-    p.add_argument("--dataset", choices=DATASET_KINDS, default="celebahq", help="layout of --data")
-    p.add_argument("--seed", type=int)
+    if data:
+        p.add_argument("--data", help="data folder (default: the profile's)")
+        p.add_argument("--dataset", choices=DATASET_KINDS, help="layout of --data (default celebahq)")
+    p.add_argument("--seed", type=at_least(0))
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, ...")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a setting, e.g. bypasses.lora.rank=16 or splits.eval=[0,100]")
@@ -353,7 +388,7 @@ def add_training_parser(sub, name: str, help_text: str, export_help: str, func,
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bench", description=__doc__)
+    parser = Parser(prog="bench", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("ls", help="list installed defenses, bypasses, generators and metrics")
@@ -365,7 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--defenses", default="all", help="comma list or 'all' (default: all)")
     p.add_argument("--bypass", default="all", help="comma list or 'all' (default: all)")
     p.add_argument("--generators", default="all", help="comma list or 'all' (default: all)")
-    p.add_argument("--limit", type=int, help="number of evaluation images")
+    p.add_argument("--limit", type=at_least(1), help="number of evaluation images")
     p.add_argument("--output", help="results folder; an unfinished run of the same plan there resumes "
                                     "(default: the newest unfinished run of this plan under bench-results/, "
                                     "else bench-results/<time>)")
@@ -378,10 +413,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="local (default: steps one after another here) or dask (dask.distributed)")
     p.add_argument("--scheduler", metavar="ADDRESS", help="with --executor dask: a running scheduler, "
                                                          "e.g. tcp://10.0.0.5:8786 (workers share the cache folder)")
-    p.add_argument("--workers", type=int, help="with --executor dask and no --scheduler: start a local cluster "
+    p.add_argument("--workers", type=at_least(1), help="with --executor dask and no --scheduler: start a local cluster "
                                                "of N worker processes (default 2)")
     add_data_options(p)
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("protect", help="write protected copies (PNG) of your own photos, with what they do to "
+                                       "each generator's edits")
+    p.add_argument("photos", help="a folder of photos (CelebA-style labels optional: without them the attribute "
+                                  "classifier infers them)")
+    p.add_argument("out", help="folder for the protected copies and report/")
+    p.add_argument("--defense", required=True, help="the defense to protect with (`bench ls defenses`)")
+    p.add_argument("--generators", default="all", help="comma list or 'all' (default: all)")
+    add_data_options(p, data=False)
+    p.set_defaults(func=cmd_protect)
 
     p = sub.add_parser("report", help="tables (CSV, Markdown) from one or more run folders")
     p.add_argument("runs", nargs="*", help="run folders (default: the newest under ./bench-results)")
@@ -401,13 +446,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--generators", default="all")
     p.add_argument("--defenses", default="all", help="defenses of the small run (default all)")
     p.add_argument("--bypass", default="lora", help="bypasses of the small run (default lora: the main job)")
-    p.add_argument("--scale", type=float, default=8,
+    p.add_argument("--scale", type=at_least(0.0, float), default=8,
                    help="the small run's data, fine-tuning and defense fits are the profile's divided by this "
                         "(default 8)")
     p.add_argument("--no-matrix", action="store_true", help="skip the small run (the PGD step only)")
-    p.add_argument("--batch", type=int, default=32, help="images per PGD step (default 32)")
-    p.add_argument("--repeats", type=int, default=5, help="timed repeats, the median is kept (default 5)")
-    p.add_argument("--matmul-size", type=int,
+    p.add_argument("--batch", type=at_least(1), default=32, help="images per PGD step (default 32)")
+    p.add_argument("--repeats", type=at_least(1), default=5, help="timed repeats, the median is kept (default 5)")
+    p.add_argument("--matmul-size", type=at_least(1),
                    help="side of the square matmul behind the peak (default 2048 on a CPU, 8192 on CUDA)")
     p.add_argument("--output", default="benchmarks/perf", help="folder for perf.json (default benchmarks/perf)")
     add_data_options(p)
@@ -415,7 +460,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("grid", help="image grid of each generator's edits on evaluation faces")
     p.add_argument("--generators", default="all")
-    p.add_argument("--faces", type=int, default=8, help="number of evaluation faces (rows)")
+    p.add_argument("--faces", type=at_least(1), default=8, help="number of evaluation faces (rows)")
     p.add_argument("--output", default="results", help="folder for <generator>_edits.png")
     add_data_options(p)
     p.set_defaults(func=cmd_grid)
@@ -445,16 +490,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--classifier", default="bench/weights/attribute_classifier_64.safetensors")
     p.add_argument("--no-labels", action="store_true", help="write the faces without attribute labels")
     p.add_argument("--out", default="bench/demo")
-    p.add_argument("--count", type=int, default=320)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--candidates-factor", type=int, default=2,
+    p.add_argument("--count", type=at_least(1), default=320)
+    p.add_argument("--seed", type=at_least(0), default=0)
+    p.add_argument("--candidates-factor", type=at_least(1), default=2,
                    help="sample this many times --count and keep the most confidently labelled")
     p.set_defaults(func=cmd_make_demo_faces)
 
     p = sub.add_parser("hisd-references", help="pick HiSD's reference faces (black, blond, brown hair)")
     p.add_argument("--data", help="faces to pick from (default: the demo faces)")
     p.add_argument("--dataset", choices=DATASET_KINDS, default="demo")
-    p.add_argument("--resolution", type=int, default=64)
+    p.add_argument("--resolution", type=at_least(16), default=64)
     p.add_argument("--classifier", default="bench/weights/attribute_classifier_64.safetensors")
     p.add_argument("--out", default="generators/weights/hisd_references.png")
     p.set_defaults(func=cmd_hisd_references)
@@ -462,7 +507,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("edit-success", help="how often each generator's edits show the asked attribute, "
                                             "against a no-edit control, per target")
     p.add_argument("--generators", default="all")
-    p.add_argument("--limit", type=int, help="number of evaluation images")
+    p.add_argument("--limit", type=at_least(1), help="number of evaluation images")
     p.add_argument("--output", help="also write edit_success.md/.csv here")
     add_data_options(p)
     p.set_defaults(func=cmd_edit_success)
@@ -477,8 +522,12 @@ def main(argv: list[str] | None = None) -> int:
     except BenchError as err:
         print(f"bench: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("bench: interrupted; finished steps are cached, run again to resume", file=sys.stderr)
+    except OSError as err:  # the environment: a full disk, a folder that cannot be written or read
+        print(f"bench: error: {err.strerror or err}" + (f": {err.filename}" if err.filename else ""), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as err:
+        kept = str(err) or "every finished step is in the cache; run the same command to resume"
+        print(f"bench: interrupted: {kept}", file=sys.stderr)
         return 130
 
 

@@ -12,6 +12,7 @@ from bench.contract.errors import ConfigError
 from bench.contract.plugins import FitTarget
 from bench.contract.registry import registry
 from bench.harness.cache import images_identity
+from bench.toolkit.classifier import label_faces
 from bench.toolkit.data import FaceSet, load_faceset
 
 
@@ -22,9 +23,18 @@ class Split:
     identity: dict
 
 
-def load_data(config: dict) -> FaceSet:
+def load_data(config: dict, announce: bool = False) -> FaceSet:
+    """The run's face set; one without attribute labels (a folder of a person's own
+    photos) gets the labels the attribute classifier infers (said in one line if
+    `announce`)."""
     data = config["data"]
-    return load_faceset(data["path"], data["dataset"], config["resolution"])
+    faces = load_faceset(data["path"], data["dataset"], config["resolution"])
+    if faces.attributes is None:
+        faces = label_faces(faces)
+        if announce:
+            tqdm.write(f"note: {faces.root} has no attribute labels: the attribute classifier inferred them for its "
+                       f"{len(faces)} images (probability > 0.5; recorded in run.json)")
+    return faces
 
 
 SPLIT_LIMITS = {"eval": "limit", "finetune": "finetune_limit", "defense": "defense_fit_limit"}

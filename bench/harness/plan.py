@@ -31,7 +31,7 @@ import torch
 import bench
 from bench.contract.errors import ConfigError
 from bench.contract.metric import ROW_SCHEMA, Cell
-from bench.contract.registry import registry
+from bench.contract.registry import SINGULAR, registry
 from bench.harness.cache import make_key, tensor_digest
 from bench.harness.inputs import (
     Split,
@@ -41,8 +41,8 @@ from bench.harness.inputs import (
     make_plugin,
     variants,
 )
-from bench.toolkit.budget import CLEAN_INPUT
 from bench.toolkit.attacks import ATTACK_PRECISIONS
+from bench.toolkit.budget import CLEAN_INPUT
 from bench.toolkit.device import native_bf16, resolve_device
 
 STANDARD, LEAKAGE = "standard", "leakage"
@@ -172,7 +172,7 @@ def leakage_selection(config: dict, defenses: list[str], bypasses: list[str]) ->
         known = set(registry(kind).names()) | set(variants(config, kind))
         unknown = [n for n in listed if n not in known]
         if unknown:
-            raise ConfigError(f"leakage.{kind} names an unknown {kind[:-1]} {unknown[0]!r}")
+            raise ConfigError(f"leakage.{kind} names an unknown {SINGULAR[kind]} {unknown[0]!r}")
         return [n for n in names if n in listed]
 
     if LEAKAGE not in config["scenarios"]:
@@ -214,7 +214,7 @@ class Planner:
     def split(self, name: str) -> Split:
         if name not in self._splits:
             if self._faces is None:
-                self._faces = load_data(self.config)
+                self._faces = load_data(self.config, announce=True)
             self._splits[name] = load_split(self.config, self._faces, name)
             self.plan.identities[f"split:{name}"] = self._splits[name].identity
             if name == "eval":
@@ -331,8 +331,17 @@ class Planner:
         return sid
 
     # --- the matrix -----------------------------------------------------------------
+    def check_weights(self) -> None:
+        """Every checkpoint the run needs is found and loads before an image is read."""
+        for g in self.names["generators"]:
+            self.generator(g)
+        for kind in ("defenses", "bypasses"):
+            for label in self.names[kind]:
+                self.plugin(kind, label).check_ready()
+
     def build(self, leak_defenses: list[str], leak_bypasses: list[str]) -> Plan:
         names, plan = self.names, self.plan
+        self.check_weights()
         plan.defensive = [b for b in names["bypasses"] if self.plugin("bypasses", b).defensive]
         leak_bypasses = [b for b in leak_bypasses if b not in plan.defensive]
         plan.names.update(leakage_defenses=leak_defenses if leak_bypasses else [],

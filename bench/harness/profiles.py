@@ -19,10 +19,18 @@ fine-tuning range, still disjoint from the evaluated faces.
 from __future__ import annotations
 
 import copy
+from typing import Annotated, Any, Literal
+
+from annotated_types import Len, MinLen
+from pydantic import AfterValidator
 
 from bench.contract.errors import ConfigError
+from bench.contract.params import Budget, Count, NonNegative, NonNegativeInt, Resolution, check_value
 from bench.contract.plugins import DEFAULT_EPS
+from bench.contract.registry import registry
 from bench.harness.config import merge
+from bench.harness.inputs import make_plugin
+from bench.toolkit.attacks import ATTACK_PRECISIONS
 
 # image quality: FID and KID need pytorch-fid's Inception file, CLIP score open_clip's
 # ViT-B-32 weights (each is skipped with one line where its file is missing);
@@ -185,7 +193,70 @@ PAPER = merge(QUICK, {
 PROFILES = {"quick": QUICK, "ci": CI, "paper": PAPER}
 
 
-def default_splits(profile: str, dataset: str) -> dict:
+def _start_before_stop(split: list[int]) -> list[int]:
+    if split[0] >= split[1]:
+        raise ValueError("must be [START, STOP) with START < STOP")
+    return split
+
+
+Split = Annotated[list[NonNegativeInt], Len(2, 2), AfterValidator(_start_before_stop)]
+
+# What each setting allows (dotted names). The plugin tables are checked against each
+# plugin's `Params` (check_settings makes every plugin they configure), the split
+# ranges against the data set when it loads.
+SETTINGS: dict[str, Any] = {
+    "profile": Literal[tuple(PROFILES)],
+    "resolution": Resolution,
+    "device": str,
+    "amp": bool,
+    "seed": NonNegativeInt,
+    "protocol.eps": Budget,
+    "protocol.tolerance": NonNegative,
+    "data.path": str | None,
+    "data.dataset": Literal[tuple(SPLITS)],
+    **{f"splits.{name}": Split for name in ("finetune", "defense", "eval")},
+    "limit": Count | None,  # None: the whole split
+    "finetune_limit": Count | None,
+    "defense_fit_limit": Count | None,
+    "universal_fit_generators": Annotated[str, MinLen(1)],
+    "batch_size": Count,
+    "threads": Count | None,
+    "attack_precision": Literal[("auto", *ATTACK_PRECISIONS)],
+    "metrics": list[str],
+    "cache": bool,
+    "scenarios": Annotated[list[Literal["standard", "leakage"]], MinLen(1)],
+    "leakage.defenses": Annotated[str, MinLen(1)],
+    "leakage.bypasses": Annotated[str, MinLen(1)],
+}
+
+
+def check_settings(config: dict) -> dict:
+    """Every setting of `config` within what it allows, and every plugin table naming an
+    installed plugin (or a variant of one) with parameters it accepts; else one
+    ConfigError line."""
+    for name, allowed in SETTINGS.items():
+        node = config
+        for part in name.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        check_value(allowed, node, f"setting {name!r}")
+    for kind in ("generators", "defenses", "bypasses"):
+        for label, table in config[kind].items():
+            if label not in registry(kind).names() and not (isinstance(table, dict) and "plugin" in table):
+                try:
+                    registry(kind).entry(label)
+                except ConfigError as err:
+                    raise ConfigError(f"setting {kind}.{label}: {err}") from None
+            if kind != "generators":
+                make_plugin(kind, label, config)  # checks the table's parameters
+    return config
+
+
+def default_splits(profile: str, dataset: str, size: int | None = None) -> dict:
+    """The splits of a data set kind; a folder of fewer than 2,000 images (`size`) is
+    halved instead: the first half fine-tunes and fits defenses, the second is evaluated."""
+    if dataset == "folder" and size is not None and size < SPLITS["folder"]["eval"][1]:
+        half = max(1, size // 2)
+        return {"finetune": [0, half], "defense": [0, half], "eval": [half, max(half + 1, size)]}
     return copy.deepcopy((PAPER_SPLITS if profile == "paper" else SPLITS)[dataset])
 
 

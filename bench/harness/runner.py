@@ -28,8 +28,8 @@ from pathlib import Path
 
 import torch
 
-from bench.contract.errors import BenchError, ConfigError
-from bench.contract.io import atomic_write_json, atomic_write_text, save_tensors
+from bench.contract.errors import ConfigError
+from bench.contract.io import atomic_write_json, atomic_write_text, save_tensors, writable_folder
 from bench.contract.registry import registry
 from bench.harness.cache import default_cache_dir
 from bench.harness.executors import LocalExecutor
@@ -53,7 +53,7 @@ def cache_root(config: dict) -> tuple[Path, bool]:
     """The cache folder, and whether it is a temporary one (`cache: false`: every step is
     recomputed, and nothing is kept after the run)."""
     if config["cache"]:
-        return default_cache_dir(), False
+        return writable_folder(default_cache_dir(), "the cache folder ($BENCH_CACHE)"), False
     return Path(tempfile.mkdtemp(prefix="bench-nocache-")), True
 
 
@@ -85,6 +85,11 @@ def run(config: dict, output_dir: Path, plan: Plan, skipped: dict, command: str 
                     log.append(unit.name(), receipt.rows)
         log.finish(plan)
         finish(plan, output_dir, receipts, settings, skipped, command, git, started, executor.name)
+    except KeyboardInterrupt:
+        kept = len(set(log.rows) | set(done))
+        where = "every finished step is in the cache" if not temporary else "nothing is cached (--no-cache)"
+        raise KeyboardInterrupt(f"the rows of {kept} of {len(plan.units)} cells and budgets are kept in "
+                                f"{output_dir}/ and {where}; run the same command to resume") from None
     finally:
         if temporary:
             shutil.rmtree(root, ignore_errors=True)
@@ -287,5 +292,4 @@ def find_unfinished(base: Path, plan: Plan) -> Path | None:
 
 
 def check_output(output_dir: Path) -> None:
-    if output_dir.exists() and not output_dir.is_dir():
-        raise BenchError(f"--output {output_dir} is a file, not a folder")
+    writable_folder(output_dir, "--output")

@@ -9,6 +9,8 @@ from collections.abc import Callable
 
 import torch
 
+from bench.contract.errors import ConfigError
+from bench.contract.params import default_violations
 from bench.contract.plugins import FitTarget
 from bench.contract.registry import GROUPS, registry
 
@@ -57,7 +59,21 @@ def check_defense(cls) -> list[Check]:
         checks.append(("declares eps", False, "Params has no eps field"))
     again = defense.protect(x, generator, conditions, seed=0)
     checks.append(("deterministic under a seed", torch.equal(out, again), ""))
-    return checks
+    if cls.per_image_settings is None:
+        return checks
+    return checks + check_one_per_image(cls, generator, x, conditions, labels)
+
+
+def check_one_per_image(cls, generator, x, conditions, labels) -> list[Check]:
+    """Under `per_image_settings` the defense protects each image once for every target
+    (what `bench protect` writes)."""
+    defense = cls(**{**cls.smoke_params, **cls.per_image_settings})
+    if defense.fit_scope() is not None:
+        targets = [FitTarget(generator, conditions, generator.unedited_conditions(labels))]
+        defense.load_state(*defense.fit(x, targets, 0, torch.device("cpu")))
+    out = defense.protect(x, generator, conditions, seed=0)
+    same = torch.equal(out, out[:1].expand_as(out))
+    return [(f"one protected image per image under per_image_settings {cls.per_image_settings}", same, "")]
 
 
 def check_bypass(cls) -> list[Check]:
@@ -163,10 +179,20 @@ def validate(name: str, kind: str | None = None) -> tuple[str, list[Check]]:
     """Find `name` among the plugin kinds (or in `kind`) and run its contract checks."""
     kinds = [kind] if kind else [k for k in GROUPS if name in registry(k).names()]
     if not kinds:
-        registry("defenses").entry(name)  # raises the did-you-mean error
+        raise ConfigError(f"no installed plugin is named {name!r} (`bench ls` lists them)")
     kind = kinds[0]
     cls = registry(kind).get(name)
+    declared = check_declared_params(cls) if kind in ("defenses", "bypasses") else []
     try:
-        return kind, CHECKS[kind](cls)
+        return kind, declared + CHECKS[kind](cls)
     except Exception as err:  # a crash is a failed contract, reported as such
-        return kind, [("runs without error", False, f"{type(err).__name__}: {err}")]
+        return kind, declared + [("runs without error", False, f"{type(err).__name__}: {err}")]
+
+
+def check_declared_params(cls) -> list[Check]:
+    """The defaults, and the smoke settings over them, keep the constraints the plugin's
+    `Params` declares (a user who sets nothing must not get an error)."""
+    defaults = default_violations(cls.Params, f"{cls.kind_name} {cls.name!r}")
+    smoke = default_violations(cls.Params, f"{cls.kind_name} {cls.name!r}", cls.smoke_params)
+    return [("defaults keep the declared constraints", not defaults, "; ".join(defaults)),
+            ("smoke_params keep them", not smoke, "; ".join(smoke))]

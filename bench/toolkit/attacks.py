@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
+from bench.contract.params import Budget, Count, Positive
 from bench.contract.plugins import DEFAULT_EPS
 
 ATTACK_PRECISIONS = ("fp32", "bf16")
@@ -114,11 +115,11 @@ def output_distortion(generator: torch.nn.Module) -> Callable:
 class PGDSettings:
     """The per-image PGD of Disrupting and the defenses built on it (eps on [-1, 1]);
     a defense's `Params` extends it with its own settings."""
-    eps: float = DEFAULT_EPS
-    step_size: float = 0.01
-    steps: int = 10
+    eps: Budget = DEFAULT_EPS
+    step_size: Positive = 0.01
+    steps: Count = 10
     rand_init: bool = True
-    batch_size: int = 32  # (image, target) pairs per forward pass
+    batch_size: Count = 32  # (image, target) pairs per forward pass
 
 
 def per_target_pgd(x: torch.Tensor, generator: torch.nn.Module, conditions: torch.Tensor, seed: int,
@@ -138,6 +139,25 @@ def per_target_pgd(x: torch.Tensor, generator: torch.nn.Module, conditions: torc
 
     x_adv = chunked(attack, xs, cs, x_init, batch_size=s.batch_size, device=device_of(generator))
     return x_adv.view(conditions.size(0), *x.shape)
+
+
+def joint_pgd(x: torch.Tensor, generator: torch.nn.Module, conditions: torch.Tensor, seed: int,
+              settings: PGDSettings, distortion: Callable | None = None) -> torch.Tensor:
+    """One perturbation per image: PGD maximising the sum of distortion(x_adv, c, y) over
+    all T targets (one protected copy of a photo against every edit), returned for each
+    target: (T, N, ...). Arguments as for `per_target_pgd`."""
+    s = settings
+    distortion = distortion or output_distortion(generator)
+    x_init = random_start(x, s.eps, seed) if s.rand_init else x
+
+    def attack(xb, ib, *cb):
+        with torch.no_grad():
+            ys = [generator(xb, c) for c in cb]
+        return pgd(xb, lambda xa: sum(distortion(xa, c, y) for c, y in zip(cb, ys)), s.eps, s.step_size, s.steps, ib)
+
+    protected = chunked(attack, x, x_init, *conditions.unbind(0), batch_size=max(1, s.batch_size // conditions.size(0)),
+                        device=device_of(generator))
+    return for_every_target(protected, conditions)
 
 
 def check_fitted_size(defense: str, fitted: torch.Tensor | None, x: torch.Tensor) -> None:

@@ -9,7 +9,7 @@ accuracy is stored in its weights file and printed by `bench ls -v`.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -17,7 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.contract.errors import WeightsError
-from bench.contract.io import load_tensors, save_tensors
+from bench.contract.io import file_sha256, load_tensors, save_tensors
+from bench.contract.params import Count, NonNegative, NonNegativeInt, Positive, Resolution
 
 # The attributes any shipped generator conditions on (AttGAN's 13 include StarGAN's and
 # HiSD's), so the classifier can also label the demo faces for every generator.
@@ -79,25 +80,37 @@ class AttributeClassifier(nn.Module):
         except RuntimeError as err:
             raise WeightsError(f"{path} does not fit the attribute classifier: "
                                f"{str(err).splitlines()[0]}") from None
-        model.metadata = meta
+        model.metadata, model.path = meta, path
         return model.eval().requires_grad_(False)
+
+
+def label_faces(faces, classifier: AttributeClassifier | None = None):
+    """`faces` (a FaceSet without labels) with the attributes the classifier sees in them
+    (probability > 0.5), recording which classifier labelled them: what a folder of a
+    person's own photos needs to be edited by attribute-conditioned generators."""
+    classifier = classifier or AttributeClassifier.load()
+    probabilities = classifier.predict(faces.load(progress=len(faces) > 200))
+    path = Path(getattr(classifier, "path", SHIPPED))
+    source = {"classifier": "attribute_classifier", "file": path.name, "sha256": file_sha256(path), "threshold": 0.5}
+    return replace(faces, attribute_names=list(classifier.attribute_names),
+                               attributes=(probabilities > 0.5).to(torch.uint8), labels_inferred_by=source)
 
 
 @dataclass
 class TrainParams:
-    resolution: int = 64
-    width: int = 32
-    stages: int = 4
-    batch_size: int = 64
-    iters: int = 3000
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    train_start: int = 0
-    train_stop: int = 27000
-    test_start: int = 29000  # held-out faces for the reported accuracy
-    test_stop: int = 30000
-    seed: int = 1234
-    checkpoint_every: int = 500
+    resolution: Resolution = 64
+    width: Count = 32
+    stages: Count = 4
+    batch_size: Count = 64
+    iters: Count = 3000
+    lr: Positive = 1e-3
+    weight_decay: NonNegative = 1e-4
+    train_start: NonNegativeInt = 0
+    train_stop: Count = 27000
+    test_start: NonNegativeInt = 29000  # held-out faces for the reported accuracy
+    test_stop: Count = 30000
+    seed: NonNegativeInt = 1234
+    checkpoint_every: Count = 500
 
 
 def evaluate(model: AttributeClassifier, images: torch.Tensor, labels: torch.Tensor) -> dict:

@@ -80,6 +80,7 @@ class FaceSet:
     resolution: int
     attribute_names: list[str] = field(default_factory=list)
     attributes: torch.Tensor | None = None  # N x A, values 0/1
+    labels_inferred_by: dict | None = None  # the classifier that labelled an unlabelled set, if one did
 
     def __len__(self) -> int:
         return len(self.files)
@@ -93,7 +94,7 @@ class FaceSet:
         sl = slice(start, min(stop, len(self)))
         attrs = None if self.attributes is None else self.attributes[sl]
         return FaceSet(self.name, self.root, self.files[sl], self.resolution,
-                       list(self.attribute_names), attrs)
+                       list(self.attribute_names), attrs, self.labels_inferred_by)
 
     def load_uint8(self, progress: bool = False) -> np.ndarray:
         files = self.files
@@ -120,11 +121,15 @@ class FaceSet:
         return self.attributes[:, idx].float()
 
     def identity(self) -> dict:
-        """What identifies these images in results and cache keys."""
+        """What identifies these images in results and cache keys: their ids, not the
+        folder they are in (a second copy of the data, or of the project with its demo
+        faces, reuses the cache; the keys also hash the pixels)."""
         digest = hashlib.sha256("\n".join(self.ids).encode()).hexdigest()[:16]
-        return {"name": self.name, "root": str(self.root), "n": len(self),
-                "resolution": self.resolution, "first": self.ids[:1], "last": self.ids[-1:],
-                "ids_sha256": digest}
+        identity = {"name": self.name, "n": len(self), "resolution": self.resolution, "first": self.ids[:1],
+                    "last": self.ids[-1:], "ids_sha256": digest}
+        if self.labels_inferred_by:
+            identity["labels_inferred_by"] = self.labels_inferred_by
+        return identity
 
 
 def _attach_attributes(files: list[Path], attr_file: Path | None):

@@ -24,6 +24,7 @@ from torch import nn
 
 from bench.contract.errors import BenchError, ConfigError, DataError, WeightsError
 from bench.contract.io import file_sha256, load_tensors, save_tensors
+from bench.contract.params import AdamBeta, Count, Fraction, NonNegativeInt, Positive, Resolution
 
 MODEL = "demo_face_generator"
 ATTRIBUTE_FILE = "list_attr_demo.txt"
@@ -168,23 +169,23 @@ def load_generator(path: str | Path) -> FaceGenerator:
 class TrainParams:
     """DCGAN's recipe (Adam 2e-4, betas (0.5, 0.999), non-saturating loss) with an
     exponential moving average of G, which gives cleaner faces early in training."""
-    resolution: int = 64
-    latent_dim: int = 100
-    width: int = 48
-    d_width: int = 32  # a narrower D halves the step time; G's width sets the faces' quality
+    resolution: Resolution = 64
+    latent_dim: Count = 100
+    width: Count = 48
+    d_width: Count = 32  # a narrower D halves the step time; G's width sets the faces' quality
     d_norm: str = "batch"
-    batch_size: int = 64
-    iters: int = 3500  # ~20-25 min on 2 CPU cores
-    lr_g: float = 2e-4
-    lr_d: float = 2e-4
-    beta1: float = 0.5
-    beta2: float = 0.999
-    ema_decay: float = 0.999
-    bn_samples: int = 1024  # samples that re-estimate G's BatchNorm statistics for previews and export
-    train_start: int = 0
-    train_stop: int = 27000
-    seed: int = 1234
-    checkpoint_every: int = 250
+    batch_size: Count = 64
+    iters: Count = 3500  # ~20-25 min on 2 CPU cores
+    lr_g: Positive = 2e-4
+    lr_d: Positive = 2e-4
+    beta1: AdamBeta = 0.5
+    beta2: AdamBeta = 0.999
+    ema_decay: Fraction = 0.999
+    bn_samples: Count = 1024  # samples that re-estimate G's BatchNorm statistics for previews and export
+    train_start: NonNegativeInt = 0
+    train_stop: Count = 27000
+    seed: NonNegativeInt = 1234
+    checkpoint_every: Count = 250
 
 
 def _train_step(G, D, g_opt, d_opt, x: torch.Tensor, latent_dim: int) -> dict:

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from bench.contract.params import AdamBeta, Budget, Count, Positive
 from bench.contract.plugins import DEFAULT_EPS
 from bench.toolkit.attacks import per_sample_mse, pgd, random_start
 
@@ -26,14 +27,14 @@ from bench.toolkit.attacks import per_sample_mse, pgd, random_start
 class AdversarialFinetuneSettings:
     """The schedule and inner PGD of the paper's fine-tuning (a bypass's `Params`
     extends it with its own settings)."""
-    epochs: int = 1
-    batch_size: int = 4
-    lr: float = 1e-3
-    beta1: float = 0.5
-    beta2: float = 0.999
-    eps: float = DEFAULT_EPS  # the defenses' budget: the attacker trains against what they may do
-    pgd_steps: int = 10
-    pgd_step_size: float = 0.01
+    epochs: Count = 1
+    batch_size: Count = 4
+    lr: Positive = 1e-3
+    beta1: AdamBeta = 0.5
+    beta2: AdamBeta = 0.999
+    eps: Budget = DEFAULT_EPS  # the defenses' budget: the attacker trains against what they may do
+    pgd_steps: Count = 10
+    pgd_step_size: Positive = 0.01
 
 
 def adversarial_example(model: nn.Module, x: torch.Tensor, c: torch.Tensor, reference: torch.Tensor,
