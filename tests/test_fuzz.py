@@ -189,6 +189,12 @@ CASES = [
                                       "{w}/out-p"]),
     Case("protect into a file", ["protect", "--profile", "ci", "--defense", "disrupting", "{w}/labelled",
                                  "{w}/afile.txt"]),
+    Case("protect into the photos' folder", ["protect", "--profile", "ci", "--defense", "disrupting", "{w}/labelled",
+                                             "{w}/labelled"]),
+    Case("protect with a per-target defense", ["protect", "--profile", "ci", "--defense", "raw",
+                                               "--set", "defenses.raw.variant=per_target", "--set",
+                                               "defenses.raw.steps=1", "--generators", "stargan", "{w}/labelled",
+                                               "{w}/out-per-target"]),
     # --- unusual but valid ----------------------------------------------------------------------
     Case("odd image modes and sizes", ["run", *TINY, "--data", "{w}/odd", "--dataset", "folder",
                                        "--output", "{w}/out-odd"], OK),

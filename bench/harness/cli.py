@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import shlex
 import sys
 from pathlib import Path
@@ -148,19 +149,28 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"bench: error: {message} (see `{self.prog} --help`)\n")
 
 
-def at_least(minimum: float, kind=int):
-    """An argparse type: a number of `kind` no smaller than `minimum` (> 0 for 0.0)."""
-    def parse(text: str):
+def at_least(minimum: int):
+    """An argparse type: an integer no smaller than `minimum`."""
+    def parse(text: str) -> int:
         try:
-            value = kind(text)
+            value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"must be {'an integer' if kind is int else 'a number'}, "
-                                             f"got {text!r}") from None
-        if value < minimum or (minimum == 0.0 and kind is float and value <= 0):
-            bound = "positive" if (minimum == 0.0 and kind is float) else f"at least {minimum}"
-            raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")
+            raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
         return value
     return parse
+
+
+def positive(text: str) -> float:
+    """An argparse type: a finite number above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
 
 
 RESULTS = Path("bench-results")
@@ -446,7 +456,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--generators", default="all")
     p.add_argument("--defenses", default="all", help="defenses of the small run (default all)")
     p.add_argument("--bypass", default="lora", help="bypasses of the small run (default lora: the main job)")
-    p.add_argument("--scale", type=at_least(0.0, float), default=8,
+    p.add_argument("--scale", type=positive, default=8,
                    help="the small run's data, fine-tuning and defense fits are the profile's divided by this "
                         "(default 8)")
     p.add_argument("--no-matrix", action="store_true", help="skip the small run (the PGD step only)")

@@ -44,7 +44,7 @@ def protect_config(config: dict, photos: Path, defense: str, count: int) -> dict
                   limit=None, finetune_limit=None, defense_fit_limit=None, scenarios=["standard"],
                   metrics=["l2", "ssim", "dsr"], cache=True)  # the copies are read back from the cache
     per_image = type(make_plugin("defenses", defense, config)).per_image_settings or {}
-    config["defenses"][defense] = {**config["defenses"].get(defense, {}), **per_image}
+    config["defenses"][defense] = {**per_image, **config["defenses"].get(defense, {})}  # a set value wins
     return check_settings(config)
 
 
@@ -73,7 +73,10 @@ def copy_names(files: list[Path]) -> list[str]:
 def protect_photos(config: dict, defense: str, generators: str, photos: str, out: str, command: str) -> str:
     """Protect every photo of `photos` with `defense` against `generators`, write the copies
     and the report into `out`, and return the report's text."""
-    photos, out = Path(photos).expanduser(), writable_folder(out, "OUT_FOLDER")
+    photos, out = Path(photos).expanduser(), Path(out).expanduser()
+    if out.resolve() == photos.resolve():
+        raise BenchError(f"OUT_FOLDER {out} is the photos' folder: give the copies a folder of their own")
+    writable_folder(out, "OUT_FOLDER")
     faces = load_faceset(photos, "folder", config["resolution"])
     config = protect_config(config, photos, defense, len(faces))
     plan, skipped = plan_run(config, defense, "none", generators)
@@ -99,10 +102,10 @@ def write_copies(written: dict[str, torch.Tensor], files: list[Path], out: Path)
     first = next(iter(written.values()))
     shared = all(torch.equal(first, w) for w in written.values())
     folders = {g: out if shared else out / g for g in written}
-    for g, images in written.items():
-        folders[g].mkdir(parents=True, exist_ok=True)
+    for folder, images in {folders[g]: images for g, images in written.items()}.items():
+        folder.mkdir(parents=True, exist_ok=True)
         for name, image in zip(copy_names(files), images.numpy()):
-            atomic_write(folders[g] / name, lambda tmp, image=image: Image.fromarray(image).save(tmp, format="PNG"))
+            atomic_write(folder / name, lambda tmp, image=image: Image.fromarray(image).save(tmp, format="PNG"))
     return folders
 
 
