@@ -43,12 +43,12 @@ SPLIT_LIMITS = {"eval": "limit", "finetune": "finetune_limit", "defense": "defen
 def load_split(config: dict, faces: FaceSet, name: str, limit: int | None = None) -> Split:
     """Split `name` of `faces` (its configured range and size limit, or `limit`)."""
     start, stop = config["splits"][name]
+    if stop > len(faces):
+        raise ConfigError(f"the {name} split [{start}, {stop}) reaches beyond the {len(faces)} images of "
+                          f"{faces.root}; set --set splits.{name}=[START,STOP] with STOP <= {len(faces)}")
     limit = config[SPLIT_LIMITS[name]] if limit is None else limit
     part = faces.subset(start, stop)
     part = part.subset(0, limit) if limit else part
-    if len(part) == 0:
-        raise ConfigError(f"the {name} split [{start}, {stop}) of {faces.root} is empty "
-                          f"({len(faces)} images); set --set splits.{name}=[START,STOP]")
     images = part.load(progress=len(part) > 200)
     return Split(part, images, {**part.identity(), **images_identity(part.ids, images)})
 
