@@ -125,6 +125,8 @@ CASES = [
     Case("--set splits.eval=[-4,2]", ["run", *TINY, "--set", "splits.eval=[-4,2]"]),
     Case("--set splits.eval outside the data", ["run", *TINY, "--set", "splits.eval=[90000,90010]"]),
     Case("--set leakage.bypasses=jpg", ["run", *TINY, "--set", "leakage.bypasses=jpg"]),
+    Case("--set device=gpu", ["run", *TINY, "--set", "device=gpu"]),
+    Case("--set universal_fit_generators=stargen", ["run", *TINY, "--set", "universal_fit_generators=stargen"]),
     Case("--set defenses.nosuch.steps=3", ["run", *TINY, "--set", "defenses.nosuch.steps=3"]),
     # --- plugin parameters -------------------------------------------------------------------
     Case("disrupting eps=-0.1", ["run", *TINY, "--set", "defenses.disrupting.eps=-0.1"]),

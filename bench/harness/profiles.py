@@ -31,6 +31,7 @@ from bench.contract.registry import registry
 from bench.harness.config import merge
 from bench.harness.inputs import make_plugin
 from bench.toolkit.attacks import ATTACK_PRECISIONS
+from bench.toolkit.device import parse_device
 
 # image quality: FID and KID need pytorch-fid's Inception file, CLIP score open_clip's
 # ViT-B-32 weights (each is skipped with one line where its file is missing);
@@ -218,7 +219,7 @@ SETTINGS: dict[str, Any] = {
     "limit": Count | None,  # None: the whole split
     "finetune_limit": Count | None,
     "defense_fit_limit": Count | None,
-    "universal_fit_generators": Annotated[str, MinLen(1)],
+    "universal_fit_generators": Annotated[str, MinLen(1)],  # "run" or a comma list of generators
     "batch_size": Count,
     "threads": Count | None,
     "attack_precision": Literal[("auto", *ATTACK_PRECISIONS)],
@@ -239,6 +240,9 @@ def check_settings(config: dict) -> dict:
         for part in name.split("."):
             node = node.get(part) if isinstance(node, dict) else None
         check_value(allowed, node, f"setting {name!r}")
+    parse_device(config["device"])
+    if config["universal_fit_generators"] != "run":
+        registry("generators").resolve(config["universal_fit_generators"])
     for kind in ("generators", "defenses", "bypasses"):
         for label, table in config[kind].items():
             if label not in registry(kind).names() and not (isinstance(table, dict) and "plugin" in table):

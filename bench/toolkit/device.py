@@ -10,13 +10,21 @@ import torch
 from bench.contract.errors import ConfigError
 
 
-def resolve_device(name: str = "auto") -> torch.device:
+def parse_device(name: str) -> torch.device | None:
+    """The device `name` stands for (None for "auto"), whether or not this machine has it
+    (a cluster's workers may); an unknown name is a ConfigError."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return None
     try:
-        device = torch.device(name)
+        return torch.device(name)
     except RuntimeError as err:
         raise ConfigError(f"unknown device {name!r}: {err}") from None
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    device = parse_device(name)
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {name!r} requested but CUDA is not available here")
     return device
