@@ -93,7 +93,7 @@ def label_faces(faces, classifier: AttributeClassifier | None = None):
     path = Path(getattr(classifier, "path", SHIPPED))
     source = {"classifier": "attribute_classifier", "file": path.name, "sha256": file_sha256(path), "threshold": 0.5}
     return replace(faces, attribute_names=list(classifier.attribute_names),
-                               attributes=(probabilities > 0.5).to(torch.uint8), labels_inferred_by=source)
+                   attributes=(probabilities > 0.5).to(torch.uint8), labels_inferred_by=source)
 
 
 @dataclass
