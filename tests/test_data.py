@@ -98,3 +98,11 @@ def test_default_splits_follow_the_chosen_data_set(tmp_path):
     assert config["splits"]["eval"] == [1000, 1500]
     config = resolved_config(parse(["run", "--data", str(tmp_path), "--set", "splits.eval=[0,10]"]))
     assert config["splits"]["eval"] == [0, 10]
+
+
+def test_a_small_folder_is_halved_into_its_splits(tmp_path):
+    from bench.harness.cli import build_parser, resolved_config
+
+    folder = make_face_folder(tmp_path / "photos", n=11, with_labels=False)
+    config = resolved_config(build_parser().parse_args(["run", "--data", str(folder), "--dataset", "folder"]))
+    assert config["splits"] == {"finetune": [0, 5], "defense": [0, 5], "eval": [5, 11]}
