@@ -127,6 +127,11 @@ CASES = [
     Case("--set leakage.bypasses=jpg", ["run", *TINY, "--set", "leakage.bypasses=jpg"]),
     Case("--set device=gpu", ["run", *TINY, "--set", "device=gpu"]),
     Case("--set universal_fit_generators=stargen", ["run", *TINY, "--set", "universal_fit_generators=stargen"]),
+    Case("--set defenses.disrupting=5 (not a table)", ["run", *TINY, "--set", "defenses.disrupting=5"]),
+    Case("--set generators.stargan=1 (not a table)", ["run", *TINY, "--set", "generators.stargan=1"]),
+    Case("--set bypasses.lora_r4.plugin=nosuch", ["run", *TINY, "--set", "bypasses.lora_r4.plugin=nosuch"]),
+    Case("--set generators.stargan.wieghts=official", ["run", *TINY, "--set", "generators.stargan.wieghts=official"]),
+    Case("--set metrics=[]", ["run", *TINY, "--set", "metrics=[]"]),
     Case("--set defenses.nosuch.steps=3", ["run", *TINY, "--set", "defenses.nosuch.steps=3"]),
     # --- plugin parameters -------------------------------------------------------------------
     Case("disrupting eps=-0.1", ["run", *TINY, "--set", "defenses.disrupting.eps=-0.1"]),

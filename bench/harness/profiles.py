@@ -223,12 +223,15 @@ SETTINGS: dict[str, Any] = {
     "batch_size": Count,
     "threads": Count | None,
     "attack_precision": Literal[("auto", *ATTACK_PRECISIONS)],
-    "metrics": list[str],
+    "metrics": Annotated[list[str], MinLen(1)],
     "cache": bool,
     "scenarios": Annotated[list[Literal["standard", "leakage"]], MinLen(1)],
     "leakage.defenses": Annotated[str, MinLen(1)],
     "leakage.bypasses": Annotated[str, MinLen(1)],
 }
+
+# a generator's table: its weights, "shipped", "official" or a checkpoint's path
+GENERATOR_SETTINGS = {"weights": Annotated[str, MinLen(1)]}
 
 
 def check_settings(config: dict) -> dict:
@@ -245,14 +248,27 @@ def check_settings(config: dict) -> dict:
         registry("generators").resolve(config["universal_fit_generators"])
     for kind in ("generators", "defenses", "bypasses"):
         for label, table in config[kind].items():
+            if not isinstance(table, dict):
+                raise ConfigError(f"setting {kind}.{label} must be a table of parameters (--set "
+                                  f"{kind}.{label}.NAME=VALUE), got {table!r}")
             if label not in registry(kind).names() and not (isinstance(table, dict) and "plugin" in table):
                 try:
                     registry(kind).entry(label)
                 except ConfigError as err:
                     raise ConfigError(f"setting {kind}.{label}: {err}") from None
-            if kind != "generators":
+            if kind == "generators":
+                check_generator_table(label, table)
+            else:
                 make_plugin(kind, label, config)  # checks the table's parameters
     return config
+
+
+def check_generator_table(label: str, table: dict) -> None:
+    for key, value in table.items():
+        if key not in GENERATOR_SETTINGS:
+            raise ConfigError(f"setting generators.{label} has no setting {key!r} "
+                              f"(settings: {', '.join(GENERATOR_SETTINGS)})")
+        check_value(GENERATOR_SETTINGS[key], value, f"setting 'generators.{label}.{key}'")
 
 
 def default_splits(profile: str, dataset: str, size: int | None = None) -> dict:
