@@ -64,6 +64,12 @@ def build_world(w: Path) -> None:
     (w / "celebahq_nolabels" / "images_64").mkdir(parents=True)
     odd_images(w / "odd")
     (w / "afile.txt").write_text("a file, not a folder")
+    (w / "not_a_run").mkdir()
+    (w / "not_a_run" / "cells.jsonl").write_text('{"x": 1}\n')
+    (w / "not_a_run" / "run.json").write_text("[]")
+    (w / "damaged_bookkeeping").mkdir()
+    (w / "damaged_bookkeeping" / "run.json").write_text("[1]")
+    (w / "damaged_bookkeeping" / "plan.json").write_text('"a string"')
     for generator, name in (("stargan", "200000-G.ckpt"),):
         (w / "garbage_weights" / generator).mkdir(parents=True)
         (w / "garbage_weights" / generator / name).write_bytes(os.urandom(256))
@@ -175,6 +181,8 @@ CASES = [
     Case("report of a folder with no run", ["report", "{w}/empty"]),
     Case("report of a missing folder", ["report", "{w}/nowhere"]),
     Case("leaderboard of a folder with no run", ["leaderboard", "{w}/empty"]),
+    Case("report of rows that are not rows", ["report", "{w}/not_a_run"]),
+    Case("leaderboard of a run.json that is not one", ["leaderboard", "{w}/not_a_run"]),
     Case("validate nosuch", ["validate", "nosuch"]),
     Case("ls widgets", ["ls", "widgets"]),
     Case("grid --faces 0", ["grid", "--faces", "0"]),
@@ -212,6 +220,7 @@ CASES = [
     Case("--limit larger than the split", ["run", *TINY, "--limit", "500", "--dry-run"], OK),
     Case("--set with an int for a float", ["run", *TINY, "--set", "defenses.disrupting.eps=1", "--dry-run"], OK),
     Case("dry run", ["run", "--dry-run"], OK),
+    Case("--output with damaged run.json and plan.json", ["run", *TINY, "--output", "{w}/damaged_bookkeeping"], OK),
     Case("validate a plugin", ["validate", "jpeg"], OK),
     Case("ls", ["ls"], OK),
     Case("download", ["download"], OK),

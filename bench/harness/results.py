@@ -25,6 +25,16 @@ from bench.harness.plan import LEAKAGE, NONE, PREVIEW_FACES, STANDARD, Plan, uni
 CELLS, PLAN, RUN = "cells.jsonl", "plan.json", "run.json"
 
 
+def read_object(path: Path) -> dict | None:
+    """The JSON object in `path`, or None where it is missing, damaged or not an object
+    (a run folder's bookkeeping: then the run is treated as unfinished)."""
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
 class RowLog:
     def __init__(self, folder: Path | None):
         self.folder = Path(folder) if folder is not None else None
@@ -35,16 +45,10 @@ class RowLog:
         return self.folder / CELLS
 
     def recorded_plan(self) -> dict | None:
-        try:
-            return json.loads((self.folder / PLAN).read_text())
-        except (OSError, json.JSONDecodeError):
-            return None
+        return read_object(self.folder / PLAN)
 
     def finished_plan(self) -> str | None:
-        try:
-            return json.loads((self.folder / RUN).read_text()).get("finished_plan")
-        except (OSError, json.JSONDecodeError):
-            return None
+        return (read_object(self.folder / RUN) or {}).get("finished_plan")
 
     def unfinished_run_of(self, plan: Plan) -> bool:
         recorded = self.recorded_plan()
@@ -116,6 +120,8 @@ class RowLog:
 
 # --- reading a run folder ---------------------------------------------------------------
 COSTS = ["train_seconds", "trainable_params"]  # what a trainable bypass's fit cost
+ROW_KEYS = ("generator", "defense", "bypass", "scenario", "metric", "value")  # what every row has
+META_KEYS = ("config", "data", "harness_version", "seed", "git")  # what reports and boards read of run.json
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -134,7 +140,12 @@ def read_cells(run_dir: Path) -> pd.DataFrame:
     path = Path(run_dir) / "cells.jsonl"
     if not path.exists():
         raise BenchError(f"no results in {run_dir} (cells.jsonl missing); run `bench run` first")
-    cells = pd.DataFrame(read_jsonl(path))
+    rows = read_jsonl(path)
+    for number, row in enumerate(rows, start=1):
+        missing = [key for key in ROW_KEYS if not isinstance(row, dict) or key not in row]
+        if missing:
+            raise BenchError(f"{path} row {number} is not a result row (it lacks {', '.join(missing)})")
+    cells = pd.DataFrame(rows)
     return cells[~cells.metric.isin(COSTS)].reset_index(drop=True) if not cells.empty else cells
 
 
@@ -160,9 +171,13 @@ def read_meta(run_dir: Path) -> dict | None:
     if not path.exists():
         return None
     try:
-        return json.loads(path.read_text())
+        meta = json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise BenchError(f"{path} is not JSON ({err})") from None
+    missing = [key for key in META_KEYS if not isinstance(meta, dict) or key not in meta]
+    if missing:
+        raise BenchError(f"{path} is not a run's run.json (it lacks {', '.join(missing)})")
+    return meta
 
 
 CELL_KEY = ["generator", "defense", "bypass", "scenario", "metric", "target", "reference"]
