@@ -33,6 +33,7 @@ def cmd_ls(args) -> int:
 def cmd_train_generator(args) -> int:
     import dataclasses
 
+    from bench.contract.io import writable_folder
     from bench.contract.params import build_params
     from bench.contract.registry import registry
     from bench.harness.config import parse_overrides
@@ -44,7 +45,7 @@ def cmd_train_generator(args) -> int:
         raise BenchError(f"generator {args.name!r} has no training recipe")
     params = build_params(cls.TrainParams, parse_overrides(args.set), f"{args.name} training")
     faceset = load_faceset(args.data, args.dataset, params.resolution)
-    out_dir = Path(args.out or f"runs/train-{args.name}-{params.resolution}")
+    out_dir = writable_folder(args.out or f"runs/train-{args.name}-{params.resolution}", "--out")
     command = "bench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     print(f"training {args.name} on {len(faceset)} images from {faceset.root} -> {out_dir}")
     print("settings: " + ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(params).items()))
@@ -56,6 +57,7 @@ def cmd_train_generator(args) -> int:
 def cmd_train_classifier(args) -> int:
     import dataclasses
 
+    from bench.contract.io import writable_folder
     from bench.contract.params import build_params
     from bench.harness.config import parse_overrides
     from bench.toolkit import classifier
@@ -64,7 +66,7 @@ def cmd_train_classifier(args) -> int:
 
     params = build_params(classifier.TrainParams, parse_overrides(args.set), "classifier training")
     faceset = load_faceset(args.data, args.dataset, params.resolution)
-    out_dir = Path(args.out or f"runs/train-classifier-{params.resolution}")
+    out_dir = writable_folder(args.out or f"runs/train-classifier-{params.resolution}", "--out")
     print("settings: " + ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(params).items()))
     classifier.train(params, faceset, out_dir, resolve_device(args.device),
                      export=Path(args.export) if args.export else None,
@@ -115,7 +117,7 @@ def cmd_hisd_references(args) -> int:
 
 
 def cmd_edit_success(args) -> int:
-    from bench.contract.io import atomic_write_text
+    from bench.contract.io import atomic_write_text, writable_folder
     from bench.contract.registry import registry
     from bench.harness.inputs import load_data, load_generator, load_split
     from bench.toolkit.device import resolve_device
@@ -135,7 +137,7 @@ def cmd_edit_success(args) -> int:
             + table.to_markdown(index=False, floatfmt=".3f") + "\n")
     print(text)
     if args.output:
-        out = Path(args.output)
+        out = writable_folder(args.output, "--output")
         atomic_write_text(out / "edit_success.md", text)
         atomic_write_text(out / "edit_success.csv", table.to_csv(index=False, float_format="%.4f"))
         print(f"wrote {out}/edit_success.md and .csv")
@@ -246,11 +248,12 @@ def cmd_protect(args) -> int:
 
 
 def cmd_report(args) -> int:
+    from bench.contract.io import writable_folder
     from bench.harness.report import write_report
 
     runs = [Path(r) for r in args.runs] or [latest_run_dir()]
     if args.output:  # several runs: one report of them all
-        print(write_report(runs, Path(args.output)))
+        print(write_report(runs, writable_folder(args.output, "--output")))
         return 0
     for run_dir in runs:
         print(write_report(run_dir))
@@ -258,6 +261,7 @@ def cmd_report(args) -> int:
 
 
 def cmd_leaderboard(args) -> int:
+    from bench.contract.io import writable_folder
     from bench.harness.leaderboard import (
         ordered_entries,
         read_run,
@@ -267,7 +271,7 @@ def cmd_leaderboard(args) -> int:
     from bench.harness.leaderboard_html import screenshot
 
     runs = [Path(r) for r in args.runs] or [latest_run_dir()]
-    output = Path(args.output) if args.output else runs[0] / "leaderboard"
+    output = writable_folder(args.output or runs[0] / "leaderboard", "--output")
     for where, board in write_leaderboards([read_run(r) for r in runs], output):
         print(summary_line(where, board))
         if args.screenshot:
@@ -279,21 +283,24 @@ def cmd_leaderboard(args) -> int:
 
 
 def cmd_perf(args) -> int:
+    from bench.contract.io import writable_folder
     from bench.harness.perf import measure, tables, write
     from bench.toolkit.device import resolve_device
 
     config = resolved_config(args)
+    output = writable_folder(args.output, "--output")
     matrix = None if args.no_matrix else {"defenses": args.defenses, "bypasses": args.bypass,
                                           "generators": args.generators}
     device = resolve_device(config["device"])
     matmul_size = args.matmul_size or (8192 if device.type == "cuda" else 2048)
     result = measure(config, args.generators, device, args.batch, args.repeats, matmul_size, matrix, args.scale)
     print(tables(result))
-    print(f"wrote {write(result, Path(args.output))}")
+    print(f"wrote {write(result, output)}")
     return 0
 
 
 def cmd_grid(args) -> int:
+    from bench.contract.io import writable_folder
     from bench.contract.registry import registry
     from bench.harness.inputs import load_data, load_generator, load_split
     from bench.toolkit.device import resolve_device
@@ -301,7 +308,7 @@ def cmd_grid(args) -> int:
     from bench.toolkit.generation import batched_generate
 
     config = resolved_config(args)
-    out = Path(args.output)
+    out = writable_folder(args.output, "--output")
     device = resolve_device(config["device"])
     faces = load_split(config, load_data(config, announce=True), "eval", args.faces)
     for name in registry("generators").resolve(args.generators):
