@@ -15,6 +15,7 @@ import torch
 from torch.nn import functional as F
 
 from bench.contract import DEFAULT_EPS, Defense
+from bench.contract.params import Budget, Count, Positive
 
 
 class RFGSM(Defense):
@@ -27,9 +28,9 @@ class RFGSM(Defense):
 
     @dataclass
     class Params:
-        eps: float = DEFAULT_EPS  # L-inf budget on [-1, 1]: the protocol's
-        alpha: float = 0.025  # size of the random step
-        batch_size: int = 32
+        eps: Budget = DEFAULT_EPS  # L-inf budget on [-1, 1]: the protocol's
+        alpha: Positive = 0.025  # size of the random step
+        batch_size: Count = 32
 
     def protect(self, x: torch.Tensor, generator, conditions: torch.Tensor, seed: int) -> torch.Tensor:
         """x (N, 3, H, W) and conditions (T, N, ...) on the CPU -> (T, N, 3, H, W) on the CPU."""
