@@ -62,7 +62,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.contract.errors import ConfigError, WeightsError
-from bench.contract.params import AdamBeta, Count, NonNegative, NonNegativeInt, Positive
+from bench.contract.params import AdamBeta, Count, NonNegative, NonNegativeInt, Positive, Seed
 from bench.contract.plugins import Bypass, weights_root
 from bench.toolkit.finetune import FinetuneLoop, count_trainable, step_seed
 
@@ -207,7 +207,7 @@ class ComDefend(Bypass):
         weights: Literal[WEIGHT_SOURCES] = "train"
         official_dir: str = ""        # folder of the official files; "" = $BENCH_WEIGHTS/comdefend
         code_noise: NonNegative = 1.0       # std of the code noise when purifying (official test value)
-        noise_seed: NonNegativeInt = 0      # seeds that noise at every purify call
+        noise_seed: Seed = 0      # seeds that noise at every purify call
         train_code_noise: NonNegative = 20.0  # std of the code noise while training (official)
         code_weight: NonNegative = 1e-4     # weight of mean(code^2) in the training loss (official)
         epochs: Count = 16

@@ -61,7 +61,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.contract.errors import ConfigError
-from bench.contract.params import Count, Fraction, NonNegative, NonNegativeInt, Positive
+from bench.contract.params import Count, Fraction, NonNegative, Positive, Seed
 from bench.contract.plugins import Bypass
 from bench.toolkit.features import FeatureTap
 from bench.toolkit.finetune import (
@@ -159,7 +159,7 @@ class RI(Bypass):
         blocks: Count = 16
         channels: Count = 64
         pad_fraction: Fraction = 0.035  # Xie et al.: 0.107 (see the module docstring)
-        seed: NonNegativeInt = 0  # of the randomisation layer's draws when purifying
+        seed: Seed = 0  # of the randomisation layer's draws when purifying
         feature_loss: Literal[FEATURE_LOSSES] = "generator_features"
         feature_weight: NonNegative = 0.1
 

@@ -43,6 +43,7 @@ from bench.contract.params import (
     NonNegativeInt,
     Positive,
     Resolution,
+    Seed,
     build_params,
 )
 from bench.contract.plugins import Generator
@@ -222,7 +223,7 @@ class AttGAN(Generator):
         decay_fraction: Fraction = 0.25  # lr / 10 for the last part (official: the last 100 of 200 epochs)
         train_start: NonNegativeInt = 0
         train_stop: Count = 27000
-        seed: NonNegativeInt = 1234
+        seed: Seed = 1234
         checkpoint_every: Count = 500
 
     @classmethod

@@ -51,6 +51,7 @@ from bench.contract.params import (
     NonNegativeInt,
     Positive,
     Resolution,
+    Seed,
     build_params,
 )
 from bench.contract.plugins import Generator
@@ -432,7 +433,7 @@ class HiSD(Generator):
         clip_grad: Positive = 100.0
         train_start: NonNegativeInt = 0
         train_stop: Count = 27000
-        seed: NonNegativeInt = 1234
+        seed: Seed = 1234
         checkpoint_every: Count = 500
 
     @classmethod

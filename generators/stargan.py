@@ -31,6 +31,7 @@ from bench.contract.params import (
     NonNegativeInt,
     Positive,
     Resolution,
+    Seed,
     build_params,
 )
 from bench.contract.plugins import Generator
@@ -159,7 +160,7 @@ class StarGAN(Generator):
         decay_fraction: Fraction = 0.5  # linear lr decay over the last half (official: 100k of 200k)
         train_start: NonNegativeInt = 0
         train_stop: Count = 27000
-        seed: NonNegativeInt = 1234
+        seed: Seed = 1234
         checkpoint_every: Count = 500
 
     @classmethod

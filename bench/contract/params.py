@@ -37,6 +37,7 @@ Budget = Annotated[float, Interval(gt=0, le=2)]     # an L-inf budget on [-1, 1]
 JpegQuality = Annotated[int, Interval(ge=1, le=100)]
 AdamBeta = Annotated[float, Interval(ge=0, lt=1)]
 Resolution = Annotated[int, Ge(16), MultipleOf(16)]  # the JPEG codecs work on 16 px blocks
+Seed = Annotated[int, Interval(ge=0, lt=2**31)]  # seeds derived from it (seed + 1, seed * 1_000_003 + step) stay in range
 
 STRICT = pydantic.ConfigDict(strict=True)
 

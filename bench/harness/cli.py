@@ -151,8 +151,8 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"bench: error: {message} (see `{self.prog} --help`)\n")
 
 
-def at_least(minimum: int):
-    """An argparse type: an integer no smaller than `minimum`."""
+def at_least(minimum: int, below: int | None = None):
+    """An argparse type: an integer no smaller than `minimum` (and smaller than `below`)."""
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -160,6 +160,8 @@ def at_least(minimum: int):
             raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
         if value < minimum:
             raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        if below is not None and value >= below:
+            raise argparse.ArgumentTypeError(f"must be below {below}, got {value}")
         return value
     return parse
 
@@ -175,6 +177,7 @@ def positive(text: str) -> float:
     return value
 
 
+SEED_LIMIT = 2**31  # bench.contract.params.Seed (not imported: --help stays fast)
 RESULTS = Path("bench-results")
 
 
@@ -384,7 +387,7 @@ def add_data_options(p: argparse.ArgumentParser, data: bool = True) -> None:
     if data:
         p.add_argument("--data", help="data folder (default: the profile's)")
         p.add_argument("--dataset", choices=DATASET_KINDS, help="layout of --data (default celebahq)")
-    p.add_argument("--seed", type=at_least(0))
+    p.add_argument("--seed", type=at_least(0, below=SEED_LIMIT))
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, ...")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a setting, e.g. bypasses.lora.rank=16 or splits.eval=[0,100]")
@@ -508,7 +511,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-labels", action="store_true", help="write the faces without attribute labels")
     p.add_argument("--out", default="bench/demo")
     p.add_argument("--count", type=at_least(1), default=320)
-    p.add_argument("--seed", type=at_least(0), default=0)
+    p.add_argument("--seed", type=at_least(0, below=SEED_LIMIT), default=0)
     p.add_argument("--candidates-factor", type=at_least(1), default=2,
                    help="sample this many times --count and keep the most confidently labelled")
     p.set_defaults(func=cmd_make_demo_faces)

@@ -25,7 +25,7 @@ from annotated_types import Len, MinLen
 from pydantic import AfterValidator
 
 from bench.contract.errors import ConfigError
-from bench.contract.params import Budget, Count, NonNegative, NonNegativeInt, Resolution, check_value
+from bench.contract.params import Budget, Count, NonNegative, NonNegativeInt, Resolution, Seed, check_value
 from bench.contract.plugins import DEFAULT_EPS
 from bench.contract.registry import registry
 from bench.harness.config import merge
@@ -210,7 +210,7 @@ SETTINGS: dict[str, Any] = {
     "resolution": Resolution,
     "device": str,
     "amp": bool,
-    "seed": NonNegativeInt,
+    "seed": Seed,
     "protocol.eps": Budget,
     "protocol.tolerance": NonNegative,
     "data.path": str | None,

@@ -18,7 +18,7 @@ from torch import nn
 
 from bench.contract.errors import WeightsError
 from bench.contract.io import file_sha256, load_tensors, save_tensors
-from bench.contract.params import Count, NonNegative, NonNegativeInt, Positive, Resolution
+from bench.contract.params import Count, NonNegative, NonNegativeInt, Positive, Resolution, Seed
 
 # The attributes any shipped generator conditions on (AttGAN's 13 include StarGAN's and
 # HiSD's), so the classifier can also label the demo faces for every generator.
@@ -109,7 +109,7 @@ class TrainParams:
     train_stop: Count = 27000
     test_start: NonNegativeInt = 29000  # held-out faces for the reported accuracy
     test_stop: Count = 30000
-    seed: NonNegativeInt = 1234
+    seed: Seed = 1234
     checkpoint_every: Count = 500
 
 

@@ -24,7 +24,7 @@ from torch import nn
 
 from bench.contract.errors import BenchError, ConfigError, DataError, WeightsError
 from bench.contract.io import file_sha256, load_tensors, save_tensors
-from bench.contract.params import AdamBeta, Count, Fraction, NonNegativeInt, Positive, Resolution
+from bench.contract.params import AdamBeta, Count, Fraction, NonNegativeInt, Positive, Resolution, Seed
 
 MODEL = "demo_face_generator"
 ATTRIBUTE_FILE = "list_attr_demo.txt"
@@ -184,7 +184,7 @@ class TrainParams:
     bn_samples: Count = 1024  # samples that re-estimate G's BatchNorm statistics for previews and export
     train_start: NonNegativeInt = 0
     train_stop: Count = 27000
-    seed: NonNegativeInt = 1234
+    seed: Seed = 1234
     checkpoint_every: Count = 250
 
 
