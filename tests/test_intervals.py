@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from bench.harness import intervals
-from bench.harness.report import defense_summary, emit, images_note, table1, bounds_of
+from bench.harness.report import bounds_of, defense_summary, emit, images_note, table1
 from tests.test_leaderboard import row, synthetic_rows, write_run
 
 

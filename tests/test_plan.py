@@ -67,13 +67,21 @@ def test_the_plan_holds_shared_steps_once_and_leakage_as_cells(tmp_path, tiny_st
     assert "cell" in printed and "estimated time left" in printed and not (tmp_path / "out").exists()
 
 
-def test_a_run_resumes_where_it_stopped_and_ends_with_the_same_rows(tmp_path, tiny_stargan_file):
+def test_a_run_resumes_where_it_stopped_and_ends_with_the_same_rows(tmp_path, tiny_stargan_file, capsys):
     assert main(ci_args(tmp_path, tiny_stargan_file, tmp_path / "whole")) == 0
     whole = rows_of(tmp_path / "whole")
     meta = json.loads((tmp_path / "whole" / "run.json").read_text())
     assert meta["plan"]["steps"]["ran"]["cell"] == 13 and not meta["plan"]["steps"]["from_cache"]
     costs = [json.loads(line) for line in (tmp_path / "whole" / "costs.jsonl").read_text().splitlines()]
     assert {c["kind"] for c in costs} == {"bypass_fit", "defense_fit"}
+
+    # the same command again on the finished folder: nothing runs, and run.json (what ran,
+    # how long it took) is kept rather than replaced by an empty run's
+    finished = (tmp_path / "whole" / "run.json").read_text()
+    assert main(ci_args(tmp_path, tiny_stargan_file, tmp_path / "whole")) == 0
+    assert "finished: nothing to do" in capsys.readouterr().out
+    assert (tmp_path / "whole" / "run.json").read_text() == finished
+    assert rows_of(tmp_path / "whole") == whole
 
     # an interrupted run of the same plan: a few cells written, the last one cut short
     out = tmp_path / "cut"

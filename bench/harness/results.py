@@ -50,6 +50,11 @@ class RowLog:
     def finished_plan(self) -> str | None:
         return (read_object(self.folder / RUN) or {}).get("finished_plan")
 
+    def finished(self, plan: Plan) -> bool:
+        """The folder holds `plan`'s run, finished: its run.json and every unit's rows."""
+        return (self.finished_plan() == plan.identity()
+                and self.peek(plan) == {unit.name() for unit in plan.units})
+
     def unfinished_run_of(self, plan: Plan) -> bool:
         recorded = self.recorded_plan()
         return bool(recorded) and recorded.get("id") == plan.identity() and self.finished_plan() != plan.identity()

@@ -68,6 +68,9 @@ def run(config: dict, output_dir: Path, plan: Plan, skipped: dict, command: str 
         raise ConfigError("--no-cache keeps values in a temporary folder of this machine, which a cluster's "
                           "workers cannot share; give the cluster a shared cache folder instead")
     log = RowLog(output_dir)
+    if not fresh and log.finished(plan):  # its run.json (what ran, and how long) stays as it is
+        print(f"{output_dir} holds this run, finished: nothing to do (--fresh runs it again)")
+        return output_dir
     done = log.resume(plan, trust=not temporary, fresh=fresh)
     if done:
         print(f"resuming {output_dir}: the rows of {len(done)} of {len(plan.units)} cells and budgets are there")
