@@ -72,6 +72,9 @@ def test_a_run_resumes_where_it_stopped_and_ends_with_the_same_rows(tmp_path, ti
     whole = rows_of(tmp_path / "whole")
     meta = json.loads((tmp_path / "whole" / "run.json").read_text())
     assert meta["plan"]["steps"]["ran"]["cell"] == 13 and not meta["plan"]["steps"]["from_cache"]
+    fits = {(f["defense"], f["scenario"], f["against"]) for f in meta["defense_fits"]}
+    assert fits == {("cmua", "standard", None), ("cmua", "leakage", "jpeg"), ("cmua", "leakage", "lora")}
+    assert "leakage (lora)" in (tmp_path / "whole" / "defense_fits.csv").read_text()
     costs = [json.loads(line) for line in (tmp_path / "whole" / "costs.jsonl").read_text().splitlines()]
     assert {c["kind"] for c in costs} == {"bypass_fit", "defense_fit"}
 

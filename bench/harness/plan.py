@@ -298,7 +298,7 @@ class Planner:
         parts = {"step": "defense_fit", "defense": defense.identity(), "images": split.identity,
                  "generators": [identity for _, identity, _ in targets], "seed": self.config["seed"],
                  "conditions": conditions, **self.precision}
-        task = {"defense": d, "scope": scope, "scenario": LEAKAGE if leaked else STANDARD,
+        task = {"defense": d, "scope": scope, "scenario": LEAKAGE if leaked else STANDARD, "against": leaked,
                 "targets": [{"generator": n, "pipeline": ref} for n, (ref, _, _) in zip(fitted_on, targets)]}
         where = f" against {leaked}" if leaked else ""
         return self.add("defense_fit", parts, task, [fit for _, _, fit in targets],

@@ -333,9 +333,11 @@ def training_table(costs: pd.DataFrame) -> pd.DataFrame:
 
 
 def defense_fit_table(meta: dict) -> pd.DataFrame:
-    """What each learned or universal defense was fitted against, and what it cost."""
+    """What each learned or universal defense was fitted against (in the leakage scenario:
+    the generators behind which bypass), and what it cost."""
     fits = meta.get("defense_fits") or []
     rows = [{"defense": f["defense"], "scope": f["scope"], "generators": ", ".join(f["generators"]) or "-",
+             "scenario": f.get("scenario", "standard") + (f" ({f['against']})" if f.get("against") else ""),
              "fit_seconds": f.get("fit_seconds"), "from cache": f.get("cache_hit")} for f in fits]
     return pd.DataFrame(rows).set_index("defense") if rows else pd.DataFrame()
 

@@ -170,7 +170,7 @@ def defense_fit_record(step, info: dict, receipt: Receipt | None) -> dict:
             "fit_seconds": round(seconds, 2) if seconds is not None else None,
             "cache_hit": receipt.cache_hit if receipt else True, "defense": step.task["defense"],
             "scope": step.task["scope"], "generators": [t["generator"] for t in step.task["targets"]],
-            "scenario": step.task["scenario"]}
+            "scenario": step.task["scenario"], "against": step.task.get("against")}
 
 
 def step_summary(plan: Plan, receipts: dict) -> dict:
