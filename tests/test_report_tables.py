@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
@@ -232,3 +234,20 @@ def test_fit_costs_come_from_costs_jsonl_or_from_the_rows_of_older_runs(tmp_path
         costs = read_costs(folder).set_index("metric").value
         assert costs["train_seconds"] == 50.0 and costs["trainable_params"] == 3e5
         assert len(read_cells(folder)) == len(rows)
+
+
+COMMITTED = Path(__file__).resolve().parent.parent / "results"
+
+
+@pytest.mark.parametrize("result", sorted(str(p.parent.relative_to(COMMITTED)) for p in COMMITTED.glob("**/runs")))
+def test_the_committed_reference_tables_rebuild_from_their_rows(result, tmp_path):
+    """Each committed result made by `results/make.sh` (its runs' rows in `runs/`) holds
+    the tables `bench report` makes from those rows."""
+    from bench.harness.report import write_report
+
+    folder = COMMITTED / result
+    write_report(sorted((folder / "runs").iterdir()), tmp_path)
+    committed = sorted(p.name for p in folder.glob("*.csv"))
+    assert committed and committed == sorted(p.name for p in tmp_path.glob("*.csv"))
+    for name in committed:
+        assert (tmp_path / name).read_text() == (folder / name).read_text(), name
