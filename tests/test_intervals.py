@@ -69,6 +69,30 @@ def test_rows_without_per_image_values_print_without_intervals(tmp_path):
     assert "±" not in text and "No intervals" in text
 
 
+def test_the_quality_tables_give_their_pair_metrics_intervals(tmp_path):
+    from bench.harness.report import defensive_table, table2
+
+    spread = [0.8] * 16 + [1.0] * 16
+    rows = [{**row("stargan", "none", "lora", "standard", "ssim", 0.9, n=160), "per_image": spread},
+            row("stargan", "none", "lora", "standard", "fid", 40.0, n=160)]
+    for d, shift in (("none", 0.0), ("a", -0.1), ("b", -0.3)):
+        for metric, reference in (("ssim", "marked"), ("l2", "outside_mark")):
+            per_image = [v + shift for v in spread] if metric == "ssim" else [0.01 - shift / 10] * 32
+            rows.append({**row("stargan", d, "lora_warning", "standard", metric, float(np.mean(per_image)), n=160),
+                         "reference": reference, "per_image": per_image})
+    cells = pd.DataFrame(rows)
+    text = emit(tmp_path, "table2", table2(cells, ["lora"]), "Table II", bounds=bounds_of(table2, cells, ["lora"]))
+    assert "0.900 ± 0.0" in text and "40.000 ±" not in text  # FID: a set metric, no interval over images
+    low, high = bounds_of(defensive_table, cells, ["lora_warning"])
+    table = defensive_table(cells, ["lora_warning"])
+    ssim = ("stargan", "lora_warning", "SSIM to marked fake")
+    assert table.loc[ssim, "benign"] == pytest.approx(0.9) and table.loc[ssim, "protected (worst)"] == pytest.approx(0.6)
+    assert table.loc[ssim, "protected (mean)"] == pytest.approx(0.7)
+    assert low.loc[ssim, "protected (worst)"] < 0.6 < high.loc[ssim, "protected (worst)"]
+    l2 = ("stargan", "lora_warning", "L2 to fake, outside mark")
+    assert table.loc[l2, "protected (worst)"] == pytest.approx(0.04)  # the largest L2 is the worst
+
+
 def with_images(rows, spread):
     """Give every DSR row 32 per-image values `spread` above and below its value, in a
     pattern of its own per defense (so that two defenses' values are not paired alike)."""

@@ -51,7 +51,7 @@ def scored(cells: pd.DataFrame, scenario: str = "standard", reference: str = "or
 
 
 FIELDS = ("value", "low", "high")  # what a table shows: the estimate or an end of its 95% interval
-STATISTICS = {"mean": np.mean, "max": np.max}
+STATISTICS = {"mean": np.mean, "max": np.max, "min": np.min}
 
 
 def estimates(df: pd.DataFrame, keys: list[str], how: str = "first") -> pd.DataFrame:
@@ -160,27 +160,28 @@ def averaged_over_defenses(cells: pd.DataFrame, bypasses: list[str], scenario: s
     return table
 
 
-def defensive_table(cells: pd.DataFrame, bypasses: list[str]) -> pd.DataFrame:
+def defensive_table(cells: pd.DataFrame, bypasses: list[str], field: str = "value") -> pd.DataFrame:
     """Defensive patches: SSIM and L2 of the outputs to the marked fake and the mark's
     recovery inside its region (is the mark there?), and, with the mark region taken
     from the original fake, SSIM and L2 to the original fake (is the rest unchanged?);
-    on clean inputs and averaged over protected ones."""
+    on clean inputs, averaged over protected ones and the worst protected one."""
+    check_field(field)
     rows = []
     for reference in ("marked", "outside_mark"):
         df = scored(cells, reference=reference, bypasses=bypasses, metrics=["l2", "ssim", "mark_recovery"])
         for (generator, bypass, metric), group in df.groupby(["generator", "bypass", "metric"], sort=False):
-            clean = group[group.defense == "none"]["value"]
-            protected = group[group.defense != "none"]["value"]
+            clean, protected = group[group.defense == "none"], group[group.defense != "none"]
             label = ("mark recovery, inside mark" if metric == "mark_recovery" else
                      f"{metric.upper()} to {'marked fake' if reference == 'marked' else 'fake, outside mark'}")
+            worst = "max" if metric == "l2" else "min"
+            statistics = {"benign": (clean, "mean"), "protected (mean)": (protected, "mean"),
+                          "protected (worst)": (protected, worst)}
             rows.append({"generator": generator, "bypass": bypass, "metric": label,
-                         "benign": clean.mean() if len(clean) else None,
-                         "protected (mean)": protected.mean() if len(protected) else None,
-                         "protected (worst)": (protected.max() if metric == "l2" else protected.min())
-                         if len(protected) else None})
+                         **{name: estimates(part, ["metric"], how)[field].iloc[0] if len(part) else None
+                            for name, (part, how) in statistics.items()}})
     if not rows:
         return pd.DataFrame()
-    return pd.DataFrame(rows).set_index(["generator", "bypass", "metric"])
+    return pd.DataFrame(rows).set_index(["generator", "bypass", "metric"]).astype(float)
 
 
 def leakage_comparison(cells: pd.DataFrame, bypasses: list[str] | None = None,
@@ -218,11 +219,15 @@ def metric_header(metric: str) -> str:
     return f"{LABELS.get(metric, metric)}{scale}{ARROWS[bool(higher)]}"
 
 
-def quality_table(df: pd.DataFrame, index: list[str], metrics: list[str], skipped: dict) -> pd.DataFrame:
+def quality_table(df: pd.DataFrame, index: list[str], metrics: list[str], skipped: dict,
+                  field: str = "value") -> pd.DataFrame:
     """Rows `index`; columns (generator, metric with its direction) and (generator, n): the
-    outputs behind each value. Metrics the run skipped print as "n/a"."""
+    outputs behind each value. A value is the mean of its cells (pair metrics with their
+    interval over images: `field`). Metrics the run skipped print as "n/a"."""
+    check_field(field)
     generators = ordered(df.generator, ())
-    table = df.pivot_table(index=index, columns=["generator", "metric"], values="value", aggfunc="mean", sort=False)
+    table = estimates(df, [*index, "generator", "metric"], "mean").pivot_table(
+        index=index, columns=["generator", "metric"], values=field, aggfunc="first", sort=False, dropna=False)
     n = df.pivot_table(index=index, columns="generator", values="n", aggfunc="max", sort=False)
     columns, data = [], {}
     for g in generators:
@@ -232,12 +237,13 @@ def quality_table(df: pd.DataFrame, index: list[str], metrics: list[str], skippe
             data[columns[-1]] = table[(g, m)] * SCALES.get(m, 1) if (g, m) in table else missing
         columns.append((g, "n"))
         data[columns[-1]] = n[g].astype("Int64") if g in n else None
-    out = pd.DataFrame(data, index=table.index)
+    out = pd.DataFrame(data, index=n.index)
     out.columns = pd.MultiIndex.from_tuples(columns)
     return out
 
 
-def table2(cells: pd.DataFrame, bypasses: list[str], skipped: dict | None = None) -> pd.DataFrame:
+def table2(cells: pd.DataFrame, bypasses: list[str], skipped: dict | None = None,
+           field: str = "value") -> pd.DataFrame:
     """Table II: each bypass on clean inputs (its benign outputs) against the original
     generator's outputs on the same images: FID, KID and SSIM to them, BRISQUE of the
     outputs themselves."""
@@ -246,7 +252,7 @@ def table2(cells: pd.DataFrame, bypasses: list[str], skipped: dict | None = None
     df = df[df.defense == "none"]
     if df.empty:
         return pd.DataFrame()
-    table = quality_table(df, ["bypass"], metrics, skipped or {})
+    table = quality_table(df, ["bypass"], metrics, skipped or {}, field)
     return table.reindex([b for b in bypasses if b in table.index])
 
 
@@ -286,7 +292,8 @@ def semantic_metric(cells: pd.DataFrame, skipped: dict) -> tuple[str, str | None
     return "clip_score", None
 
 
-def table5(cells: pd.DataFrame, spec: dict, skipped: dict | None = None) -> tuple[pd.DataFrame, str | None]:
+def table5(cells: pd.DataFrame, spec: dict, skipped: dict | None = None,
+           field: str = "value") -> tuple[pd.DataFrame, str | None]:
     """Table V: the defensive patch without and with MMFA (`spec`: {"without": bypass,
     "with": bypass}), SSIM and CLIP score (or its stand-in) of its benign and adversarial
     outputs to the marked fakes."""
@@ -297,7 +304,7 @@ def table5(cells: pd.DataFrame, spec: dict, skipped: dict | None = None) -> tupl
     if df.empty:
         return pd.DataFrame(), None
     df = with_output(df).assign(MMFA=df.bypass.map(names))
-    table = quality_table(df, ["MMFA", "output"], ["ssim", semantic], skipped)
+    table = quality_table(df, ["MMFA", "output"], ["ssim", semantic], skipped, field)
     order = [(m, o) for m in ("w/o", "w/") for o in ("benign", "adversarial")]
     return table.reindex([k for k in order if k in table.index]), note
 
@@ -549,12 +556,14 @@ def optional_tables(cells: pd.DataFrame, costs: pd.DataFrame, groups: dict, outp
     text = ""
     quality_note = lambda reference: (f"n: outputs per cell. Reference: {reference}. FID is biased upward at "
                                       "small n (KID is not); compare values of the same n only.")
+    pairs_note = " ± (pair metrics): half the width of the 95% bootstrap interval over images, as under Table I."
     t2_bypasses = present(cells, groups.get("table2"))
     t2 = table2(cells, t2_bypasses, skipped) if t2_bypasses else pd.DataFrame()
     if not t2.empty:
         text += "\n" + emit(output, "table2", t2, "Table II: impact of each bypass on benign outputs",
                             note=quality_note("the original generator's outputs on the same clean images "
-                                              "(BRISQUE: the outputs alone)") + na_note(t2, skipped))
+                                              "(BRISQUE: the outputs alone)") + pairs_note + na_note(t2, skipped),
+                            bounds=bounds_of(table2, cells, t2_bypasses, skipped))
     spec = groups.get("table3") or {}
     t3_bypasses = present(cells, spec.get("bypasses"))
     if len(t3_bypasses) > 1:
@@ -574,9 +583,11 @@ def optional_tables(cells: pd.DataFrame, costs: pd.DataFrame, groups: dict, outp
     if present(cells, [t5_spec.get("without"), t5_spec.get("with")]):
         t5, semantic_note = table5(cells, t5_spec, skipped)
         if not t5.empty:
-            note = "Reference: the marked fakes; adversarial: mean over the run's defenses." + na_note(t5, skipped)
+            note = ("Reference: the marked fakes; adversarial: mean over the run's defenses." + pairs_note
+                    + na_note(t5, skipped))
             text += "\n" + emit(output, "table5", t5, "Table V: MMFA loss in defensive LoRA patching",
-                                note=note + (f" {semantic_note}" if semantic_note else ""))
+                                note=note + (f" {semantic_note}" if semantic_note else ""),
+                                bounds=bounds_of(lambda *a, **k: table5(*a, **k)[0], cells, t5_spec, skipped))
     ranks = present(cells, groups.get("table6"))
     if len(ranks) > 1:
         text += "\n" + emit(output, "table6", averaged_over_defenses(cells, ranks),
@@ -595,7 +606,8 @@ def optional_tables(cells: pd.DataFrame, costs: pd.DataFrame, groups: dict, outp
         table = defensive_table(cells, defensive)
         if not table.empty:
             text += "\n" + emit(output, "defensive", table, "Defensive patching: the mark in benign and protected "
-                                                            "outputs")
+                                                            "outputs", bounds=bounds_of(defensive_table, cells,
+                                                                                        defensive))
     gating = present(cells, groups.get("gating"))
     curves = {}
     for g in ordered(cells.generator, ()):
