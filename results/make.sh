@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# Re-makes the committed reference results, one command each:
+#
+#   results/make.sh quick-all               # demo faces: the main job's cells + JPEG, and its leaderboard
+#   results/make.sh quick-celebahq          # held-out CelebA-HQ: Table I with every bypass, the LoRA
+#                                           # ablations and the reference leaderboard
+#   results/make.sh image-quality           # held-out CelebA-HQ: Tables II, IV and V
+#   results/make.sh attgan-lora-1000-faces  # the AttGAN patch fitted on the paper's 1,000 faces
+#   results/make.sh all
+#   results/make.sh tables                  # no run: every table and board again from the committed
+#                                           # rows (after a change to `bench report` or the leaderboard)
+#
+# Runs go to $RUNS (default bench-results/reference/<name>); a finished run there (its
+# run.json written) is reused and an interrupted one resumes, so the command can be run
+# again after a stop. The CelebA-HQ faces are read from $DATA (default
+# ../shared/data/celebahq). Each result keeps its runs' rows and provenance in runs/ (a
+# leaderboard: in run/) and the tables made from them; never a CelebA-HQ face (the demo
+# faces are the project's own: their grids and fitted patches are kept too).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${RUNS:-bench-results/reference}
+DATA=${DATA:-../shared/data/celebahq}
+CELEBAHQ=(--data "$DATA" --dataset celebahq)
+QUALITY_METRICS='metrics=["l2","ssim","dsr"]'
+
+run() {  # run NAME ARGS...: `bench run ARGS` into $RUNS/NAME unless it has finished there
+  local name=$1
+  shift
+  [ -f "$RUNS/$name/run.json" ] || bench run "$@" --output "$RUNS/$name"
+}
+
+keep_rows() {  # keep_rows NAME DEST: a run's rows, fit costs, provenance and report, no images
+  mkdir -p "$2"
+  cp "$RUNS/$1"/{cells.jsonl,costs.jsonl,run.json,report.md} "$2"/
+  cp "$RUNS/$1"/loss_curve_*.json "$2"/ 2>/dev/null || true
+}
+
+fresh() {  # fresh DIR: an empty DIR (what a result folder held is replaced as a whole)
+  rm -rf "$1"
+  mkdir -p "$1"
+}
+
+leaderboard() {  # leaderboard NAME DEST: the board of run NAME in DEST, its rows in DEST/run
+  rm -rf "$2/run"
+  keep_rows "$1" "$2/run"
+  board "$2"
+}
+
+report() {  # report DEST NAME...: the tables of runs NAME..., from their rows kept in DEST/runs
+  local dest=$1
+  shift
+  rm -rf "$dest/runs"
+  for name in "$@"; do keep_rows "$name" "$dest/runs/$name"; done
+  tables "$dest"
+}
+
+tables() {  # tables DEST: DEST's tables from the rows in DEST/runs (read in name order)
+  local dest=$1
+  rm -f "$dest"/*.csv "$dest"/*.tex "$dest"/report.md "$dest"/fig5_*.png "$dest"/fig8_*.png  # a report's files
+  bench report "$dest"/runs/* --output "$dest"
+  rm -rf "$dest/leaderboard"  # these runs' own board; the reference boards come from complete runs
+}
+
+board() {  # board DEST: DEST's leaderboard from the rows in DEST/run
+  find "$1" -mindepth 1 -maxdepth 1 ! -name run -exec rm -rf {} +
+  bench leaderboard "$1/run" --output "$1" --screenshot
+}
+
+quick_all() {
+  run quick-all --defenses all --bypass none,jpeg,lora --generators all
+  run quick-all-lb --defenses all --bypass none,jpeg,lora --set "$QUALITY_METRICS" \
+    --set leakage.defenses=all --set leakage.bypasses=lora
+  fresh results/quick-all
+  report results/quick-all quick-all
+  cp "$RUNS/quick-all"/{examples,fig6,fig7}_*.png results/quick-all/ 2>/dev/null || true  # demo faces' grids
+  cp -r "$RUNS/quick-all/fitted" results/quick-all/
+  leaderboard quick-all-lb results/quick-all/leaderboard
+}
+
+quick_celebahq() {
+  run run-a --defenses all --bypass none,jpeg,comdefend,ri,lora,gat,magat --generators all "${CELEBAHQ[@]}"
+  run run-b1 --defenses all --bypass lora_r4,lora_r16,lora_r32,lora_ungated,lora_warning --generators attgan \
+    "${CELEBAHQ[@]}"
+  run run-b2 --defenses all --bypass lora_r4,lora_r16,lora_r32,lora_ungated --generators stargan "${CELEBAHQ[@]}"
+  run run-b3 --defenses all --bypass lora_r4,lora_r16,lora_r32,lora_ungated --generators hisd "${CELEBAHQ[@]}"
+  run run-f --defenses all --bypass none,jpeg,comdefend,ri,lora --generators all "${CELEBAHQ[@]}" \
+    --set "$QUALITY_METRICS" --set leakage.defenses=all --set leakage.bypasses=lora
+  report results/quick-celebahq run-a run-b1 run-b2 run-b3
+  leaderboard run-f results/quick-celebahq/leaderboard
+}
+
+image_quality() {
+  run run-c --defenses disrupting --bypass none,jpeg,comdefend,ri,lora --generators all "${CELEBAHQ[@]}"
+  run run-d --defenses disrupting --bypass none,lora_warning,lora_warning_pixel --generators attgan \
+    "${CELEBAHQ[@]}" --set 'scenarios=["standard"]'
+  run run-e --defenses disrupting --bypass none,lora_warning,lora_warning_pixel --generators hisd \
+    "${CELEBAHQ[@]}" --set 'scenarios=["standard"]'
+  report results/quick-celebahq/image-quality run-c run-d run-e
+}
+
+attgan_lora_1000_faces() {
+  # the paper's recipe: one epoch over 1,000 fine-tuning faces (the quick profile: four over 256)
+  run run-g --defenses all --bypass lora --generators attgan "${CELEBAHQ[@]}" --set finetune_limit=1000 \
+    --set bypasses.lora.epochs=1 --set 'scenarios=["standard"]'
+  report results/quick-celebahq/attgan-lora-1000-faces run-g
+}
+
+[ $# -gt 0 ] || { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+for target in "$@"; do
+  case $target in
+    quick-all) quick_all ;;
+    quick-celebahq) quick_celebahq ;;
+    image-quality) image_quality ;;
+    attgan-lora-1000-faces) attgan_lora_1000_faces ;;
+    all) quick_all; quick_celebahq; image_quality; attgan_lora_1000_faces ;;
+    tables)  # no run: every committed table and board again from the committed rows
+      for rows in results/*/runs results/*/*/runs; do [ ! -d "$rows" ] || tables "$(dirname "$rows")"; done
+      for rows in results/*/leaderboard/run results/*/*/leaderboard/run; do [ ! -d "$rows" ] || board "$(dirname "$rows")"; done ;;
+    *) echo "results/make.sh: unknown result '$target' (quick-all, quick-celebahq, image-quality, attgan-lora-1000-faces, all, tables)" >&2; exit 2 ;;
+  esac
+done
