@@ -89,6 +89,11 @@ def test_the_quality_tables_give_their_pair_metrics_intervals(tmp_path):
     assert table.loc[ssim, "benign"] == pytest.approx(0.9) and table.loc[ssim, "protected (worst)"] == pytest.approx(0.6)
     assert table.loc[ssim, "protected (mean)"] == pytest.approx(0.7)
     assert low.loc[ssim, "protected (worst)"] < 0.6 < high.loc[ssim, "protected (worst)"]
+    rows.append({**row("stargan", "none", "lora_warning", "standard", "mark_recovery", 0.94567, n=160),
+                 "reference": "marked"})  # a metric kept without per-image values
+    text = emit(tmp_path, "defensive", defensive_table(pd.DataFrame(rows), ["lora_warning"]), "Defensive",
+                bounds=bounds_of(defensive_table, pd.DataFrame(rows), ["lora_warning"]))
+    assert "| 0.946 " in text and "0.94567" not in text  # printed as its neighbours, without an interval
     l2 = ("stargan", "lora_warning", "L2 to fake, outside mark")
     assert table.loc[l2, "protected (worst)"] == pytest.approx(0.04)  # the largest L2 is the worst
 

@@ -411,6 +411,8 @@ def plus_minus(table: pd.DataFrame, low: pd.DataFrame, high: pd.DataFrame, digit
             value, lo, hi = table.at[row, column], low.at[row, column], high.at[row, column]
             if pd.notna(value) and pd.notna(lo) and pd.notna(hi):
                 shown.at[row, column] = f"{value:.{digits}f}{intervals.plus_minus(lo, hi, digits)}"
+            elif isinstance(value, float) and pd.notna(value):  # a value without interval beside ones with
+                shown.at[row, column] = f"{value:.{digits}f}"
     return shown
 
 
