@@ -57,8 +57,7 @@ report() {  # report DEST NAME...: the tables of runs NAME..., from their rows k
 tables() {  # tables DEST: DEST's tables from the rows in DEST/runs (read in name order)
   local dest=$1
   rm -f "$dest"/*.csv "$dest"/*.tex "$dest"/report.md "$dest"/fig5_*.png "$dest"/fig8_*.png  # a report's files
-  bench report "$dest"/runs/* --output "$dest"
-  rm -rf "$dest/leaderboard"  # these runs' own board; the reference boards come from complete runs
+  bench report "$dest"/runs/* --output "$dest" --no-leaderboard  # boards: from complete runs, by `leaderboard`
 }
 
 board() {  # board DEST: DEST's leaderboard from the rows in DEST/run

@@ -206,3 +206,14 @@ def test_a_run_without_the_no_bypass_column_still_ranks_its_complete_entries(tmp
     board = build_board([read_run(write_run(tmp_path / "run", rows, {"a": 0.05, "b": 0.05, "c": 0.05}))])
     assert all(column.bypass != "none" for column in board.columns)
     assert all(entry.status == "ranked" for entry in board.entries)
+
+
+def test_a_report_writes_the_runs_board_unless_told_not_to(tmp_path):
+    from bench.harness.cli import main
+
+    run = write_run(tmp_path / "run", synthetic_rows(), {"a": 0.05, "b": 0.05, "c": 0.05})
+    assert main(["report", str(run), "--output", str(tmp_path / "with")]) == 0
+    assert (tmp_path / "with" / "leaderboard" / "board.json").exists()
+    assert main(["report", str(run), "--output", str(tmp_path / "without"), "--no-leaderboard"]) == 0
+    assert (tmp_path / "without" / "table1.csv").exists() and not (tmp_path / "without" / "leaderboard").exists()
+    assert "Leaderboard:" not in (tmp_path / "without" / "report.md").read_text()

@@ -255,11 +255,12 @@ def cmd_report(args) -> int:
     from bench.harness.report import write_report
 
     runs = [Path(r) for r in args.runs] or [latest_run_dir()]
+    board = not args.no_leaderboard
     if args.output:  # several runs: one report of them all
-        print(write_report(runs, writable_folder(args.output, "--output")))
+        print(write_report(runs, writable_folder(args.output, "--output"), leaderboard=board))
         return 0
     for run_dir in runs:
-        print(write_report(run_dir))
+        print(write_report(run_dir, leaderboard=board))
     return 0
 
 
@@ -451,6 +452,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="tables (CSV, Markdown) from one or more run folders")
     p.add_argument("runs", nargs="*", help="run folders (default: the newest under ./bench-results)")
     p.add_argument("--output", help="write one report of all the given runs here (default: each into its folder)")
+    p.add_argument("--no-leaderboard", action="store_true",
+                   help="leave out the runs' leaderboard (written by default to <output>/leaderboard)")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("leaderboard", help="rank defenses by their worst case over every bypass of the runs")

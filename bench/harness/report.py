@@ -434,10 +434,11 @@ def to_markdown(table: pd.DataFrame, title: str) -> str:
     return f"### {title}\n\n" + flat.to_markdown(index=False, floatfmt=".3f", missingval="–") + "\n"
 
 
-def write_report(run_dirs: Path | list[Path], output: Path | None = None) -> str:
+def write_report(run_dirs: Path | list[Path], output: Path | None = None, leaderboard: bool = True) -> str:
     """The report of one run, or of several runs together (e.g. a matrix run in parts
     that share one configuration): their rows are joined, a cell found in several runs
-    is taken from the first; the first run's metadata describes the whole."""
+    is taken from the first; the first run's metadata describes the whole. The runs'
+    leaderboard goes to `output`/leaderboard unless `leaderboard` is False."""
     run_dirs = [Path(d) for d in (run_dirs if isinstance(run_dirs, list) else [run_dirs])]
     frames = [read_cells(d) for d in run_dirs]
     cells = first_of_each_cell(pd.concat(frames, ignore_index=True))
@@ -476,7 +477,7 @@ def write_report(run_dirs: Path | list[Path], output: Path | None = None) -> str
             text += "\n" + emit(output, "defense_fits", fits, "Fitted defenses (fit_seconds: the run that fitted them)",
                                 "%.2f")
         text += metric_notes(metas, skipped)
-        text += leaderboard_note(run_dirs, frames, found, output)
+        text += leaderboard_note(run_dirs, frames, found, output) if leaderboard else ""
         peak = meta.get("peak_memory", {}).get("host_rss_mb")
         text += (f"\nprofile {meta['config']['profile']}, seed {meta['seed']}, "
                  f"{meta['data']['eval']['n']} evaluation images ({meta['data']['eval']['name']}), "
