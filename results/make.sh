@@ -23,6 +23,9 @@ DATA=${DATA:-../shared/data/celebahq}
 CELEBAHQ=(--data "$DATA" --dataset celebahq)
 QUALITY_METRICS='metrics=["l2","ssim","dsr"]'
 
+# `bench run` itself does nothing on a finished run of the same plan; a finished run.json is
+# checked here as well so that runs made by an earlier version (another plan id: other
+# cache keys, the same numbers) are reused rather than refused
 run() {  # run NAME ARGS...: `bench run ARGS` into $RUNS/NAME unless it has finished there
   local name=$1
   shift
@@ -33,11 +36,6 @@ keep_rows() {  # keep_rows NAME DEST: a run's rows, fit costs, provenance and re
   mkdir -p "$2"
   cp "$RUNS/$1"/{cells.jsonl,costs.jsonl,run.json,report.md} "$2"/
   cp "$RUNS/$1"/loss_curve_*.json "$2"/ 2>/dev/null || true
-}
-
-fresh() {  # fresh DIR: an empty DIR (what a result folder held is replaced as a whole)
-  rm -rf "$1"
-  mkdir -p "$1"
 }
 
 leaderboard() {  # leaderboard NAME DEST: the board of run NAME in DEST, its rows in DEST/run
@@ -69,7 +67,7 @@ quick_all() {
   run quick-all --defenses all --bypass none,jpeg,lora --generators all
   run quick-all-lb --defenses all --bypass none,jpeg,lora --set "$QUALITY_METRICS" \
     --set leakage.defenses=all --set leakage.bypasses=lora
-  fresh results/quick-all
+  rm -rf results/quick-all  # replaced as a whole: grids and fitted patches too
   report results/quick-all quick-all
   cp "$RUNS/quick-all"/{examples,fig6,fig7}_*.png results/quick-all/ 2>/dev/null || true  # demo faces' grids
   cp -r "$RUNS/quick-all/fitted" results/quick-all/
