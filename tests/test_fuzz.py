@@ -312,7 +312,8 @@ def test_ctrl_c_ends_a_run_with_one_line_and_the_rerun_resumes(tmp_path):
     out = tmp_path / "run"
     command = [sys.executable, "-m", "bench", "run", "--profile", "ci", "--generators", "stargan,attgan",
                "--defenses", "disrupting,dfrap", "--bypass", "none,jpeg", "--output", str(out)]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # its own cache: a run another test left cached would finish before the interrupt
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "BENCH_CACHE": str(tmp_path / "cache")}
     process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True)
     deadline = time.time() + 120
