@@ -312,10 +312,11 @@ def test_ctrl_c_ends_a_run_with_one_line_and_the_rerun_resumes(tmp_path):
     out = tmp_path / "run"
     command = [sys.executable, "-m", "bench", "run", "--profile", "ci", "--generators", "stargan,attgan",
                "--defenses", "disrupting,dfrap", "--bypass", "none,jpeg", "--output", str(out)]
-    # its own cache: a run another test left cached would finish before the interrupt
     env = {**os.environ, "PYTHONPATH": str(ROOT), "BENCH_CACHE": str(tmp_path / "cache")}
+    # a terminal's default Ctrl-C: Python turns SIGINT into KeyboardInterrupt only when its parent did not
+    # ignore it, and something earlier in the suite may have left the test process ignoring it
     process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
+                               text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while time.time() < deadline and not ((out / "cells.jsonl").exists() and (out / "cells.jsonl").stat().st_size):
         time.sleep(0.2)
