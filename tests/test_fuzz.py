@@ -313,8 +313,8 @@ def test_ctrl_c_ends_a_run_with_one_line_and_the_rerun_resumes(tmp_path):
     command = [sys.executable, "-m", "bench", "run", "--profile", "ci", "--generators", "stargan,attgan",
                "--defenses", "disrupting,dfrap", "--bypass", "none,jpeg", "--output", str(out)]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "BENCH_CACHE": str(tmp_path / "cache")}
-    # a terminal's default Ctrl-C: Python turns SIGINT into KeyboardInterrupt only when its parent did not
-    # ignore it, and something earlier in the suite may have left the test process ignoring it
+    # a terminal's Ctrl-C: a shell starts background jobs with SIGINT ignored (so a suite run with `&`
+    # inherits that), and Python raises KeyboardInterrupt only where SIGINT was not ignored at its start
     process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
