@@ -209,7 +209,6 @@ CASES = [
                                       "--set", "iters=0"]),
     Case("train-demo-faces without --data", ["train-demo-faces"]),
     Case("make-demo-faces --count 0", ["make-demo-faces", "--count", "0"]),
-    Case("hisd-references --resolution 8", ["hisd-references", "--resolution", "8"]),
     Case("protect with an unknown defense", ["protect", "--defense", "nosuch", "{w}/labelled", "{w}/out-p"]),
     Case("protect a missing folder", ["protect", "--profile", "ci", "--defense", "disrupting", "{w}/nowhere",
                                       "{w}/out-p"]),

@@ -1,9 +1,13 @@
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 import generators.hisd as hisd
+import generators.hisd.model as hisd_model
 from bench.contract.errors import WeightsError
 from generators.hisd import HiSD, InstanceNorm
 from tests.conftest import CELEBA_ATTRS, random_state_from_layout, reference_layout
@@ -61,8 +65,8 @@ def test_instance_norm_divides_by_the_unbiased_std():
 
 def test_adain_parameters_are_bias_first_then_weight_plus_one(monkeypatch):
     seen = []
-    real = hisd.adain
-    monkeypatch.setattr(hisd, "adain", lambda x, w, b: seen.append((w, b)) or real(x, w, b))
+    real = hisd_model.adain
+    monkeypatch.setattr(hisd_model, "adain", lambda x, w, b: seen.append((w, b)) or real(x, w, b))
     block = hisd.MiddleBlock(2, 3)
     params = torch.arange(block.num_adain_params, dtype=torch.float32).view(1, -1)
     block(torch.randn(1, 2, 4, 4), params)
@@ -165,7 +169,22 @@ def test_references_are_the_faces_the_classifier_is_surest_about(tmp_path):
     refs = hisd.pick_references(images, Labeller())
     assert refs[:, 0, 0, 0].tolist() == [0.25, 0.5, 0.75]  # faces 1, 2, 3: black, blond, brown
     hisd.save_reference_strip(refs, tmp_path / "refs.png")
-    assert hisd._read_reference_strip(tmp_path / "refs.png", 3).shape == (3, 3, 8, 8)
+    assert hisd_model._read_reference_strip(tmp_path / "refs.png", 3).shape == (3, 3, 8, 8)
+
+
+@pytest.mark.parametrize("argv,says", [
+    (["--resolution", "8"], "argument --resolution: must be at least 16, got 8"),
+    (["--classifier", "nowhere.safetensors"], "attribute classifier weights not found at nowhere.safetensors"),
+])
+def test_the_reference_command_ends_a_bad_input_with_one_error_line(argv, says, tmp_path):
+    from generators.hisd import references
+
+    done = subprocess.run([sys.executable, "-m", "generators.hisd.references", *argv, "--out",
+                           str(tmp_path / "refs.png")], capture_output=True, text=True)
+    errors = [line for line in done.stderr.splitlines() if line.startswith(f"{references.PROG}: error:")]
+    assert done.returncode == 2 and "Traceback" not in done.stderr and "Warning" not in done.stderr
+    assert len(errors) == 1 and says in errors[0], done.stderr
+    assert not (tmp_path / "refs.png").exists()
 
 
 def test_the_output_and_gradient_do_not_depend_on_the_input_memory_format():

@@ -104,18 +104,6 @@ def cmd_make_demo_faces(args) -> int:
     return 0
 
 
-def cmd_hisd_references(args) -> int:
-    from bench.toolkit.classifier import AttributeClassifier
-    from bench.toolkit.data import load_faceset
-    from generators.hisd import pick_references, save_reference_strip
-
-    faces = load_faceset(args.data, args.dataset, args.resolution)
-    references = pick_references(faces.load(), AttributeClassifier.load(Path(args.classifier)))
-    save_reference_strip(references, Path(args.out))
-    print(f"wrote {args.out} (black, blond, brown) from {len(faces)} faces of {faces.root}")
-    return 0
-
-
 def cmd_edit_success(args) -> int:
     from bench.contract.io import atomic_write_text, writable_folder
     from bench.contract.registry import registry
@@ -518,14 +506,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--candidates-factor", type=at_least(1), default=2,
                    help="sample this many times --count and keep the most confidently labelled")
     p.set_defaults(func=cmd_make_demo_faces)
-
-    p = sub.add_parser("hisd-references", help="pick HiSD's reference faces (black, blond, brown hair)")
-    p.add_argument("--data", help="faces to pick from (default: the demo faces)")
-    p.add_argument("--dataset", choices=DATASET_KINDS, default="demo")
-    p.add_argument("--resolution", type=at_least(16), default=64)
-    p.add_argument("--classifier", default="bench/weights/attribute_classifier_64.safetensors")
-    p.add_argument("--out", default="generators/weights/hisd_references.png")
-    p.set_defaults(func=cmd_hisd_references)
 
     p = sub.add_parser("edit-success", help="how often each generator's edits show the asked attribute, "
                                             "against a no-edit control, per target")

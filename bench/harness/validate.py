@@ -13,16 +13,9 @@ from bench.contract.errors import ConfigError
 from bench.contract.params import default_violations
 from bench.contract.plugins import FitTarget
 from bench.contract.registry import GROUPS, registry
+from bench.toolkit.tiny_generator import tiny_generator
 
 Check = tuple[str, bool, str]
-
-
-def tiny_generator():
-    """A small randomly initialised StarGAN-layout generator to run contracts against."""
-    from generators.stargan import StarGAN
-
-    torch.manual_seed(0)
-    return StarGAN(conv_dim=8, repeat_num=1).eval().requires_grad_(False)
 
 
 def sample_batch(generator, n: int = 2, size: int = 16):

@@ -1,6 +1,6 @@
-"""Shared pieces of the generators' training recipes: data sampling, the training loop
-skeleton (resumable checkpoints, loss logs, progress bars, previews) and the export of
-the trained weights."""
+"""Shared pieces of the generators' training recipes: data sampling, the training frame
+(seeding, the resumable loop with checkpoints, loss logs, progress bars and previews,
+the export of the trained weights) and losses several recipes use."""
 
 from __future__ import annotations
 
@@ -28,6 +28,11 @@ class BatchSampler:
         self.batch_size = batch_size
         self.flip = flip
         self.rng = torch.Generator().manual_seed(seed)
+
+    @classmethod
+    def of_faces(cls, faceset, attributes: list[str], batch_size: int, seed: int) -> "BatchSampler":
+        """Batches of a face set's images with their labels of `attributes`."""
+        return cls(faceset.load_uint8(progress=True), faceset.labels(attributes), batch_size, seed)
 
     def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
         idx = torch.randint(len(self.images), (self.batch_size,), generator=self.rng)
@@ -119,6 +124,62 @@ class TrainingRun:
                 self.save(it + 1, modules, optimisers, sampler)
                 preview(it + 1)
         return started
+
+
+@dataclass
+class TrainingSetup:
+    """What a recipe sets up for one training run: the modules and optimisers the
+    checkpoints hold, the batch source (anything with `state()` and `restore(state)`),
+    one iteration `step(it) -> losses`, a progress image `preview(path)`, the module
+    to export (`trained`, a key of `modules`) and the losses on the progress bar."""
+
+    modules: dict[str, torch.nn.Module]
+    optimisers: dict[str, torch.optim.Optimizer]
+    sampler: object
+    step: Callable[[int], dict]
+    preview: Callable[[Path], None]
+    trained: str = "G"
+    shown: tuple[str, ...] | None = None
+
+
+def train_generator(name: str, params, faceset, out_dir: Path, export: Path | None, command: str,
+                    set_up: Callable[[object], TrainingSetup]) -> torch.nn.Module:
+    """The frame of every generator's `train_recipe`: seed torch's global generator with
+    `params.seed` before anything draws from it, take the training split
+    (`params.train_start` to `train_stop`), let the recipe set up its run on it
+    (`set_up(train_set)`: it builds its modules in its own order of random draws), run
+    the resumable loop (previews under `out_dir/samples/`), then return the trained
+    module on the CPU, contiguous, in eval mode, exported to `export` if set."""
+    torch.manual_seed(params.seed)
+    train_set = faceset.subset(params.train_start, params.train_stop)
+    setup = set_up(train_set)
+    run = TrainingRun(out_dir, params.iters, params.checkpoint_every)
+
+    def preview(iteration: int) -> None:
+        setup.preview(run.out_dir / "samples" / f"{iteration:06d}.png")
+
+    started = run.loop(setup.modules, setup.optimisers, setup.sampler, f"train {name}", setup.step, preview,
+                       shown=setup.shown)
+    trained = setup.modules[setup.trained].to("cpu", memory_format=torch.contiguous_format).eval()
+    export_trained(trained, export, params, train_set, command, started)
+    return trained
+
+
+def edit_grid_preview(G: torch.nn.Module, faceset, start: int, attributes: list[str], device: torch.device,
+                      count: int = 8) -> Callable[[Path], None]:
+    """A `preview` of G's edits of the `count` faces from `start` (just after the
+    training split): G runs in eval mode for it and goes back to its mode after."""
+    fixed = faceset.subset(start, start + count)
+    x, labels = fixed.load(), fixed.labels(attributes)
+
+    def preview(path: Path) -> None:
+        from bench.toolkit.figures import save_edit_grid
+
+        was_training = G.training
+        save_edit_grid(G.eval(), x.to(device), labels.to(device), path)
+        G.train(was_training)
+
+    return preview
 
 
 def export_trained(model, export, params, train_set, command: str, started: float) -> None:

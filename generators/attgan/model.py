@@ -12,8 +12,10 @@ flipped in turn (turning a hair colour on clears the other hair colours, as
 `check_attribute_conflict` does); the attribute vector is fed as (a*2-1)*thres_int,
 with the flipped attribute at +-test_int.
 
-Training (`train_recipe`, `recipe`): train.py's WGAN-GP with an attribute classifier and
-a reconstruction from the same encoding, n_d critic iterations per generator iteration.
+Training: `recipe.py` (train.py's WGAN-GP with an attribute classifier and a
+reconstruction from the same encoding); its settings, `AttGAN.TrainParams`, are declared
+here, where `bench train-generator` and `recipe(**settings)` check them before any
+training starts.
 
 Named choice for the quick profile: `enc_norm` / `dec_norm` (options of the official
 code: batchnorm, instancenorm, none) are InstanceNorm in the small 64 px config, while
@@ -27,11 +29,10 @@ records the config it used.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from bench.contract.errors import ConfigError
@@ -44,7 +45,6 @@ from bench.contract.params import (
     Positive,
     Resolution,
     Seed,
-    build_params,
 )
 from bench.contract.plugins import Generator
 
@@ -186,15 +186,10 @@ class AttGAN(Generator):
         return ((labels.float() * 2 - 1) * self.config["thres_int"]).unsqueeze(0)
 
     # ------------------------------------------------------------------ training
-    def recipe(self, resolution: int, **settings) -> "AttGANRecipe":
-        """The recipe with a critic of as many layers as the encoder: the official one
-        (64 channels, fc 1024) for a generator of the official width, else the quick
-        recipe's (32, fc 256: the shipped weights' critic)."""
-        official_width = {"d_dim": 64, "d_fc_dim": 1024} if self.config["dim"] >= 64 else {}
-        sized = {"resolution": resolution, "layers": self.config["layers"], "thres_int": self.config["thres_int"],
-                 **official_width}
-        params = build_params(self.TrainParams, {**sized, **settings}, f"{self.name} recipe")
-        return AttGANRecipe(params, self.attribute_names, self.target_names())
+    def recipe(self, resolution: int, **settings) -> Generator.Recipe:
+        from .recipe import recipe_for  # the recipe imports this module
+
+        return recipe_for(self, resolution, settings)
 
     @dataclass
     class TrainParams:
@@ -229,141 +224,6 @@ class AttGAN(Generator):
     @classmethod
     def train_recipe(cls, params: "AttGAN.TrainParams", faceset, out_dir: Path, device: torch.device,
                      export: Path | None = None, command: str = "") -> "AttGAN":
-        from bench.toolkit.figures import save_edit_grid
-        from bench.toolkit.training import BatchSampler, TrainingRun, export_trained
+        from .recipe import train
 
-        torch.manual_seed(params.seed)
-        train_set = faceset.subset(params.train_start, params.train_stop)
-        architecture = {k: v for k, v in asdict(params).items() if k in cls.configs["quick"]}
-        recipe = AttGANRecipe(params, ATTRIBUTES, EDITED)
-        G = cls(**architecture).to(device)
-        D = recipe.discriminator().to(device)
-        g_opt, d_opt = recipe.optimisers(G, D)
-        sampler = BatchSampler(train_set.load_uint8(progress=True), train_set.labels(ATTRIBUTES),
-                               params.batch_size, params.seed)
-        run = TrainingRun(out_dir, params.iters, params.checkpoint_every)
-        fixed = faceset.subset(params.train_stop, params.train_stop + 8)
-        fixed_x, fixed_labels = fixed.load(), fixed.labels(ATTRIBUTES)
-
-        def step(it: int) -> dict:
-            lr = params.lr * (0.1 if it >= params.iters * (1 - params.decay_fraction) else 1.0)
-            for opt in (g_opt, d_opt):
-                for group in opt.param_groups:
-                    group["lr"] = lr
-            x, a = next(sampler)
-            x, a = x.to(device), a.to(device)
-            b = a[torch.randperm(a.size(0), device=device)]
-            a_in, b_in = (a * 2 - 1) * params.thres_int, (b * 2 - 1) * params.thres_int
-            G.train()
-            return recipe.train_iteration(it, G, D, g_opt, d_opt, AttGANBatch(x, x, a, a_in, b, b_in))
-
-        def preview(iteration: int) -> None:
-            save_edit_grid(G.eval(), fixed_x.to(device), fixed_labels.to(device),
-                           run.out_dir / "samples" / f"{iteration:06d}.png")
-
-        started = run.loop({"G": G, "D": D}, {"G": g_opt, "D": d_opt}, sampler, f"train {cls.name}", step, preview,
-                           shown=("D/adv", "G/rec", "G/cls"))
-        G = G.cpu().eval()
-        export_trained(G, export, params, train_set, command, started)
-        return G
-
-
-class Discriminators(nn.Module):
-    """The official critic + attribute classifier: conv blocks (InstanceNorm, LeakyReLU)
-    then two fully connected heads, `fc_adv` (1 output) and `fc_cls` (one per attribute)."""
-
-    def __init__(self, image_size: int, dim: int = 64, layers: int = 5, n_attrs: int = 13,
-                 fc_dim: int = 1024, max_dim: int = 1024):
-        super().__init__()
-        blocks, n_in = [], 3
-        for i in range(layers):
-            n_out = min(dim * 2 ** i, max_dim)
-            blocks.append(Block(n_in, n_out, "instancenorm", "lrelu"))
-            n_in = n_out
-        self.conv = nn.Sequential(*blocks)
-        flat = n_in * (image_size // 2 ** layers) ** 2
-        self.fc_adv = nn.Sequential(nn.Linear(flat, fc_dim), nn.LeakyReLU(), nn.Linear(fc_dim, 1))
-        self.fc_cls = nn.Sequential(nn.Linear(flat, fc_dim), nn.LeakyReLU(), nn.Linear(fc_dim, n_attrs))
-
-    def forward(self, x):
-        h = self.conv(x).flatten(1)
-        return self.fc_adv(h), self.fc_cls(h)
-
-
-def _gradient_penalty(D, real, fake):
-    from bench.toolkit.training import gradient_penalty
-
-    alpha = torch.rand(real.size(0), 1, 1, 1, device=real.device)
-    x_hat = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
-    return gradient_penalty(D(x_hat)[0], x_hat)
-
-
-@dataclass
-class AttGANBatch:
-    x: torch.Tensor  # clean images: what the reconstruction reproduces
-    x_in: torch.Tensor  # what the generator encodes and the critic sees as real
-    a: torch.Tensor  # the images' own attributes (0/1)
-    a_in: torch.Tensor  # ... as the generator's input
-    b: torch.Tensor  # the attributes to translate to (0/1)
-    b_in: torch.Tensor  # ... as the generator's input
-
-
-class AttGANRecipe(Generator.Recipe):
-    """train.py's recipe: n_d critic iterations, then one generator iteration; Adam."""
-
-    def __init__(self, params: AttGAN.TrainParams, attributes: list[str], edited: list[str]):
-        self.params, self.attributes, self.edited = params, list(attributes), list(edited)
-
-    def discriminator(self) -> Discriminators:
-        p = self.params
-        return Discriminators(p.resolution, p.d_dim, p.layers, len(self.attributes), p.d_fc_dim)
-
-    def optimisers(self, G, D):
-        p = self.params
-        return (torch.optim.Adam(G.parameters(), p.lr, (p.beta1, p.beta2)),
-                torch.optim.Adam(D.parameters(), p.lr, (p.beta1, p.beta2)))
-
-    def unedited(self, conditions):
-        """A target flips its attribute and may clear the ones it conflicts with."""
-        names = self.attributes
-        changed = [{names.index(t)} | {names.index(o) for o in CONFLICTS.get(t, []) if o in names}
-                   for t in self.edited]
-        return self.unedited_from_targets(conditions, changed)
-
-    def batch(self, G, x, x_in, c_org, c_trg) -> AttGANBatch:
-        """Attribute inputs are (2a - 1) * intensity, so a = 1 where the input is positive."""
-        return AttGANBatch(x, x_in, (c_org > 0).float(), c_org, (c_trg > 0).float(), c_trg)
-
-    def train_iteration(self, iteration, G, D, g_opt, d_opt, batch) -> dict:
-        if (iteration + 1) % (self.params.n_d + 1) != 0:
-            return self.train_discriminator(G, D, d_opt, batch)
-        loss, logs = self.generator_loss(G, D, batch)
-        return {**logs, "G/loss": self.update(g_opt, loss)}
-
-    def train_discriminator(self, G, D, d_opt, batch) -> dict:
-        loss, logs = self.discriminator_loss(G, D, batch)
-        return {**logs, "D/loss": self.update(d_opt, loss)}
-
-    def discriminator_loss(self, G, D, b: AttGANBatch):
-        p = self.params
-        with torch.no_grad():
-            fake = G(b.x_in, b.b_in)
-        d_real, dc_real = D(b.x_in)
-        d_fake, _ = D(fake)
-        adv = d_fake.mean() - d_real.mean()
-        gp = _gradient_penalty(D, b.x_in, fake)
-        cls = F.binary_cross_entropy_with_logits(dc_real, b.a)
-        loss = adv + p.lambda_gp * gp + p.lambda_dcls * cls
-        return loss, {"D/adv": adv.item(), "D/gp": gp.item(), "D/cls": cls.item()}
-
-    def generator_loss(self, G, D, b: AttGANBatch):
-        p = self.params
-        features = G.encode(b.x_in)
-        fake = G.decode(features, b.b_in)
-        rec = G.decode(features, b.a_in)
-        d_fake, dc_fake = D(fake)
-        adv = -d_fake.mean()
-        cls = F.binary_cross_entropy_with_logits(dc_fake, b.b)
-        rec_loss = (rec - b.x).abs().mean()
-        loss = adv + p.lambda_gcls * cls + p.lambda_rec * rec_loss
-        return loss, {"G/adv": adv.item(), "G/cls": cls.item(), "G/rec": rec_loss.item()}
+        return train(cls, params, faceset, out_dir, device, export, command)
