@@ -10,7 +10,6 @@ time, the steps each computed and took from the cache, and the checks.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.contract.results import RunRecord  # noqa: E402
 from bench.harness.cache import Cache  # noqa: E402
 
 
@@ -46,12 +46,12 @@ def main() -> int:
     print(f"both finished after {time.time() - started:.0f} s")
     total = 0
     for name in runs:
-        meta = json.loads((out / name / "run.json").read_text())
-        steps = meta["plan"]["steps"]
+        record = RunRecord.read(out / name)
+        steps = record.plan["steps"]
         total = len(steps["list"])
-        print(f"run {name}: {meta['wall_seconds']:.0f} s; computed {sum(steps['ran'].values())} steps {steps['ran']}, "
+        print(f"run {name}: {record.wall_seconds:.0f} s; computed {sum(steps['ran'].values())} steps {steps['ran']}, "
               f"from the cache {sum(steps['from_cache'].values())}")
-    computed = sum(sum(json.loads((out / n / "run.json").read_text())["plan"]["steps"]["ran"].values()) for n in runs)
+    computed = sum(sum(RunRecord.read(out / n).plan["steps"]["ran"].values()) for n in runs)
     print(f"steps in the plan: {total}; computed by either run: {computed} (each once: {computed == total})")
     entries = list(cache.glob("*/*/*/manifest.json"))
     damaged = [p for p in entries if Cache(cache).load(p.parent.parent.parent.name, p.parent.name) is None]

@@ -8,7 +8,9 @@ import pandas as pd
 import pytest
 
 from bench.harness import intervals
-from bench.harness.report import bounds_of, defense_summary, emit, images_note, table1
+from bench.harness.reporting.render import emit
+from bench.harness.reporting.specs import images_note
+from bench.harness.reporting.tables import defense_summary, table1
 from tests.test_leaderboard import row, synthetic_rows, write_run
 
 
@@ -50,27 +52,26 @@ def cells_with_images(dsr_of):
 
 def test_tables_print_plus_minus_and_write_both_ends(tmp_path):
     cells = cells_with_images({"a": [1.0] * 20 + [0.0] * 12, "b": [0.2] * 32})
-    text = emit(tmp_path, "table1", table1(cells), "Table I", note=images_note(cells),
-                bounds=bounds_of(table1, cells))
+    text = emit(tmp_path, "table1", table1(cells), "Table I", note=images_note(cells))
     assert "0.625 ± 0.1" in text and "0.200 ± 0.000" in text
     assert "over the 32 evaluation images" in text
     csv = pd.read_csv(tmp_path / "table1.csv", header=[0, 1], index_col=[0, 1])
     low, high = csv[("stargan", "DSR↓ 95% low")], csv[("stargan", "DSR↓ 95% high")]
     assert (low <= csv[("stargan", "DSR↓")]).all() and (csv[("stargan", "DSR↓")] <= high).all()
     assert r"$\pm$" in (tmp_path / "table1.tex").read_text()
-    low, high = bounds_of(defense_summary, cells)
-    worst = defense_summary(cells).loc["none", ("stargan", "worst DSR↓")]
-    assert worst == 0.625 and low.loc["none", ("stargan", "worst DSR↓")] <= worst
+    summary = defense_summary(cells)
+    worst = summary.value.loc["none", ("stargan", "worst DSR↓")]
+    assert worst == 0.625 and summary.low.loc["none", ("stargan", "worst DSR↓")] <= worst
 
 
 def test_rows_without_per_image_values_print_without_intervals(tmp_path):
     cells = cells_with_images({"a": [1.0, 0.0]}).drop(columns="per_image")
-    text = emit(tmp_path, "t", table1(cells), "Table I", note=images_note(cells), bounds=bounds_of(table1, cells))
+    text = emit(tmp_path, "t", table1(cells), "Table I", note=images_note(cells))
     assert "±" not in text and "No intervals" in text
 
 
 def test_the_quality_tables_give_their_pair_metrics_intervals(tmp_path):
-    from bench.harness.report import defensive_table, table2
+    from bench.harness.reporting.tables import defensive_table, table2
 
     spread = [0.8] * 16 + [1.0] * 16
     rows = [{**row("stargan", "none", "lora", "standard", "ssim", 0.9, n=160), "per_image": spread},
@@ -81,18 +82,17 @@ def test_the_quality_tables_give_their_pair_metrics_intervals(tmp_path):
             rows.append({**row("stargan", d, "lora_warning", "standard", metric, float(np.mean(per_image)), n=160),
                          "reference": reference, "per_image": per_image})
     cells = pd.DataFrame(rows)
-    text = emit(tmp_path, "table2", table2(cells, ["lora"]), "Table II", bounds=bounds_of(table2, cells, ["lora"]))
+    text = emit(tmp_path, "table2", table2(cells, ["lora"]), "Table II")
     assert "0.900 ± 0.0" in text and "40.000 ±" not in text  # FID: a set metric, no interval over images
-    low, high = bounds_of(defensive_table, cells, ["lora_warning"])
-    table = defensive_table(cells, ["lora_warning"])
+    found = defensive_table(cells, ["lora_warning"])
+    table, low, high = found.value, found.low, found.high
     ssim = ("stargan", "lora_warning", "SSIM to marked fake")
     assert table.loc[ssim, "benign"] == pytest.approx(0.9) and table.loc[ssim, "protected (worst)"] == pytest.approx(0.6)
     assert table.loc[ssim, "protected (mean)"] == pytest.approx(0.7)
     assert low.loc[ssim, "protected (worst)"] < 0.6 < high.loc[ssim, "protected (worst)"]
     rows.append({**row("stargan", "none", "lora_warning", "standard", "mark_recovery", 0.94567, n=160),
                  "reference": "marked"})  # a metric kept without per-image values
-    text = emit(tmp_path, "defensive", defensive_table(pd.DataFrame(rows), ["lora_warning"]), "Defensive",
-                bounds=bounds_of(defensive_table, pd.DataFrame(rows), ["lora_warning"]))
+    text = emit(tmp_path, "defensive", defensive_table(pd.DataFrame(rows), ["lora_warning"]), "Defensive")
     assert "| 0.946 " in text and "0.94567" not in text  # printed as its neighbours, without an interval
     l2 = ("stargan", "lora_warning", "L2 to fake, outside mark")
     assert table.loc[l2, "protected (worst)"] == pytest.approx(0.04)  # the largest L2 is the worst
@@ -112,7 +112,8 @@ def with_images(rows, spread):
 
 
 def test_the_leaderboard_marks_entries_it_cannot_tell_apart(tmp_path):
-    from bench.harness.leaderboard import build_board, read_run
+    from bench.harness.reporting.board import build_board
+    from bench.harness.reporting.runs import read_run
 
     rows = []
     for r in synthetic_rows():
@@ -127,7 +128,7 @@ def test_the_leaderboard_marks_entries_it_cannot_tell_apart(tmp_path):
     assert entries["a"].tied_with == ["b"] and entries["b"].tied_with == ["a"] and entries["c"].tied_with == []
     low, high = entries["c"].robust_interval
     assert low <= 0.10 <= high
-    from bench.harness.leaderboard import write_board
+    from bench.harness.reporting.leaderboard import write_board
 
     write_board(board, tmp_path / "board")
     saved = json.loads((tmp_path / "board" / "entries" / "a.json").read_text())

@@ -10,12 +10,9 @@ import pytest
 
 from bench.contract.errors import BenchError
 from bench.harness.cli import main
-from bench.harness.leaderboard import (
-    build_board,
-    group_by_protocol,
-    read_run,
-    write_leaderboards,
-)
+from bench.harness.reporting.board import build_board, group_by_protocol
+from bench.harness.reporting.leaderboard import write_leaderboards
+from bench.harness.reporting.runs import read_run
 
 GENERATORS = ["stargan", "attgan"]
 BYPASSES = ["none", "jpeg", "lora"]
@@ -192,7 +189,7 @@ def test_ties_of_the_worst_case_are_broken_by_the_average_case(tmp_path):
                                              (Path(__file__).resolve().parent.parent / "results").glob("**/board.json")))
 def test_the_committed_reference_boards_rebuild_from_their_rows(board_dir):
     """Each committed board (results/*/leaderboard) is what its committed run's rows give."""
-    from bench.harness.leaderboard import board_json
+    from bench.harness.reporting.board_pages import board_json
 
     committed = json.loads((Path(board_dir) / "board.json").read_text())
     rebuilt = board_json(build_board([read_run(Path(board_dir) / "run")]))

@@ -7,8 +7,10 @@ import shutil
 
 import pytest
 
-from bench.harness.leaderboard import build_board, read_run, write_board
-from bench.harness.leaderboard_html import screenshot
+from bench.harness.reporting.board import build_board
+from bench.harness.reporting.board_html import screenshot
+from bench.harness.reporting.leaderboard import write_board
+from bench.harness.reporting.runs import read_run
 from tests.test_leaderboard import synthetic_rows, write_run
 
 webdriver = pytest.importorskip("selenium.webdriver")

@@ -3,14 +3,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bench.harness.report import (
+from bench.harness.reporting.render import to_markdown
+from bench.harness.reporting.tables import (
     averaged_over_defenses,
     defense_summary,
     defensive_table,
     leakage_comparison,
     table1,
     table3,
-    to_markdown,
     training_table,
 )
 
@@ -20,7 +20,7 @@ def test_training_table_prints_parameter_counts_as_integers():
         dict(generator="stargan", bypass="lora", metric="train_seconds", value=542.151),
         dict(generator="stargan", bypass="lora", metric="trainable_params", value=116580.0),
     ])
-    text = to_markdown(training_table(costs), "training cost")
+    text = to_markdown(training_table(costs).value, "training cost")
     assert " 116580 |" in text and "116580.000" not in text
     assert " 542.151 |" in text
 
@@ -49,7 +49,7 @@ def synthetic_costs():
 
 
 def test_worst_case_summary_takes_the_defense_a_bypass_copes_with_least():
-    summary = defense_summary(synthetic_cells())
+    summary = defense_summary(synthetic_cells()).value
     assert summary.loc["lora", ("stargan", "worst DSR↓")] == 0.02
     assert summary.loc["jpeg", ("stargan", "mean DSR↓")] == pytest.approx((0.5 + 0.3) / 2)
     assert summary.loc["jpeg", ("attgan", "worst DSR↓")] == 0.25
@@ -57,20 +57,20 @@ def test_worst_case_summary_takes_the_defense_a_bypass_copes_with_least():
 
 def test_a_bypass_one_generator_lacks_prints_dashes_and_whole_counts():
     cells = pd.concat([synthetic_cells(), pd.DataFrame([cell("stargan", "disrupting", "lora_x", "dsr", 0.125)])])
-    text = to_markdown(defense_summary(cells), "summary")
+    text = to_markdown(defense_summary(cells).value, "summary")
     row = [c.strip() for c in next(line for line in text.splitlines() if line.startswith("| lora_x")).split("|")]
     assert row[1:-1] == ["lora_x", "–", "–", "–", "0.125", "0.125", "1"]
 
 
 def test_table3_joins_one_defense_with_training_cost():
-    t3 = table3(synthetic_cells(), synthetic_costs(), "disrupting", ["gat", "lora"])
+    t3 = table3(synthetic_cells(), synthetic_costs(), "disrupting", ["gat", "lora"]).value
     assert list(t3.index) == ["gat", "lora"]
     assert t3.loc["lora", ("stargan", "DSR↓")] == 0.02 and t3.loc["gat", ("stargan", "params↓")] == 8_000_000
     assert t3.loc["lora", ("attgan", "train s↓")] == 50.0
 
 
 def test_leakage_compares_the_same_cells_in_both_scenarios():
-    leak = leakage_comparison(synthetic_cells())
+    leak = leakage_comparison(synthetic_cells()).value
     assert leak.loc[("stargan", "jpeg"), "DSR standard↓"] == pytest.approx((0.5 + 0.3) / 2)
     assert leak.loc[("stargan", "jpeg"), "DSR leakage↓"] == pytest.approx(0.9)
     assert ("stargan", "gat") not in leak.index  # no leakage rows: not compared
@@ -78,10 +78,10 @@ def test_leakage_compares_the_same_cells_in_both_scenarios():
 
 def test_rank_table_and_table1_keep_their_bypasses_only():
     cells = synthetic_cells()
-    t6 = averaged_over_defenses(cells, ["lora_r4", "lora"])
+    t6 = averaged_over_defenses(cells, ["lora_r4", "lora"]).value
     assert list(t6.index) == ["lora_r4", "lora"]
     assert t6.loc["lora", ("stargan", "DSR↓")] == pytest.approx((0.02 + 0.012) / 2)
-    t1 = table1(cells, bypasses=["none", "lora"])
+    t1 = table1(cells, bypasses=["none", "lora"]).value
     assert set(t1.index.get_level_values(1)) == {"no bypass", "lora"}
 
 
@@ -89,20 +89,20 @@ def test_defensive_rows_are_split_by_reference():
     rows = [cell("stargan", d, "lora_warning", m, v, reference=r)
             for d in ("none", "disrupting") for m, v in (("ssim", 0.9), ("l2", 0.01))
             for r in ("marked", "outside_mark")]
-    table = defensive_table(pd.DataFrame(rows), ["lora_warning"])
+    table = defensive_table(pd.DataFrame(rows), ["lora_warning"]).value
     assert table.loc[("stargan", "lora_warning", "SSIM to marked fake"), "benign"] == 0.9
     assert ("stargan", "lora_warning", "L2 to fake, outside mark") in table.index
     rows.append(cell("stargan", "disrupting", "lora_warning", "mark_recovery", 0.7, reference="marked"))
     rows.append(cell("stargan", "pg", "lora_warning", "mark_recovery", 0.5, reference="marked"))
-    table = defensive_table(pd.DataFrame(rows), ["lora_warning"])
+    table = defensive_table(pd.DataFrame(rows), ["lora_warning"]).value
     assert table.loc[("stargan", "lora_warning", "mark recovery, inside mark"), "protected (worst)"] == 0.5
-    assert table1(pd.DataFrame(rows + [cell("stargan", "none", "none", "dsr", 0.0)])).shape[0] == 1
+    assert table1(pd.DataFrame(rows + [cell("stargan", "none", "none", "dsr", 0.0)])).value.shape[0] == 1
 
 
 def test_several_runs_make_one_report(tmp_path):
     import json
 
-    from bench.harness.report import write_report
+    from bench.harness.reporting.report import write_report
 
     cells = synthetic_cells()
     for name, bypasses in (("a", {"none", "lora"}), ("b", {"none", "jpeg", "gat"})):
@@ -115,15 +115,12 @@ def test_several_runs_make_one_report(tmp_path):
     assert "Table I" in text and not (tmp_path / "a" / "table1.csv").exists()
 
 
-def test_a_merged_report_gives_the_wall_time_of_each_part(tmp_path):
-    import json
+def test_a_merged_report_gives_the_wall_time_of_each_part():
+    from bench.contract.results import RunRecord
+    from bench.harness.reporting.report import wall_times
 
-    from bench.harness.report import wall_times
-
-    for name, seconds in (("a", 1200.4), ("b", 300.0)):
-        (tmp_path / name).mkdir()
-        (tmp_path / name / "run.json").write_text(json.dumps({"wall_seconds": seconds}))
-    assert wall_times([tmp_path / "a", tmp_path / "b", tmp_path / "missing"]) == "1200 s + 300 s"
+    records = [RunRecord("0.1.0", 0, {}, {}, {}, wall_seconds=seconds) for seconds in (1200.4, 300.0, None)]
+    assert wall_times(records) == "1200 s + 300 s"
 
 
 def test_run_metadata_keeps_the_git_state_taken_at_the_start():
@@ -132,8 +129,8 @@ def test_run_metadata_keeps_the_git_state_taken_at_the_start():
     from bench.harness.provenance import run_metadata
 
     start = {"commit": "0" * 40, "dirty": False}
-    meta = run_metadata({"seed": 0}, {}, {}, torch.device("cpu"), "bench run", git=start)
-    assert meta["git"] == start
+    record = run_metadata({"seed": 0}, {}, {}, torch.device("cpu"), "bench run", git=start)
+    assert record.git == start and record.to_json()["git"] == start
 
 
 def quality_cells():
@@ -153,9 +150,9 @@ def quality_cells():
 
 
 def test_table2_shows_each_bypass_benign_quality_with_its_n():
-    from bench.harness.report import table2
+    from bench.harness.reporting.tables import table2
 
-    t2 = table2(quality_cells(), ["jpeg", "lora", "ri"], {"kid": "weights missing"})
+    t2 = table2(quality_cells(), ["jpeg", "lora", "ri"], {"kid": "weights missing"}).value
     assert list(t2.index) == ["jpeg", "lora"]
     assert t2.loc["lora", ("stargan", "FID↓")] == 9.5 and t2.loc["jpeg", ("hisd", "BRISQUE↓")] == 20.0
     assert t2.loc["jpeg", ("stargan", "n")] == 160 and t2.loc["jpeg", ("hisd", "n")] == 96
@@ -164,27 +161,29 @@ def test_table2_shows_each_bypass_benign_quality_with_its_n():
 
 
 def test_table2_prints_na_for_a_skipped_metric():
-    from bench.harness.report import table2
+    from bench.harness.reporting.tables import table2
 
     cells = quality_cells()
-    t2 = table2(cells[cells.metric != "kid"], ["jpeg", "lora"], {"kid": "weights missing"})
+    t2 = table2(cells[cells.metric != "kid"], ["jpeg", "lora"], {"kid": "weights missing"}).value
     assert (t2[("stargan", "KID×1000↓")] == "n/a").all()
 
 
 def test_table4_averages_adversarial_outputs_over_the_defenses():
-    from bench.harness.report import table4
+    from bench.harness.reporting.tables import table4
 
-    t4 = table4(quality_cells(), ["lora_warning"])
+    t4 = table4(quality_cells(), ["lora_warning"]).value
     assert list(t4.index) == [("lora_warning", "benign"), ("lora_warning", "adversarial")]
     assert t4.loc[("lora_warning", "benign"), ("stargan", "FID↓")] == 10
     assert t4.loc[("lora_warning", "adversarial"), ("stargan", "FID↓")] == pytest.approx(11.5)
 
 
 def test_table5_uses_the_stand_in_and_says_so():
-    from bench.harness.report import table5
+    from bench.harness.reporting.tables import semantic_metric, table5
 
-    t5, note = table5(quality_cells(), {"without": "lora_warning_pixel", "with": "lora_warning"},
-                      {"clip_score": "CLIP weights not found at /x"})
+    cells, skipped = quality_cells(), {"clip_score": "CLIP weights not found at /x"}
+    recorded = {"classifier_cosine": {"higher_is_better": True, "stand_in_for": "clip_score", "description": "d"}}
+    semantic, note = semantic_metric(cells, recorded, skipped)
+    t5 = table5(cells, {"without": "lora_warning_pixel", "with": "lora_warning"}, semantic, skipped).value
     assert list(t5.index) == [("w/o", "benign"), ("w/o", "adversarial"), ("w/", "benign"), ("w/", "adversarial")]
     assert t5.loc[("w/", "benign"), ("stargan", "classifier cosine↑")] == 0.95
     assert t5.loc[("w/o", "adversarial"), ("hisd", "SSIM↑")] == pytest.approx(0.65)
@@ -192,9 +191,10 @@ def test_table5_uses_the_stand_in_and_says_so():
 
 
 def test_latex_is_booktabs_with_arrows():
-    from bench.harness.report import table2, to_latex
+    from bench.harness.reporting.render import to_latex
+    from bench.harness.reporting.tables import table2
 
-    text = to_latex(table2(quality_cells(), ["jpeg", "lora"]), "Table II: benign_impact")
+    text = to_latex(table2(quality_cells(), ["jpeg", "lora"]).value, "Table II: benign_impact")
     assert "\\toprule" in text and "\\midrule" in text and "\\bottomrule" in text
     assert "FID$\\downarrow$" in text and "SSIM$\\uparrow$" in text and "benign\\_impact" in text
     assert "\\multicolumn{5}{c}{stargan}" in text
@@ -203,7 +203,7 @@ def test_latex_is_booktabs_with_arrows():
 def test_overlapping_runs_count_each_cell_once(tmp_path):
     import json
 
-    from bench.harness.report import write_report
+    from bench.harness.reporting.report import write_report
 
     first, second = tmp_path / "a", tmp_path / "b"
     for folder, value in ((first, 0.5), (second, 0.1)):
@@ -219,7 +219,7 @@ def test_overlapping_runs_count_each_cell_once(tmp_path):
 def test_fit_costs_come_from_costs_jsonl_or_from_the_rows_of_older_runs(tmp_path):
     import json
 
-    from bench.harness.results import read_cells, read_costs
+    from bench.harness.reporting.runs import read_cells, read_costs
 
     old, new = tmp_path / "schema1", tmp_path / "schema2"
     rows = synthetic_cells().to_dict("records")
@@ -243,7 +243,7 @@ COMMITTED = Path(__file__).resolve().parent.parent / "results"
 def test_the_committed_reference_tables_rebuild_from_their_rows(result, tmp_path):
     """Each committed result made by `results/make.sh` (its runs' rows in `runs/`) holds
     the tables `bench report` makes from those rows."""
-    from bench.harness.report import write_report
+    from bench.harness.reporting.report import write_report
 
     folder = COMMITTED / result
     write_report(sorted((folder / "runs").iterdir()), tmp_path)

@@ -1,4 +1,5 @@
-"""Atomic file writes and safe tensor files."""
+"""Atomic file writes and safe tensor files. Writing text and JSON needs no torch (it is
+imported by the tensor functions only, so that reading and reporting runs stays light)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,12 @@ import json
 import os
 import tempfile
 from pathlib import Path
-
-import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from typing import TYPE_CHECKING
 
 from bench.contract.errors import BenchError, WeightsError
+
+if TYPE_CHECKING:
+    import torch
 
 
 def writable_folder(path: str | Path, what: str) -> Path:
@@ -54,11 +55,15 @@ def atomic_write_json(path: str | Path, obj) -> None:
 
 
 def atomic_torch_save(path: str | Path, obj) -> None:
+    import torch
+
     atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict | None = None) -> None:
     """Save tensors as safetensors; metadata values are stored as JSON strings."""
+    from safetensors.torch import save_file
+
     meta = {k: json.dumps(v, default=str) for k, v in (metadata or {}).items()}
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
@@ -66,7 +71,8 @@ def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: d
 
 def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     """Load a safetensors file and its JSON metadata."""
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
+    from safetensors.torch import load_file
 
     try:
         tensors = load_file(str(path))
@@ -87,6 +93,8 @@ def file_sha256(path: str | Path) -> str:
 
 def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
     """A content hash of named tensors (names, dtypes, shapes and values)."""
+    import torch
+
     h = hashlib.sha256()
     for name in sorted(tensors):
         t = tensors[name].detach().contiguous().cpu()

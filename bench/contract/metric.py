@@ -1,5 +1,6 @@
-"""The metric contract: a metric's spec (one row of the metric table), the base
-classes a metric implements by kind, and the row every number of a run is written as.
+"""The metric contract: a metric's spec (one row of the metric table) and the base
+classes a metric implements by kind. The row every number of a run is written as is
+`bench.contract.results.Row`.
 
 Kinds tell the harness how to feed a metric:
 - "pair": each output against its reference output: one value per (image, target)
@@ -19,15 +20,16 @@ bootstrap intervals over images (`bench.harness.intervals`).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from importlib.metadata import PackageNotFoundError, version
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-import torch
+from bench.contract.moved import forwarding
+
+if TYPE_CHECKING:
+    import torch
 
 KINDS = ("pair", "attribute", "set", "no-reference")  # what a metric plugin may declare
-# what a cell's rows hold: 2 added the pair metrics' per-image values (part of the cells' cache keys)
-ROW_SCHEMA = 2
 
 
 @dataclass(frozen=True)
@@ -98,50 +100,5 @@ class NoReferenceMetric(Metric):
         raise NotImplementedError
 
 
-@dataclass(frozen=True)
-class Cell:
-    """One cell of the matrix: a generator, a defense (or "none"), a bypass (or "none")
-    and a scenario ("standard", or "leakage": the defense attacked the bypassed pipeline)."""
-    generator: str
-    defense: str
-    bypass: str
-    scenario: str
-
-
-@dataclass(frozen=True)
-class Row:
-    """One number of a run: `metric` over a cell's n outputs (or pairs) against
-    `reference`, with the metric's direction and threshold; `cache_hit` and `seconds`
-    say whether the cell was computed in this run and what computing it cost."""
-    generator: str
-    defense: str
-    bypass: str
-    scenario: str
-    reference: str
-    metric: str
-    target: str
-    higher_is_better: bool
-    threshold: float | None
-    value: float
-    n: int
-    cache_hit: bool = False
-    seconds: float = 0.0
-    per_image: list[float] | None = None  # pair metrics: the value of each evaluation image, in order
-
-    @classmethod
-    def of(cls, cell: Cell, reference: str, spec: MetricSpec, value, n: int, target: str = "all",
-           per_image: torch.Tensor | None = None) -> "Row":
-        kept = None if per_image is None else [float(f"{v:.8g}") for v in per_image.double().flatten().tolist()]
-        return cls(cell.generator, cell.defense, cell.bypass, cell.scenario, reference, spec.name, target,
-                   spec.higher_is_better, spec.threshold, float(value), int(n), per_image=kept)
-
-    def to_json(self) -> dict:
-        row = asdict(self)
-        if row["per_image"] is None:
-            del row["per_image"]
-        return row
-
-    @classmethod
-    def from_json(cls, row: dict) -> "Row":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in row.items() if k in names})
+# Cell and Row moved to bench.contract.results; the old path still works, with a warning
+__getattr__ = forwarding(__name__, "bench.contract.results", ("Cell", "Row"))

@@ -20,10 +20,7 @@ from torch import nn
 from bench.contract.errors import ConfigError, WeightsError
 from bench.contract.io import load_tensors, save_tensors, tensors_sha256
 from bench.contract.params import build_params
-
-# the perturbation budget of the paper's defenses (L-inf on [-1, 1]): their default, and
-# the protocol's limit on the leaderboard
-DEFAULT_EPS = 0.05
+from bench.contract.results import DEFAULT_EPS  # noqa: F401  (part of the plugin API: bench.contract.DEFAULT_EPS)
 
 
 @dataclasses.dataclass

@@ -204,7 +204,7 @@ def resolved_config(args) -> dict:
 
 def cmd_run(args) -> int:
     from bench.harness.executors import make_executor
-    from bench.harness.report import write_report
+    from bench.harness.reporting.report import write_report
     from bench.harness.runner import (
         check_output,
         describe_plan,
@@ -240,7 +240,7 @@ def cmd_protect(args) -> int:
 
 def cmd_report(args) -> int:
     from bench.contract.io import writable_folder
-    from bench.harness.report import write_report
+    from bench.harness.reporting.report import write_report
 
     runs = [Path(r) for r in args.runs] or [latest_run_dir()]
     board = not args.no_leaderboard
@@ -254,13 +254,10 @@ def cmd_report(args) -> int:
 
 def cmd_leaderboard(args) -> int:
     from bench.contract.io import writable_folder
-    from bench.harness.leaderboard import (
-        ordered_entries,
-        read_run,
-        summary_line,
-        write_leaderboards,
-    )
-    from bench.harness.leaderboard_html import screenshot
+    from bench.harness.reporting.board import ordered_entries
+    from bench.harness.reporting.board_html import screenshot
+    from bench.harness.reporting.leaderboard import summary_line, write_leaderboards
+    from bench.harness.reporting.runs import read_run
 
     runs = [Path(r) for r in args.runs] or [latest_run_dir()]
     output = writable_folder(args.output or runs[0] / "leaderboard", "--output")

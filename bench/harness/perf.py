@@ -34,6 +34,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from bench.contract.registry import registry
+from bench.contract.results import RunRecord
 from bench.harness.inputs import load_generator, make_plugin, variants
 from bench.harness.provenance import git_state, peak_memory_mb
 from bench.toolkit.attacks import DEFAULT_EPS, device_of, random_start
@@ -206,8 +207,6 @@ def cache_at(folder: Path):
 def time_matrix(config: dict, names: dict, scale: float, device: torch.device) -> dict:
     """Run the shrunk matrix cold (fresh cache) and warm (same cache): wall seconds, every
     step's seconds and throughput, and peak memory."""
-    import json
-
     from bench.harness.runner import plan_run, run
 
     small, lengths = small_config(config, scale)
@@ -218,8 +217,7 @@ def time_matrix(config: dict, names: dict, scale: float, device: torch.device) -
             started = time.perf_counter()
             run(small, Path(tmp) / phase, plan, skipped, command=f"bench perf ({phase} matrix)", fresh=True)
             walls[phase] = time.perf_counter() - started
-        seconds = {s["id"]: s["seconds"] for s in json.loads((Path(tmp) / "cold" / "run.json").read_text())
-                   ["plan"]["steps"]["list"]}
+        seconds = {s["id"]: s["seconds"] for s in RunRecord.read(Path(tmp) / "cold").plan["steps"]["list"]}
     steps = [step_speed(plan.steps[sid], seconds[sid], plan, config, small, lengths) for sid in plan.steps
              if seconds.get(sid) is not None]
     return {"names": names, "scale": scale, "sizes": {k: small[k] for k in ("limit", "finetune_limit",

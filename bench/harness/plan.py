@@ -30,8 +30,8 @@ import torch
 
 import bench
 from bench.contract.errors import ConfigError
-from bench.contract.metric import ROW_SCHEMA, Cell
 from bench.contract.registry import SINGULAR, registry
+from bench.contract.results import CLEAN_INPUT, LEAKAGE, NONE, ROW_SCHEMA, SCENARIOS, STANDARD, Cell
 from bench.harness.cache import make_key, tensor_digest
 from bench.harness.inputs import (
     Split,
@@ -42,12 +42,8 @@ from bench.harness.inputs import (
     variants,
 )
 from bench.toolkit.attacks import ATTACK_PRECISIONS
-from bench.toolkit.budget import CLEAN_INPUT
 from bench.toolkit.device import native_bf16, resolve_device
 
-STANDARD, LEAKAGE = "standard", "leakage"
-NONE = "none"  # the rows' name for "no defense" and "no bypass"
-ORIGINAL = "original"  # rows scored against the original generator's output on the clean image
 FIT_SCOPES = ("generator", "generators", "images")
 STEP_KINDS = ("clean", "fit", "defense_fit", "protect", "cell")
 PREVIEW_FACES = 6  # faces of each cell kept for the run's image grids
@@ -155,7 +151,7 @@ def precision_parts(config: dict) -> dict:
 
 
 def check_scenarios(scenarios: list[str]) -> list[str]:
-    unknown = [s for s in scenarios if s not in (STANDARD, LEAKAGE)]
+    unknown = [s for s in scenarios if s not in SCENARIOS]
     if unknown:
         raise ConfigError(f"unknown scenario {unknown[0]!r}; choose from {STANDARD!r}, {LEAKAGE!r}")
     return scenarios

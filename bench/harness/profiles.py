@@ -26,8 +26,8 @@ from pydantic import AfterValidator
 
 from bench.contract.errors import ConfigError
 from bench.contract.params import Budget, Count, NonNegative, NonNegativeInt, Resolution, Seed, check_value
-from bench.contract.plugins import DEFAULT_EPS
 from bench.contract.registry import registry
+from bench.contract.results import DEFAULT_PROTOCOL, SCENARIOS
 from bench.harness.config import merge
 from bench.harness.inputs import make_plugin
 from bench.toolkit.attacks import ATTACK_PRECISIONS
@@ -50,7 +50,6 @@ PAPER_SPLITS = {**SPLITS, "celebahq": {"finetune": [0, 1000], "defense": [0, 100
 
 # the perturbation budget every defense is held to (L-inf on [-1, 1]), measured on its
 # protected images; the leaderboard does not rank an entry beyond it (plus tolerance)
-PROTOCOL = {"eps": DEFAULT_EPS, "tolerance": 1e-5}
 
 # Variants of LoRA patching for the ablations: rank (Table VI), gating (Fig. 8) and
 # defensive patching (Table IV; the public recipe: rank 16, 5 epochs)
@@ -72,7 +71,7 @@ QUICK = {
     "device": "auto",
     "amp": True,            # float16 inference on CUDA (never for gradients); no effect on CPU
     "seed": 0,
-    "protocol": PROTOCOL,
+    "protocol": dict(DEFAULT_PROTOCOL),
     "data": {"path": None, "dataset": "demo"},
     "splits": SPLITS["demo"],
     "limit": 32,            # evaluation images
@@ -129,7 +128,7 @@ QUICK = {
                  "gat": {"epochs": 3, "batch_size": 8, "d_warmup": 100},
                  "magat": {"epochs": 3, "batch_size": 8},
                  "ri": {"blocks": 4, "channels": 32, "batch_size": 8}},
-    "scenarios": ["standard", "leakage"],
+    "scenarios": list(SCENARIOS),
     # the leakage scenario (Fig. 5) re-protects every evaluation image against each
     # bypassed pipeline of Table I; on a CPU with Disrupting only (10 PGD steps; the
     # compression-robust defenses take 40, the learned ones would be refitted against
@@ -225,7 +224,7 @@ SETTINGS: dict[str, Any] = {
     "attack_precision": Literal[("auto", *ATTACK_PRECISIONS)],
     "metrics": Annotated[list[str], MinLen(1)],
     "cache": bool,
-    "scenarios": Annotated[list[Literal["standard", "leakage"]], MinLen(1)],
+    "scenarios": Annotated[list[Literal[SCENARIOS]], MinLen(1)],
     "leakage.defenses": Annotated[str, MinLen(1)],
     "leakage.bypasses": Annotated[str, MinLen(1)],
 }

@@ -19,11 +19,11 @@ import torch
 
 from bench.contract.errors import BenchError
 from bench.contract.io import atomic_write, atomic_write_json, atomic_write_text, writable_folder
+from bench.contract.results import STANDARD
 from bench.harness.cache import Cache
 from bench.harness.inputs import load_data, load_generator, load_split, make_plugin
-from bench.harness.plan import STANDARD
 from bench.harness.profiles import check_settings
-from bench.harness.report import write_report
+from bench.harness.reporting.report import write_report
 from bench.harness.runner import cache_root, plan_run, run
 from bench.toolkit.budget import measure
 from bench.toolkit.data import load_faceset, to_tensor
@@ -41,7 +41,7 @@ def protect_config(config: dict, photos: Path, defense: str, count: int) -> dict
     everything = [0, count]
     config.update(data={"path": str(photos.resolve()), "dataset": "folder"},
                   splits={"finetune": everything, "defense": everything, "eval": everything},
-                  limit=None, finetune_limit=None, defense_fit_limit=None, scenarios=["standard"],
+                  limit=None, finetune_limit=None, defense_fit_limit=None, scenarios=[STANDARD],
                   metrics=["l2", "ssim", "dsr"], cache=True)  # the copies are read back from the cache
     per_image = type(make_plugin("defenses", defense, config)).per_image_settings or {}
     config["defenses"][defense] = {**per_image, **config["defenses"].get(defense, {})}  # a set value wins

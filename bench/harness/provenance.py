@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 import bench
+from bench.contract.results import RunRecord
 
 PACKAGES = ["torch", "torchvision", "numpy", "piq", "safetensors", "pillow"]
 
@@ -50,21 +51,22 @@ def environment(device: torch.device) -> dict:
 
 
 def run_metadata(config: dict, names: dict, plugins: dict, device: torch.device, command: str,
-                 git: dict | None = None) -> dict:
-    """The run's provenance; `git`: the state taken when the run started (the tree may
-    change while a long run goes on)."""
-    return {
-        "schema_version": bench.RESULT_SCHEMA_VERSION,
-        "harness_version": bench.__version__,
-        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": command,
-        "git": git or git_state(),
-        "environment": environment(device),
-        "seed": config["seed"],
-        "config": config,
-        "selected": names,
-        "plugins": plugins,
-    }
+                 git: dict | None = None) -> RunRecord:
+    """The run's provenance (the runner adds what the run did); `git`: the state taken
+    when the run started (the tree may change while a long run goes on)."""
+    return RunRecord(
+        schema_version=bench.RESULT_SCHEMA_VERSION,
+        harness_version=bench.__version__,
+        finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        command=command,
+        git=git or git_state(),
+        environment=environment(device),
+        seed=config["seed"],
+        config=config,
+        selected=names,
+        plugins=plugins,
+        data={},
+    )
 
 
 def peak_memory_mb(device: torch.device) -> dict:

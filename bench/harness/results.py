@@ -15,14 +15,12 @@ import json
 import os
 from pathlib import Path
 
-import pandas as pd
 import torch
 
 from bench.contract.errors import BenchError
 from bench.contract.io import atomic_write_json, atomic_write_text
-from bench.harness.plan import LEAKAGE, NONE, PREVIEW_FACES, STANDARD, Plan, unit_of_row
-
-CELLS, PLAN, RUN = "cells.jsonl", "plan.json", "run.json"
+from bench.contract.results import CELLS, LEAKAGE, NONE, PLAN, RUN, STANDARD, RunRecord
+from bench.harness.plan import PREVIEW_FACES, Plan, unit_of_row
 
 
 def read_object(path: Path) -> dict | None:
@@ -48,7 +46,13 @@ class RowLog:
         return read_object(self.folder / PLAN)
 
     def finished_plan(self) -> str | None:
-        return (read_object(self.folder / RUN) or {}).get("finished_plan")
+        """The plan id its run.json says finished (None: no run.json, or a damaged one: then
+        the run is treated as unfinished)."""
+        try:
+            record = RunRecord.read(self.folder)
+        except BenchError:
+            return None
+        return record.finished_plan if record is not None else None
 
     def finished(self, plan: Plan) -> bool:
         """The folder holds `plan`'s run, finished: its run.json and every unit's rows."""
@@ -121,77 +125,6 @@ class RowLog:
         if missing:
             raise BenchError(f"{len(missing)} cells have no rows (first: {missing[0]}); run the command again")
         atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for u in plan.units for r in self.rows[u.name()]))
-
-
-# --- reading a run folder ---------------------------------------------------------------
-COSTS = ["train_seconds", "trainable_params"]  # what a trainable bypass's fit cost
-ROW_KEYS = ("generator", "defense", "bypass", "scenario", "metric", "value")  # what every row has
-META_KEYS = ("config", "data", "harness_version", "seed", "git")  # what reports and boards read of run.json
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    rows = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as err:
-                raise BenchError(f"{path} line {number} is not JSON ({err})") from None
-    return rows
-
-
-def read_cells(run_dir: Path) -> pd.DataFrame:
-    """A run's rows (without the fit costs that runs of schema 1 wrote among them)."""
-    path = Path(run_dir) / "cells.jsonl"
-    if not path.exists():
-        raise BenchError(f"no results in {run_dir} (cells.jsonl missing); run `bench run` first")
-    rows = read_jsonl(path)
-    for number, row in enumerate(rows, start=1):
-        missing = [key for key in ROW_KEYS if not isinstance(row, dict) or key not in row]
-        if missing:
-            raise BenchError(f"{path} row {number} is not a result row (it lacks {', '.join(missing)})")
-    cells = pd.DataFrame(rows)
-    return cells[~cells.metric.isin(COSTS)].reset_index(drop=True) if not cells.empty else cells
-
-
-def read_costs(run_dir: Path) -> pd.DataFrame:
-    """Each trainable bypass's fit cost per generator: columns generator, bypass, metric
-    (train_seconds, trainable_params) and value; from costs.jsonl, or from the rows of
-    defense "none" in which runs of schema 1 recorded them."""
-    path = Path(run_dir) / "costs.jsonl"
-    if path.exists():
-        rows = [{"generator": c["generator"], "bypass": c["plugin"], "metric": metric, "value": c[metric]}
-                for c in read_jsonl(path) if c["kind"] == "bypass_fit" for metric in COSTS if c.get(metric) is not None]
-        return pd.DataFrame(rows, columns=["generator", "bypass", "metric", "value"])
-    cells = pd.DataFrame(read_jsonl(Path(run_dir) / "cells.jsonl")) if (Path(run_dir) / "cells.jsonl").exists() \
-        else pd.DataFrame()
-    if cells.empty:
-        return pd.DataFrame(columns=["generator", "bypass", "metric", "value"])
-    return cells[cells.metric.isin(COSTS)][["generator", "bypass", "metric", "value"]].reset_index(drop=True)
-
-
-def read_meta(run_dir: Path) -> dict | None:
-    """A run's run.json, or None where it has none."""
-    path = Path(run_dir) / "run.json"
-    if not path.exists():
-        return None
-    try:
-        meta = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise BenchError(f"{path} is not JSON ({err})") from None
-    missing = [key for key in META_KEYS if not isinstance(meta, dict) or key not in meta]
-    if missing:
-        raise BenchError(f"{path} is not a run's run.json (it lacks {', '.join(missing)})")
-    return meta
-
-
-CELL_KEY = ["generator", "defense", "bypass", "scenario", "metric", "target", "reference"]
-
-
-def first_of_each_cell(cells: pd.DataFrame) -> pd.DataFrame:
-    """One row per cell and metric: where runs overlap, the first run's."""
-    key = [c for c in CELL_KEY if c in cells]
-    return cells[~cells[key].astype(str).duplicated(keep="first")].reset_index(drop=True)
 
 
 # --- pictures ----------------------------------------------------------------------------

@@ -31,6 +31,7 @@ import torch
 from bench.contract.errors import ConfigError
 from bench.contract.io import atomic_write_json, atomic_write_text, save_tensors, writable_folder
 from bench.contract.registry import registry
+from bench.contract.results import BYPASS_FIT, STANDARD
 from bench.harness.cache import default_cache_dir
 from bench.harness.executors import LocalExecutor
 from bench.harness.inputs import plugin_origins, usable_metrics
@@ -116,32 +117,32 @@ def finish(plan: Plan, output_dir: Path, receipts: dict, settings: dict, skipped
     for (g, b), info in fits.items():
         if "loss_curve" in info:
             atomic_write_json(output_dir / f"loss_curve_{g}_{b}.json", info["loss_curve"])
-    meta = run_metadata(config, plan.names, plan.plugins | {"generators": {
+    record = run_metadata(config, plan.names, plan.plugins | {"generators": {
         g: plan.identities[g] for g in plan.names["generators"]}}, device, command, git)
-    meta["plugin_origins"] = plugin_origins(config, plan.names)
-    meta["data"] = {name: plan.identities.get(f"split:{split}")
-                    for name, split in (("eval", "eval"), ("finetune", "finetune"), ("defense_fit", "defense"))}
-    meta["defense_fits"] = [defense_fit_record(plan.steps[sid], manifests[sid], receipts.get(sid))
-                            for sid in plan.steps if plan.steps[sid].kind == "defense_fit"]
-    meta["fits"] = {f"{g}/{b}": {k: v for k, v in info.items() if k != "loss_curve"} for (g, b), info in fits.items()}
-    meta["plan"] = {"id": plan.identity(), "executor": executor, "cache": settings["cache_root"],
-                    "device_kind": settings["device_kind"], "threads": config.get("threads"),
-                    "attack_precision": settings["attack_precision"],
-                    "steps": step_summary(plan, receipts)}
-    meta["wall_seconds"] = round(time.time() - started, 2)
-    meta["peak_memory"] = peak_memory_mb(device)
+    record.plugin_origins = plugin_origins(config, plan.names)
+    record.data = {name: plan.identities.get(f"split:{split}")
+                   for name, split in (("eval", "eval"), ("finetune", "finetune"), ("defense_fit", "defense"))}
+    record.defense_fits = [defense_fit_record(plan.steps[sid], manifests[sid], receipts.get(sid))
+                           for sid in plan.steps if plan.steps[sid].kind == "defense_fit"]
+    record.fits = {f"{g}/{b}": {k: v for k, v in info.items() if k != "loss_curve"} for (g, b), info in fits.items()}
+    record.plan = {"id": plan.identity(), "executor": executor, "cache": settings["cache_root"],
+                   "device_kind": settings["device_kind"], "threads": config.get("threads"),
+                   "attack_precision": settings["attack_precision"],
+                   "steps": step_summary(plan, receipts)}
+    record.wall_seconds = round(time.time() - started, 2)
+    record.peak_memory = peak_memory_mb(device)
     rows = [r for receipt in receipts.values() for r in receipt.rows]
-    meta["cache_hits"] = sum(r["cache_hit"] for r in rows)
-    meta["metrics"] = plan.metric_identities
-    meta["metrics_skipped"] = skipped
+    record.cache_hits = sum(r["cache_hit"] for r in rows)
+    record.metrics = plan.metric_identities
+    record.metrics_skipped = skipped
     metric_seconds: dict[str, float] = {}
     for receipt in receipts.values():
         for name, t in receipt.metric_seconds.items():
             metric_seconds[name] = metric_seconds.get(name, 0.0) + t
-    meta["metric_seconds"] = {name: round(t, 2) for name, t in metric_seconds.items()}
-    meta["finished_plan"] = plan.identity()
+    record.metric_seconds = {name: round(t, 2) for name, t in metric_seconds.items()}
+    record.finished_plan = plan.identity()
     save_grids(plan, cache, output_dir, config)
-    atomic_write_json(output_dir / "run.json", meta)
+    record.write(output_dir)
 
 
 def fit_records(plan: Plan, manifests: dict, receipts: dict) -> tuple[dict, list[dict]]:
@@ -152,7 +153,7 @@ def fit_records(plan: Plan, manifests: dict, receipts: dict) -> tuple[dict, list
         info, hit = manifests[sid], receipts[sid].cache_hit if sid in receipts else True
         for g, label in users:
             fits[(g, label)] = {**info, "cache_hit": hit}
-            costs.append({"kind": "bypass_fit", "generator": g, "plugin": label, "scenario": "standard",
+            costs.append({"kind": BYPASS_FIT, "generator": g, "plugin": label, "scenario": STANDARD,
                           "train_seconds": info.get("train_seconds"), "trainable_params": info.get("trainable_params"),
                           "seconds": info.get("seconds"), "cache_hit": hit})
     for sid, step in plan.steps.items():

@@ -17,8 +17,19 @@ from typing import NamedTuple
 import torch
 
 from bench.contract.errors import BenchError
-from bench.contract.metric import Cell, Row
 from bench.contract.registry import registry
+from bench.contract.results import (
+    ALL_TARGETS,
+    CLEAN_INPUT,
+    LEAKAGE,
+    MARKED,
+    NONE,
+    ORIGINAL,
+    OUTSIDE_MARK,
+    STANDARD,
+    Cell,
+    Row,
+)
 from bench.harness.cache import Cache, tensor_digest
 from bench.harness.inputs import (
     Split,
@@ -28,17 +39,9 @@ from bench.harness.inputs import (
     load_split,
     make_plugin,
 )
-from bench.harness.plan import (
-    LEAKAGE,
-    NONE,
-    ORIGINAL,
-    PREVIEW_FACES,
-    STANDARD,
-    Step,
-    precision_parts,
-)
+from bench.harness.plan import PREVIEW_FACES, Step, precision_parts
 from bench.toolkit.attacks import attack_precision, chunked
-from bench.toolkit.budget import CLEAN_INPUT, MEASURES, measure
+from bench.toolkit.budget import SPECS, measure
 from bench.toolkit.device import resolve_device
 from bench.toolkit.generation import Edits, batched_generate, edits_of, pipeline_outputs
 from bench.toolkit.marks import MARK_RECOVERY, mark_recovery
@@ -192,10 +195,10 @@ def compute_cell(step: Step, ws: Workspace) -> tuple[dict, dict]:
     bypass = ws.bypass(task["pipeline"]["bypass"], task["pipeline"]["fit"])
     if bypass.defensive:
         marked, region = bypass.intended(clean), bypass.mark_region(outputs.size(-1))
-        scorer.score(outputs, marked, "marked", edits, control)
-        scorer.score(torch.where(region, clean, outputs), clean, "outside_mark", pair_only=True)
+        scorer.score(outputs, marked, MARKED, edits, control)
+        scorer.score(torch.where(region, clean, outputs), clean, OUTSIDE_MARK, pair_only=True)
         recovery = mark_recovery(outputs, marked, clean, region)
-        scorer.rows.append(Row.of(scorer.cell, "marked", MARK_RECOVERY, recovery.mean(), recovery.numel()))
+        scorer.rows.append(Row.of(scorer.cell, MARKED, MARK_RECOVERY, recovery.mean(), recovery.numel()))
     else:
         scorer.score(outputs, clean, ORIGINAL, edits, control)
     info = {"rows": [r.to_json() for r in scorer.rows], "metric_seconds": scorer.seconds}
@@ -271,7 +274,7 @@ def pair_values(scorer: Scorer, metric, sets: CellSets) -> list[Score]:
     """The mean over the cell's pairs, and each image's mean over its targets (the unit
     that bootstrap intervals resample: pairs of one image are not independent)."""
     values = chunked(metric.per_pair, sets.outputs, sets.references, batch_size=256, device=scorer.ws.device)
-    return [Score("all", values.mean(), values.numel(), values.view(-1, sets.images).mean(0))]
+    return [Score(ALL_TARGETS, values.mean(), values.numel(), values.view(-1, sets.images).mean(0))]
 
 
 def set_values(scorer: Scorer, metric, sets: CellSets) -> list[Score]:
@@ -282,20 +285,20 @@ def set_values(scorer: Scorer, metric, sets: CellSets) -> list[Score]:
              **precision_parts(ws.config)}
     hit = ws.cache.get("metric", parts)
     if hit is not None:
-        return [Score("all", hit[0]["value"], sets.outputs.size(0))]
+        return [Score(ALL_TARGETS, hit[0]["value"], sets.outputs.size(0))]
     value = torch.tensor(metric.per_set(sets.outputs, sets.references, ws.device), dtype=torch.float64)
     ws.cache.put("metric", parts, {"value": value}, {})
-    return [Score("all", value, sets.outputs.size(0))]
+    return [Score(ALL_TARGETS, value, sets.outputs.size(0))]
 
 
 def no_reference_values(scorer: Scorer, metric, sets: CellSets) -> list[Score]:
     values = metric.per_image(sets.outputs, scorer.ws.device)
-    return [Score("all", values.mean(), values.numel())]
+    return [Score(ALL_TARGETS, values.mean(), values.numel())]
 
 
 def attribute_values(metric, outputs, control, edits: Edits) -> list[Score]:
     hits = attribute_hits(outputs if metric.outputs == "edited" else control, edits.expected, edits.target_names)
-    return [Score("all", hits.mean(), hits.numel())] + [Score(name, hits[t].mean(), hits[t].numel())
+    return [Score(ALL_TARGETS, hits.mean(), hits.numel())] + [Score(name, hits[t].mean(), hits[t].numel())
                                                         for t, name in enumerate(edits.target_names)]
 
 
@@ -309,7 +312,7 @@ def budget_rows(step: Step, ws: Workspace, tensors: dict) -> list[Row]:
     task = step.task
     cell = Cell(task["generator"], task["defense"], task["pipeline"]["bypass"] if task["pipeline"] else NONE,
                 LEAKAGE if task["pipeline"] else STANDARD)
-    return [Row.of(cell, CLEAN_INPUT, MEASURES[name][1], value, n)
+    return [Row.of(cell, CLEAN_INPUT, SPECS[name], value, n)
             for name, (value, n) in measure(tensors["value"], ws.split("eval").images).items()]
 
 

@@ -5,7 +5,7 @@ image instead of trusting the declaration, and scores the protection's visible c
 (PSNR and SSIM of protected against clean). The leaderboard flags an entry whose
 measured L-inf exceeds the protocol's eps and does not rank it.
 
-Rows carry reference "clean_input" so that they never mix with the rows scored
+Rows carry reference CLEAN_INPUT so that they never mix with the rows scored
 against the original generator's outputs. Values are on [-1, 1] float tensors, before
 any 8-bit rounding (rounding alone may move a pixel by up to 1/255 on [0, 1]).
 """
@@ -16,10 +16,9 @@ import piq
 import torch
 
 from bench.contract.metric import MetricSpec
+from bench.contract.results import BUDGET_MEASURES
 from bench.toolkit.figures import to_unit
 from bench.toolkit.metrics import SSIM
-
-CLEAN_INPUT = "clean_input"
 
 
 def budget_spec(name: str, higher_is_better: bool, description: str) -> MetricSpec:
@@ -27,14 +26,12 @@ def budget_spec(name: str, higher_is_better: bool, description: str) -> MetricSp
                       implementation="bench.toolkit.budget", description=description)
 
 
-# how each measure aggregates over the protected images, and its spec
-MEASURES = {
-    "linf": ("max", budget_spec("linf", False, "largest absolute change of any pixel and channel (on [-1, 1])")),
-    "l2_norm": ("mean", budget_spec("l2_norm", False,
-                                    "Euclidean norm of the perturbation over C*H*W (on [-1, 1]), per image")),
-    "psnr": ("mean", budget_spec("psnr", True, "PSNR of protected against clean, in dB (piq, images mapped to "
-                                               "[0, 1])")),
-    "ssim": ("mean", budget_spec("ssim", True, "SSIM of protected against clean (piq, Gaussian 11x11)")),
+# each measure's spec (how it aggregates over the protected images: BUDGET_MEASURES)
+SPECS = {
+    "linf": budget_spec("linf", False, "largest absolute change of any pixel and channel (on [-1, 1])"),
+    "l2_norm": budget_spec("l2_norm", False, "Euclidean norm of the perturbation over C*H*W (on [-1, 1]), per image"),
+    "psnr": budget_spec("psnr", True, "PSNR of protected against clean, in dB (piq, images mapped to [0, 1])"),
+    "ssim": budget_spec("ssim", True, "SSIM of protected against clean (piq, Gaussian 11x11)"),
 }
 
 
@@ -52,8 +49,4 @@ def measure(protected: torch.Tensor, clean: torch.Tensor) -> dict[str, tuple[flo
         "ssim": SSIM.per_pair(p, x),
     }
     reduce = {"max": torch.max, "mean": torch.mean}
-    return {name: (float(reduce[MEASURES[name][0]](values)), values.numel()) for name, values in per_image.items()}
-
-
-def within_budget(linf: float, protocol: dict) -> bool:
-    return linf <= protocol["eps"] + protocol["tolerance"]
+    return {name: (float(reduce[BUDGET_MEASURES[name]](values)), values.numel()) for name, values in per_image.items()}

@@ -30,29 +30,27 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from bench.contract.errors import BenchError
-from bench.contract.io import atomic_write_json, atomic_write_text
+from bench.contract.results import (
+    ALL_TARGETS,
+    BUDGET_LIMIT,
+    BUDGET_MEASURES,
+    CLEAN_INPUT,
+    LEAKAGE,
+    NONE,
+    ORIGINAL,
+    STANDARD,
+    RunRecord,
+    within_budget,
+)
 from bench.harness import intervals
-from bench.toolkit.budget import CLEAN_INPUT, MEASURES, within_budget
+from bench.harness.reporting.runs import Run, first_of_each_cell, references
 
-NONE, STANDARD, LEAKAGE = "none", "standard", "leakage"
 SCORES = ("dsr", "l2")  # what each cell of the board shows: DSR (ranked on) and L2 (the paper's MSE)
-
-
-@dataclass
-class Run:
-    path: Path
-    cells: pd.DataFrame
-    meta: dict
-
-    @property
-    def name(self) -> str:
-        return self.path.name
 
 
 @dataclass(frozen=True)
@@ -165,29 +163,13 @@ class Board:
         return protocol_id(self.protocol)
 
 
-# --- reading runs -------------------------------------------------------------------
-
-def read_run(path: Path) -> Run:
-    from bench.harness.results import read_cells, read_meta
-
-    path = Path(path)
-    meta = read_meta(path)
-    if meta is None:
-        raise BenchError(f"{path} has no run.json: a leaderboard needs each run's protocol and provenance")
-    return Run(path, read_cells(path), meta)
-
-
-def protocol_of(meta: dict) -> dict:
+def protocol_of(record: RunRecord) -> dict:
     """What makes numbers comparable: profile, resolution, the perturbation budget, the
     evaluation images (ids and pixel hash) and the harness version."""
-    from bench.harness.profiles import PROTOCOL
-
-    config = meta["config"]
-    budget = {**PROTOCOL, **(config.get("protocol") or {})}  # runs made before it was a setting: the default
-    evaluation = meta["data"]["eval"]
-    return {"profile": config["profile"], "resolution": config["resolution"], "eps": budget["eps"],
-            "tolerance": budget["tolerance"], "harness_version": meta["harness_version"],
-            "evaluation": {k: evaluation.get(k) for k in ("name", "n", "first", "last", "ids", "pixels_sha256")}}
+    budget = record.protocol
+    return {"profile": record.profile, "resolution": record.config["resolution"], "eps": budget["eps"],
+            "tolerance": budget["tolerance"], "harness_version": record.harness_version,
+            "evaluation": {k: record.evaluation.get(k) for k in ("name", "n", "first", "last", "ids", "pixels_sha256")}}
 
 
 def protocol_id(protocol: dict) -> str:
@@ -198,7 +180,7 @@ def protocol_id(protocol: dict) -> str:
 def group_by_protocol(runs: list[Run]) -> dict[str, list[Run]]:
     groups: dict[str, list[Run]] = {}
     for run in runs:
-        groups.setdefault(protocol_id(protocol_of(run.meta)), []).append(run)
+        groups.setdefault(protocol_id(protocol_of(run.record)), []).append(run)
     return groups
 
 
@@ -207,7 +189,7 @@ def merged_identities(runs: list[Run], kind: str, field_name: str | None = None)
     name with two different identities is an error (the runs measured different things)."""
     merged, source = {}, {}
     for run in runs:
-        for name, identity in (run.meta.get("plugins", {}).get(kind) or {}).items():
+        for name, identity in (run.record.plugins.get(kind) or {}).items():
             value = identity.get(field_name) if field_name else identity
             if name in merged and merged[name] != value:
                 raise BenchError(f"runs {source[name]} and {run.name} evaluated {kind[:-1]} {name!r} differently "
@@ -219,23 +201,17 @@ def merged_identities(runs: list[Run], kind: str, field_name: str | None = None)
 
 def joined_cells(runs: list[Run]) -> pd.DataFrame:
     """All runs' rows, each cell once (the first run's), with the run it came from."""
-    from bench.harness.results import first_of_each_cell
-
     frames = [run.cells.assign(run=run.name) for run in runs]
     cells = first_of_each_cell(pd.concat(frames, ignore_index=True))
-    if "reference" not in cells:
-        cells["reference"] = "original"
-    cells["reference"] = cells["reference"].fillna("original")
+    cells["reference"] = references(cells)
     return cells
 
-
-# --- building a board -----------------------------------------------------------------
 
 def attack_rows(cells: pd.DataFrame) -> pd.DataFrame:
     """The rows the board shows, in the runs' order: DSR and L2 of the cells scored
     against the original fake (defensive patches, scored against a marked fake, are not
     bypasses and stay off the board)."""
-    return cells[(cells.reference == "original") & cells.metric.isin(SCORES) & (cells.target == "all")]
+    return cells[(cells.reference == ORIGINAL) & cells.metric.isin(SCORES) & (cells.target == ALL_TARGETS)]
 
 
 def attack_table(rows: pd.DataFrame) -> pd.DataFrame:
@@ -268,10 +244,10 @@ def budget_of(cells: pd.DataFrame, defense: str, eps_declared, protocol: dict) -
                 "images": 0, "within_budget": None}
     standard = rows[rows.scenario == STANDARD]
     standard = standard if not standard.empty else rows
-    linf = float(rows[rows.metric == "linf"].value.max())
+    linf = float(rows[rows.metric == BUDGET_LIMIT].value.max())
     means = {f"{name}_mean": number(standard[standard.metric == name].value.mean())
-             for name in MEASURES if name != "linf"}
-    images = int(rows[rows.metric == "linf"].n.sum())
+             for name in BUDGET_MEASURES if name != BUDGET_LIMIT}
+    images = int(rows[rows.metric == BUDGET_LIMIT].n.sum())
     return {**budget, "linf_max": linf, **means, "images": images, "within_budget": within_budget(linf, protocol)}
 
 
@@ -332,9 +308,8 @@ def lower(cell: dict, other: dict) -> bool:
 def plugin_facts(runs: list[Run], kind: str, label: str) -> tuple[dict, dict]:
     """A plugin's identity (name, version, params) and origin from the first run naming it."""
     for run in runs:
-        identity = (run.meta.get("plugins", {}).get(kind) or {}).get(label)
+        identity, origin = run.record.plugin(kind, label)
         if identity is not None:
-            origin = (run.meta.get("plugin_origins", {}).get(kind) or {}).get(label) or {}
             return identity, origin
     return {}, {}
 
@@ -368,10 +343,10 @@ def rank(items: list, score, higher_first: bool) -> None:
 
 def build_board(runs: list[Run]) -> Board:
     """One board from runs that share a protocol."""
-    protocols = {protocol_id(protocol_of(run.meta)) for run in runs}
+    protocols = {protocol_id(protocol_of(run.record)) for run in runs}
     if len(protocols) > 1:
         raise BenchError("runs of different protocols cannot share a board; group them with group_by_protocol")
-    protocol = protocol_of(runs[0].meta)
+    protocol = protocol_of(runs[0].record)
     cells = joined_cells(runs)
     rows = attack_rows(cells)
     if not (rows.metric == "dsr").any():
@@ -393,213 +368,12 @@ def build_board(runs: list[Run]) -> Board:
 
 
 def run_provenance(run: Run) -> dict:
-    meta = run.meta
-    return {"run": run.name, "command": meta.get("command"), "finished": meta.get("finished"),
-            "git": meta.get("git"), "harness_version": meta.get("harness_version"), "seed": meta.get("seed"),
-            "device": (meta.get("environment") or {}).get("device"),
-            "wall_seconds": meta.get("wall_seconds")}
-
-
-# --- what a board is written as --------------------------------------------------------
-
-def entry_json(board: Board, entry: Entry) -> dict:
-    """One entry as RobustBench keeps them: metadata, protocol, every cell, the worst case,
-    the measured budget and the provenance of the runs it came from."""
-    return {
-        "name": entry.label,
-        "plugin": entry.origin.get("plugin") or entry.label,
-        "version": entry.origin.get("version"),
-        "distribution": entry.origin.get("distribution"),
-        "distribution_version": entry.origin.get("distribution_version"),
-        "entry_point": entry.origin.get("entry_point"),
-        "paper": entry.origin.get("paper"),
-        "url": entry.origin.get("url"),
-        "licence": entry.origin.get("licence"),
-        "parameters": entry.params,
-        "protocol": {"id": board.protocol_id, **board.protocol, "generators": board.generators},
-        "rank": entry.rank,
-        "status": entry.status,
-        "robust_dsr": entry.robust_dsr,
-        "robust_dsr_interval": list(entry.robust_interval) if entry.robust_interval else None,
-        "tied_with": entry.tied_with,
-        "mean_dsr": entry.mean_dsr,
-        "worst_case": entry.worst,
-        "budget": entry.budget,
-        "cells": entry.cells,
-        "missing": entry.missing,
-        "provenance": [r for r in board.runs if r["run"] in entry.runs],
-    }
-
-
-def board_json(board: Board) -> dict:
-    return {"protocol": {"id": board.protocol_id, **board.protocol, "generators": board.generators},
-            "columns": [c.as_dict() for c in board.columns],
-            "bypasses": board.bypasses,
-            "defenses": [entry_json(board, e) for e in ordered_entries(board.entries)],
-            "bypass_board": [{"bypass": b.column.bypass, "scenario": b.column.scenario, "rank": b.rank,
-                              "status": b.status, "worst_dsr": b.worst_dsr, "mean_dsr": b.mean_dsr,
-                              "worst_case": b.worst,
-                              "missing": b.missing} for b in ordered_entries(board.bypass_entries)],
-            "runs": board.runs}
+    record = run.record
+    return {"run": run.name, "command": record.command, "finished": record.finished, "git": record.git,
+            "harness_version": record.harness_version, "seed": record.seed,
+            "device": record.environment.get("device"), "wall_seconds": record.wall_seconds}
 
 
 def ordered_entries(items: list) -> list:
     """Ranked first, by rank; then the rest by name."""
     return sorted(items, key=lambda item: (item.rank is None, item.rank or 0, item.label))
-
-
-def defense_table(board: Board) -> pd.DataFrame:
-    """The defense board: robust DSR per generator (its worst bypass in brackets), the
-    mean, and the measured budget and cost."""
-    rows = []
-    for entry in ordered_entries(board.entries):
-        row = {"rank": entry.rank if entry.rank is not None else "–", "defense": entry.label}
-        for g in board.generators:
-            w = entry.worst.get(g)
-            row[f"{g} robust DSR↑"] = f"{w['dsr']:.3f} ({worst_label(w)})" if w else "–"
-        row["mean robust DSR↑"] = bounded(entry.robust_dsr, not entry.complete, "≤") + plus_minus(entry.robust_interval)
-        row["tied with (95%)"] = tie_text(entry)
-        row["mean DSR, all cells↑"] = fmt(entry.mean_dsr, 3)
-        b = entry.budget
-        row["L-inf (eps)"] = f"{fmt(b['linf_max'], 4)} ({fmt(b['eps_declared'], 3)})"
-        row["L2 norm"] = fmt(b["l2_norm_mean"], 3)
-        row["PSNR dB"] = fmt(b["psnr_mean"], 2)
-        row["SSIM"] = fmt(b["ssim_mean"], 4)
-        row["status"] = entry.status
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def bypass_table(board: Board) -> pd.DataFrame:
-    rows = []
-    for item in ordered_entries(board.bypass_entries):
-        row = {"rank": item.rank if item.rank is not None else "–", "bypass": item.label}
-        for g in board.generators:
-            w = item.worst.get(g)
-            row[f"{g} worst DSR↓"] = f"{w['dsr']:.3f} ({w['defense']})" if w else "–"
-        row["mean worst DSR↓"] = bounded(item.worst_dsr, bool(item.missing), "≥")
-        row["mean DSR, all cells↓"] = fmt(item.mean_dsr, 3)
-        row["status"] = item.status
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def cell_matrix(board: Board, entry: Entry) -> pd.DataFrame:
-    """An entry's every cell: DSR and L2 per bypass column and generator."""
-    found = {(c["generator"], c["bypass"], c["scenario"]): c for c in entry.cells}
-    rows = []
-    for column in board.columns:
-        row = {"bypass": column.label}
-        for g in board.generators:
-            cell = found.get((g, column.bypass, column.scenario))
-            dsr = "–" if cell is None else f"{cell['dsr']:.3f}"
-            row[f"{g} DSR"] = f"**{dsr}**" if cell is not None and entry.is_worst(g, column) else dsr
-            row[f"{g} L2"] = "–" if cell is None else fmt(cell["l2"], 4)
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def fmt(value, digits: int) -> str:
-    return "–" if value is None else f"{value:.{digits}f}"
-
-
-def tie_text(entry: Entry) -> str:
-    """The entries a ranked entry is tied with; n/a where its rows keep no per-image values."""
-    if entry.rank is None:
-        return ""
-    return "n/a" if entry.replicates is None else (", ".join(entry.tied_with) or "–")
-
-
-def plus_minus(interval: tuple[float, float] | None) -> str:
-    """' ± h' of a 95% interval, or nothing without one."""
-    return "" if interval is None else intervals.plus_minus(*interval)
-
-
-def bounded(value: float | None, partial: bool, sign: str) -> str:
-    """A worst case, with `sign` (≤ or ≥) where cells are missing: then it is a bound."""
-    return "–" if value is None else (f"{sign} " if partial else "") + f"{value:.3f}"
-
-
-def worst_label(worst: dict) -> str:
-    return Column(worst["bypass"], worst["scenario"]).label
-
-
-def protocol_lines(board: Board) -> list[str]:
-    p, e = board.protocol, board.protocol["evaluation"]
-    first = (e.get("first") or ["?"])[0]
-    last = (e.get("last") or ["?"])[0]
-    generators = ", ".join(f"{g} ({h[:12] if h else '?'})" for g, h in board.generators.items())
-    return [f"protocol {board.protocol_id}: profile {p['profile']}, {p['resolution']} px, "
-            f"eps {p['eps']} (L-inf on [-1, 1], tolerance {p['tolerance']:g}), harness {p['harness_version']}",
-            f"evaluation images: {e.get('n')} of {e.get('name')} ({first} … {last}), ids {e.get('ids')}, "
-            f"pixels {e.get('pixels_sha256')}",
-            f"generators (weights sha256): {generators}",
-            "runs: " + ", ".join(f"{r['run']} (git {str((r['git'] or {}).get('commit'))[:10]})" for r in board.runs)]
-
-
-EXPLANATION = (
-    "Robust DSR: for each generator, the lowest DSR (defense success rate) any bypass leaves the defense, over "
-    "the standard and the leakage scenario (in brackets: that worst bypass; of equal DSRs, the one whose "
-    "outputs come closest to the original fake, by L2); ranked by its mean over the "
-    "generators, ties broken by the mean DSR over all cells (the average case). ±: half the width of its 95% "
-    "bootstrap interval over the evaluation images; tied with: the ranked entries whose paired difference "
-    "from it has a 95% interval containing 0. An entry missing cells is not ranked and shows ≤ (its worst "
-    "case can only be lower). "
-    "L-inf: the largest change of any pixel over every protected image (eps declared in brackets); L2 norm, "
-    "PSNR and SSIM: protected against clean, mean over the standard scenario's protected images. An entry "
-    "beyond the protocol's eps is flagged and not ranked.")
-BYPASS_EXPLANATION = (
-    "Bypasses ranked by the highest DSR they leave any defense within budget (lower: a stronger bypass), "
-    "per generator (in brackets: that defense) and its mean, ties broken by the mean DSR they leave over all "
-    "cells; ≥ where cells are missing.")
-
-
-def to_markdown(table: pd.DataFrame, title: str) -> str:
-    """A table of already formatted text, printed as it is (no re-rounding of numbers)."""
-    return f"### {title}\n\n" + table.to_markdown(disable_numparse=True) + "\n"
-
-
-def markdown(board: Board) -> str:
-    text = "# Leaderboard: proactive defenses by their worst case over every bypass\n\n"
-    text += "\n".join(f"- {line}" for line in protocol_lines(board)) + "\n\n"
-    text += to_markdown(defense_table(board).set_index("rank"), "Defenses") + f"\n{EXPLANATION}\n\n"
-    text += to_markdown(bypass_table(board).set_index("rank"), "Bypasses") + f"\n{BYPASS_EXPLANATION}\n\n"
-    text += "## Every cell\n\n"
-    for entry in ordered_entries(board.entries):
-        text += to_markdown(cell_matrix(board, entry).set_index("bypass"),
-                            f"{entry.label}: DSR and L2 under every bypass (bold: the worst case)") + "\n"
-    return text
-
-
-def write_board(board: Board, output: Path) -> None:
-    from bench.harness.leaderboard_html import html
-
-    output = Path(output)
-    for entry in board.entries:
-        atomic_write_json(output / "entries" / f"{entry.label}.json", entry_json(board, entry))
-    atomic_write_json(output / "board.json", board_json(board))
-    atomic_write_text(output / "leaderboard.md", markdown(board))
-    atomic_write_text(output / "leaderboard.csv", defense_table(board).to_csv(index=False))
-    atomic_write_text(output / "bypasses.csv", bypass_table(board).to_csv(index=False))
-    atomic_write_text(output / "leaderboard.html", html(board))
-
-
-def write_leaderboards(runs: list[Run], output: Path) -> list[tuple[Path, Board]]:
-    """A board per protocol of the runs, written to `output` (one protocol) or to
-    `output/<profile>-<protocol id>/` each (several)."""
-    groups = group_by_protocol(runs)
-    written = []
-    for pid, group in groups.items():
-        board = build_board(group)
-        where = Path(output) if len(groups) == 1 else Path(output) / f"{board.protocol['profile']}-{pid}"
-        write_board(board, where)
-        written.append((where, board))
-    return written
-
-
-def summary_line(where: Path, board: Board) -> str:
-    ranked = [e for e in board.entries if e.rank is not None]
-    top = ordered_entries(board.entries)[0] if ranked else None
-    lead = f"; first: {top.label} (robust DSR {top.robust_dsr:.3f})" if top else ""
-    return (f"{where}/leaderboard.md and .html: protocol {board.protocol_id}, {len(ranked)} of "
-            f"{len(board.entries)} defenses ranked{lead}")

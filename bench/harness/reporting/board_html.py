@@ -15,14 +15,12 @@ from html import escape
 from pathlib import Path
 
 from bench.contract.errors import BenchError
-from bench.harness.leaderboard import (
+from bench.harness.reporting.board import Board, Entry, ordered_entries
+from bench.harness.reporting.board_pages import (
     BYPASS_EXPLANATION,
     EXPLANATION,
-    Board,
-    Entry,
     bounded,
     fmt,
-    ordered_entries,
     plus_minus,
     protocol_lines,
     worst_label,
@@ -50,6 +48,7 @@ table.cells { margin: .4rem 0 .8rem 1.5rem; } table.cells th:first-child { text-
 td.worst { background: #ffe2a8; font-weight: 700; }
 p.note { max-width: 70rem; font-size: .85rem; color: #3d4656; }
 """
+
 
 SCRIPT = """
 function missing(v) { return v === undefined || v === ""; }
@@ -202,7 +201,8 @@ def html(board: Board) -> str:
 
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "chrome")
-# what a headless Chromium needs on a machine without network or display (no sandbox as root)
+
+
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--hide-scrollbars"]

@@ -1,0 +1,5 @@
+"""Moved to `bench.contract.errors`; this old path still works (see `bench.contract.moved`)."""
+
+from bench.contract.moved import forwarding
+
+__getattr__ = forwarding(__name__, "bench.contract.errors")

@@ -1,0 +1,61 @@
+"""The report's plots (matplotlib, no torch): Fig. 5's grouped bars and Fig. 8's loss
+curves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench.contract.io import atomic_write
+
+
+def pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_grouped_bars(table, path: str | Path, ylabel: str) -> None:
+    """One panel per first index level (e.g. generator), one group of bars per second
+    level (e.g. bypass), one bar per column (e.g. scenario)."""
+    plt = pyplot()
+    panels = list(dict.fromkeys(table.index.get_level_values(0)))
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 2.8), squeeze=False, sharey=True)
+    for ax, panel in zip(axes[0], panels):
+        part = table.loc[panel]
+        width = 0.8 / len(part.columns)
+        for j, column in enumerate(part.columns):
+            ax.bar([i + j * width for i in range(len(part))], part[column].fillna(0).to_numpy(), width, label=column)
+        ax.set_xticks([i + 0.4 - width / 2 for i in range(len(part))])
+        ax.set_xticklabels(part.index, rotation=45, ha="right", fontsize=7)
+        ax.set_title(panel, fontsize=9)
+        ax.set_ylim(0, 1.05)
+    axes[0][0].set_ylabel(ylabel, fontsize=8)
+    axes[0][-1].legend(fontsize=7)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    plt.close(fig)
+
+
+def save_loss_curves(curves: dict, path: str | Path, every: int = 10) -> None:
+    """Loss curves {(panel, label): [loss per step]}, averaged over blocks of `every` steps,
+    one panel per first key, log scale."""
+    plt = pyplot()
+    panels = list(dict.fromkeys(k[0] for k in curves))
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 2.8), squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        for (p, label), curve in curves.items():
+            if p != panel or not curve:
+                continue
+            blocks = [sum(curve[i:i + every]) / len(curve[i:i + every]) for i in range(0, len(curve), every)]
+            ax.plot([i * every for i in range(len(blocks))], blocks, label=label)
+        ax.set_yscale("log")
+        ax.set_title(panel, fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel(f"loss (mean of {every} steps)", fontsize=8)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    plt.close(fig)
