@@ -9,6 +9,7 @@ Conditions are tensors shaped (T, N, ...): one edit target t for each image n.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import os
 import sys
 from pathlib import Path
@@ -235,6 +236,7 @@ class Generator(nn.Module):
     # file name, wrapper key (None for a bare state dict), resolution, where to get it
     official_checkpoint: ClassVar[dict] = {}
     optional_state_keys: ClassVar[tuple[str, ...]] = ()
+    recipe_module: ClassVar[str | None] = None  # "package.module" of its training recipe, if it has one
 
     def __init__(self, **config):
         super().__init__()
@@ -335,7 +337,21 @@ class Generator(nn.Module):
     def recipe(self, resolution: int, **settings) -> "Generator.Recipe":
         """This generator's own training recipe at `resolution`, for fine-tuning all of it
         with a fresh critic; `settings` override the recipe's (its TrainParams fields)."""
-        raise ConfigError(f"generator {self.name!r} has no training recipe to fine-tune it with")
+        return self.recipe_functions("to fine-tune it with").recipe_for(self, resolution, settings)
+
+    @classmethod
+    def train_recipe(cls, params, faceset, out_dir: Path, device: torch.device, export: Path | None = None,
+                     command: str = "") -> "Generator":
+        """Train one from scratch with `params` (a `TrainParams`) on `faceset`, resumably in
+        `out_dir`; the trained generator, exported to `export` if set."""
+        return cls.recipe_functions("to train it with").train(cls, params, faceset, out_dir, device, export, command)
+
+    @classmethod
+    def recipe_functions(cls, purpose: str):
+        """The module of its training recipe (one ConfigError line where it has none)."""
+        if cls.recipe_module is None:
+            raise ConfigError(f"generator {cls.name!r} has no training recipe {purpose}")
+        return importlib.import_module(cls.recipe_module)
 
     # --- identity -------------------------------------------------------------------
     def weight_hash(self) -> str:

@@ -90,7 +90,7 @@ class Row:
     @classmethod
     def of(cls, cell: Cell, reference: str, spec: MetricSpec, value, n: int, target: str = ALL_TARGETS,
            per_image=None) -> Row:
-        """The row of `spec`'s metric; `per_image`: a tensor (or array) of the values per image."""
+        """The row of `spec`'s metric; `per_image`: a tensor of its values per image."""
         kept = None if per_image is None else [float(f"{v:.8g}") for v in per_image.double().flatten().tolist()]
         return cls(cell.generator, cell.defense, cell.bypass, cell.scenario, reference, spec.name, target,
                    spec.higher_is_better, spec.threshold, float(value), int(n), per_image=kept)

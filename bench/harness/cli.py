@@ -41,7 +41,7 @@ def cmd_train_generator(args) -> int:
     from bench.toolkit.device import resolve_device
 
     cls = registry("generators").get(args.name)
-    if not hasattr(cls, "train_recipe"):
+    if not hasattr(cls, "TrainParams"):
         raise BenchError(f"generator {args.name!r} has no training recipe")
     params = build_params(cls.TrainParams, parse_overrides(args.set), f"{args.name} training")
     faceset = load_faceset(args.data, args.dataset, params.resolution)

@@ -30,7 +30,6 @@ records the config it used.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -186,10 +185,7 @@ class AttGAN(Generator):
         return ((labels.float() * 2 - 1) * self.config["thres_int"]).unsqueeze(0)
 
     # ------------------------------------------------------------------ training
-    def recipe(self, resolution: int, **settings) -> Generator.Recipe:
-        from .recipe import recipe_for  # the recipe imports this module
-
-        return recipe_for(self, resolution, settings)
+    recipe_module = "generators.attgan.recipe"  # recipe_for and train, loaded on first use (never imported here)
 
     @dataclass
     class TrainParams:
@@ -221,9 +217,3 @@ class AttGAN(Generator):
         seed: Seed = 1234
         checkpoint_every: Count = 500
 
-    @classmethod
-    def train_recipe(cls, params: "AttGAN.TrainParams", faceset, out_dir: Path, device: torch.device,
-                     export: Path | None = None, command: str = "") -> "AttGAN":
-        from .recipe import train
-
-        return train(cls, params, faceset, out_dir, device, export, command)

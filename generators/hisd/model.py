@@ -387,10 +387,7 @@ class HiSD(Generator):
         return torch.full((1, labels.size(0)), -1, dtype=torch.long)
 
     # ------------------------------------------------------------------ training
-    def recipe(self, resolution: int, **settings) -> Generator.Recipe:
-        from .recipe import recipe_for  # the recipe imports this module
-
-        return recipe_for(self, resolution, settings)
+    recipe_module = "generators.hisd.recipe"  # recipe_for and train, loaded on first use (never imported here)
 
     @dataclass
     class TrainParams:
@@ -425,9 +422,3 @@ class HiSD(Generator):
         seed: Seed = 1234
         checkpoint_every: Count = 500
 
-    @classmethod
-    def train_recipe(cls, params: "HiSD.TrainParams", faceset, out_dir: Path, device: torch.device,
-                     export: Path | None = None, command: str = "") -> "HiSD":
-        from .recipe import train
-
-        return train(cls, params, faceset, out_dir, device, export, command)

@@ -17,7 +17,6 @@ cycle reconstruction); its settings, `StarGAN.TrainParams`, are declared here, w
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -129,10 +128,7 @@ class StarGAN(Generator):
         return labels.float().unsqueeze(0)
 
     # ------------------------------------------------------------------ training
-    def recipe(self, resolution: int, **settings) -> Generator.Recipe:
-        from .recipe import recipe_for  # the recipe imports this module
-
-        return recipe_for(self, resolution, settings)
+    recipe_module = "generators.stargan.recipe"  # recipe_for and train, loaded on first use (never imported here)
 
     @dataclass
     class TrainParams:
@@ -158,9 +154,3 @@ class StarGAN(Generator):
         seed: Seed = 1234
         checkpoint_every: Count = 500
 
-    @classmethod
-    def train_recipe(cls, params: "StarGAN.TrainParams", faceset, out_dir: Path, device: torch.device,
-                     export: Path | None = None, command: str = "") -> "StarGAN":
-        from .recipe import train
-
-        return train(cls, params, faceset, out_dir, device, export, command)
