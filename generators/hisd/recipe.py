@@ -19,12 +19,7 @@ from torch import nn
 from bench.contract.errors import ConfigError, DataError
 from bench.contract.params import build_params
 from bench.contract.plugins import Generator
-from bench.toolkit.training import (
-    BatchSampler,
-    TrainingSetup,
-    train_generator,
-    update_ema,
-)
+from bench.toolkit.training import BatchSampler, TrainingSetup, train_generator, update_ema
 
 from .model import DownBlock, HiSD
 

@@ -17,13 +17,7 @@ from torch import nn
 
 from bench.contract.params import build_params
 from bench.contract.plugins import Generator
-from bench.toolkit.training import (
-    BatchSampler,
-    TrainingSetup,
-    edit_grid_preview,
-    gradient_penalty,
-    train_generator,
-)
+from bench.toolkit.training import BatchSampler, TrainingSetup, edit_grid_preview, gradient_penalty, train_generator
 
 from .model import ATTRIBUTES, HAIR_COLOURS, StarGAN
 
