@@ -38,6 +38,8 @@ MARKED = "marked"  # defensive patches: the original fake with the warning mark
 OUTSIDE_MARK = "outside_mark"  # defensive patches: the original fake, outside the mark's region
 
 # --- files of a run folder -------------------------------------------------------------
+# 2: fit costs in costs.jsonl (no longer rows of defense NONE), plan.json, run.json "plan"
+RESULT_SCHEMA_VERSION = 2
 CELLS, COSTS, PLAN, RUN = "cells.jsonl", "costs.jsonl", "plan.json", "run.json"
 FIT_COSTS = ("train_seconds", "trainable_params")  # what a trainable bypass's fit cost
 BYPASS_FIT = "bypass_fit"  # the kind of a bypass fit's line in costs.jsonl

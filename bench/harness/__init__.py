@@ -1,6 +1,7 @@
 """The harness: what runs plugins and reports on them. A run is a plan of cached steps
 (`plan`, `steps`) run by an executor (`executors`: local or Dask) over a shared,
 content-addressed cache (`cache`), with rows written cell by cell (`results`); then
-the paper's tables (`report`), the leaderboard (`leaderboard`, `leaderboard_html`),
-plugin checks (`validate`) and the command line (`cli`). Nothing imports the harness.
+the reporting wing (`reporting`: the paper's tables and the leaderboard, read from
+finished runs without torch), plugin checks (`validate`) and the command line (`cli`).
+It imports no method (it finds them through the registry), and nothing imports it.
 """
