@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from bench.contract.errors import ConfigError, WeightsError
-from generators.attgan import ATTRIBUTES, AttGAN, Discriminators
+from generators.attgan import ATTRIBUTES, AttGAN
+from generators.attgan.recipe import Discriminators
 from tests.conftest import make_face_folder, random_state_from_layout, reference_layout
 
 

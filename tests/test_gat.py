@@ -7,7 +7,8 @@ import generators.hisd as hisd
 from bench.contract.errors import ConfigError
 from bypasses.gat import GAT
 from generators.attgan import AttGAN
-from generators.hisd import HiSD, nearest_reference
+from generators.hisd import HiSD
+from generators.hisd.recipe import nearest_reference
 from generators.stargan import StarGAN
 
 FAST = dict(epochs=1, batch_size=2, pgd_steps=2, d_warmup=2)

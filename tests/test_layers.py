@@ -3,6 +3,7 @@ contract, nothing imports the harness but the harness, and the harness imports n
 method (defenses, bypasses, generators): it finds them through the registry."""
 
 import importlib.util
+import json
 import subprocess
 import sys
 
@@ -32,3 +33,24 @@ def test_a_harness_module_importing_a_method_is_wrong(tmp_path, monkeypatch, cap
     out = capsys.readouterr().out
     assert "WRONG: bench.harness.cli imports generators.hisd (harness -> methods)" in out
     assert out.count("WRONG") == 1  # the package's own relative import is no edge between layers
+
+
+LOAD_GENERATORS = """
+import json, sys
+from bench.contract.registry import registry
+generators = registry("generators")
+loaded = [generators.get(name) for name in generators.names()]
+print(json.dumps(sorted(m for m in sys.modules if m.startswith("generators.") and m.endswith(".recipe"))))
+"""
+
+
+def test_a_generator_loads_without_its_training_recipe():
+    """The network and its edits are all a run of the matrix needs: the recipe (critic,
+    losses, samplers) is imported only to train or fine-tune (`recipe_module`)."""
+    done = subprocess.run([sys.executable, "-c", LOAD_GENERATORS], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == []
+    from bench.contract.registry import registry
+
+    stargan = registry("generators").get("stargan")
+    assert stargan.recipe_functions("to train it").__name__ == stargan.recipe_module

@@ -3,9 +3,11 @@ and run.json goes through the typed RunRecord unchanged."""
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 
+import pandas as pd
 import pytest
 
 from bench.contract.errors import BenchError
@@ -24,12 +26,38 @@ print(json.dumps(sorted(m for m in ("torch", "piq", "torchvision") if m in sys.m
 """
 
 
-def test_report_and_leaderboard_of_a_finished_run_import_no_torch(tmp_path):
-    done = subprocess.run([sys.executable, "-c", READ_WITHOUT_TORCH, str(COMMITTED_RUN), str(tmp_path)],
-                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+def read_without_torch(run, out) -> list[str]:
+    """`bench report` and `bench leaderboard` of `run` in a fresh process: the heavy
+    libraries they imported."""
+    done = subprocess.run([sys.executable, "-c", READ_WITHOUT_TORCH, str(run), str(out)], capture_output=True,
+                          text=True, cwd=ROOT, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert json.loads(done.stdout.strip().splitlines()[-1]) == []
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_report_and_leaderboard_of_a_finished_run_import_no_torch(tmp_path):
+    assert read_without_torch(COMMITTED_RUN, tmp_path) == []
     assert (tmp_path / "report" / "table1.csv").exists() and (tmp_path / "board" / "board.json").exists()
+
+
+def test_a_metric_the_run_could_not_compute_prints_na_without_torch(tmp_path):
+    """FID skipped (its weights missing): Table II shows it as n/a under its own header,
+    whose direction comes from the spec the run recorded, not from the metric's code
+    (the run records every skipped metric's spec, as a run does now)."""
+    from bench.contract.registry import registry
+
+    run = shutil.copytree(COMMITTED_RUN, tmp_path / "run")
+    rows = [line for line in (run / "cells.jsonl").read_text().splitlines() if json.loads(line)["metric"] != "fid"]
+    (run / "cells.jsonl").write_text("\n".join(rows) + "\n")
+    record = RunRecord.read(run)
+    spec = record.metrics.pop("fid")
+    record.metrics_skipped["fid"] = "weights missing at /nowhere"
+    record.skipped_metric_specs = {"fid": spec, "clip_score": registry("metrics").get("clip_score").info()}
+    record.write(run)
+    assert read_without_torch(run, tmp_path / "out") == []
+    table2 = pd.read_csv(tmp_path / "out" / "report" / "table2.csv", header=[0, 1], index_col=0, keep_default_na=False)
+    assert table2.loc["lora", ("stargan", "FID↓")] == "n/a" and table2.loc["jpeg", ("hisd", "FID↓")] == "n/a"
+    assert "FID↓ n/a: weights missing at /nowhere" in (tmp_path / "out" / "report" / "report.md").read_text()
 
 
 def test_run_json_reads_and_writes_back_unchanged(tmp_path):
@@ -38,7 +66,10 @@ def test_run_json_reads_and_writes_back_unchanged(tmp_path):
     assert record.profile == original["config"]["profile"] and record.evaluation == original["data"]["eval"]
     record.write(tmp_path)
     again = json.loads((tmp_path / RUN).read_text())
-    assert again == original and list(again) == list(original)  # the same keys, in the same order
+    # the same keys in the same order, and the fields newer than the run, empty
+    assert {k: v for k, v in again.items() if k in original} == original
+    assert [k for k in again if k in original] == list(original)
+    assert all(not again[k] for k in set(again) - set(original))
 
 
 def test_keys_a_later_version_adds_are_kept(tmp_path):

@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from bench.contract.errors import WeightsError
-from generators.stargan import ATTRIBUTES, Discriminator, StarGAN
+from generators.stargan import ATTRIBUTES, StarGAN
+from generators.stargan.recipe import Discriminator
 from tests.conftest import random_state_from_layout, reference_layout
 
 

@@ -100,5 +100,5 @@ class NoReferenceMetric(Metric):
         raise NotImplementedError
 
 
-# Cell and Row moved to bench.contract.results; the old path still works, with a warning
-__getattr__ = forwarding(__name__, "bench.contract.results", ("Cell", "Row"))
+# the row format moved to bench.contract.results; the old path still works, with a warning
+__getattr__ = forwarding(__name__, "bench.contract.results", ("Cell", "Row", "ROW_SCHEMA"))

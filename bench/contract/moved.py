@@ -22,7 +22,7 @@ def forwarding(old: str, new: str, names: tuple[str, ...] | None = None):
             value = getattr(importlib.import_module(new), name)
         except AttributeError:
             raise AttributeError(f"module {old!r} has no attribute {name!r} (it moved to {new})") from None
-        warnings.warn(f"{old}.{name} moved: import it from {new} (the old path {old} goes in {REMOVED_IN})",
+        warnings.warn(f"{old}.{name} moved: import it from {new} (the old path {old}.{name} goes in {REMOVED_IN})",
                       DeprecationWarning, stacklevel=2)
         return value
 

@@ -42,7 +42,7 @@ OUTSIDE_MARK = "outside_mark"  # defensive patches: the original fake, outside t
 RESULT_SCHEMA_VERSION = 2
 CELLS, COSTS, PLAN, RUN = "cells.jsonl", "costs.jsonl", "plan.json", "run.json"
 FIT_COSTS = ("train_seconds", "trainable_params")  # what a trainable bypass's fit cost
-BYPASS_FIT = "bypass_fit"  # the kind of a bypass fit's line in costs.jsonl
+BYPASS_FIT, DEFENSE_FIT = "bypass_fit", "defense_fit"  # the kinds of costs.jsonl's lines
 
 # --- the budget a protection is measured against -----------------------------------------
 # the perturbation budget of the paper's defenses (L-inf on [-1, 1]): their default, and
@@ -56,6 +56,14 @@ BUDGET_LIMIT = "linf"  # the measure checked against the protocol's eps
 
 def within_budget(linf: float, protocol: dict) -> bool:
     return linf <= protocol["eps"] + protocol["tolerance"]
+
+
+# --- fits ---------------------------------------------------------------------------------
+def recent_mean(curve: list[float], fraction: float = 0.1) -> float:
+    """Mean of the last `fraction` of a loss curve (at least its last value): a fit's
+    final loss, less noisy than its last step."""
+    tail = curve[-max(1, int(len(curve) * fraction)):]
+    return sum(tail) / len(tail)
 
 
 # --- cells and rows ------------------------------------------------------------------------
@@ -119,8 +127,9 @@ CELL_KEY = ("generator", "defense", "bypass", "scenario", "metric", "target", "r
 @dataclass
 class RunRecord:
     """`run.json`: what ran, on what, and how, so that a run can be reproduced and its
-    numbers compared only with comparable ones. Fields are written in this order; keys
-    a later version adds are kept (`extra`) and written back."""
+    numbers compared only with comparable ones. Fields are written in this order (a
+    record read from an older run gains the fields it lacked, empty); keys a later
+    version adds are kept (`extra`) and written back."""
     harness_version: str
     seed: int
     config: dict
@@ -141,13 +150,15 @@ class RunRecord:
     cache_hits: int | None = None
     metrics: dict = field(default_factory=dict)  # metric -> identity (its spec, weights' hash, libraries)
     metrics_skipped: dict = field(default_factory=dict)  # metric -> why it could not run
+    skipped_metric_specs: dict = field(default_factory=dict)  # metric it could not run -> its spec
     metric_seconds: dict = field(default_factory=dict)
     finished_plan: str | None = None  # the plan's id, once every row of it is written
     extra: dict = field(default_factory=dict)
 
     ORDER = ("schema_version", "harness_version", "finished", "command", "git", "environment", "seed", "config",
              "selected", "plugins", "plugin_origins", "data", "defense_fits", "fits", "plan", "wall_seconds",
-             "peak_memory", "cache_hits", "metrics", "metrics_skipped", "metric_seconds", "finished_plan")
+             "peak_memory", "cache_hits", "metrics", "metrics_skipped", "skipped_metric_specs", "metric_seconds",
+             "finished_plan")
     REQUIRED = ("config", "data", "harness_version", "seed", "git")  # what reports and boards read
 
     @property

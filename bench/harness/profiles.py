@@ -48,9 +48,6 @@ SPLITS = {
 # images_256 holds the first 1,500 CelebA-HQ faces: the first 1,000 fine-tune, the rest evaluate
 PAPER_SPLITS = {**SPLITS, "celebahq": {"finetune": [0, 1000], "defense": [0, 1000], "eval": [1000, 1500]}}
 
-# the perturbation budget every defense is held to (L-inf on [-1, 1]), measured on its
-# protected images; the leaderboard does not rank an entry beyond it (plus tolerance)
-
 # Variants of LoRA patching for the ablations: rank (Table VI), gating (Fig. 8) and
 # defensive patching (Table IV; the public recipe: rank 16, 5 epochs)
 GENERATORS = ("stargan", "attgan", "hisd")
@@ -71,6 +68,8 @@ QUICK = {
     "device": "auto",
     "amp": True,            # float16 inference on CUDA (never for gradients); no effect on CPU
     "seed": 0,
+    # the perturbation budget every defense is held to (L-inf on [-1, 1]), measured on its
+    # protected images; the leaderboard does not rank an entry beyond it (plus tolerance)
     "protocol": dict(DEFAULT_PROTOCOL),
     "data": {"path": None, "dataset": "demo"},
     "splits": SPLITS["demo"],

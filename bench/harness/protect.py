@@ -19,7 +19,7 @@ import torch
 
 from bench.contract.errors import BenchError
 from bench.contract.io import atomic_write, atomic_write_json, atomic_write_text, writable_folder
-from bench.contract.results import STANDARD
+from bench.contract.results import NONE, STANDARD
 from bench.harness.cache import Cache
 from bench.harness.inputs import load_data, load_generator, load_split, make_plugin
 from bench.harness.profiles import check_settings
@@ -79,7 +79,7 @@ def protect_photos(config: dict, defense: str, generators: str, photos: str, out
     writable_folder(out, "OUT_FOLDER")
     faces = load_faceset(photos, "folder", config["resolution"])
     config = protect_config(config, photos, defense, len(faces))
-    plan, skipped = plan_run(config, defense, "none", generators)
+    plan, skipped = plan_run(config, defense, NONE, generators)
     run(config, out / REPORT, plan, skipped, command)
     write_report(out / REPORT)
     cache, split = Cache(cache_root(config)[0]), load_split(config, load_data(config), "eval")

@@ -1,5 +1,5 @@
-"""A run folder's rows: written as they are made, read back for reports; and its
-pictures.
+"""A run folder's rows, written as they are made (reports read them back through
+`bench.harness.reporting.runs`); and its pictures.
 
 `cells.jsonl` grows by one cell at a time: each cell's rows are appended in one write,
 flushed and synced, so a killed run keeps every cell it finished. `plan.json` names the

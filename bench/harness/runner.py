@@ -31,7 +31,7 @@ import torch
 from bench.contract.errors import ConfigError
 from bench.contract.io import atomic_write_json, atomic_write_text, save_tensors, writable_folder
 from bench.contract.registry import registry
-from bench.contract.results import BYPASS_FIT, STANDARD
+from bench.contract.results import BYPASS_FIT, DEFENSE_FIT, STANDARD
 from bench.harness.cache import default_cache_dir
 from bench.harness.executors import LocalExecutor
 from bench.harness.inputs import plugin_origins, usable_metrics
@@ -135,6 +135,8 @@ def finish(plan: Plan, output_dir: Path, receipts: dict, settings: dict, skipped
     record.cache_hits = sum(r["cache_hit"] for r in rows)
     record.metrics = plan.metric_identities
     record.metrics_skipped = skipped
+    # their specs too (direction, label), so that reading the run never needs the metric's code
+    record.skipped_metric_specs = {name: registry("metrics").get(name).info() for name in skipped}
     metric_seconds: dict[str, float] = {}
     for receipt in receipts.values():
         for name, t in receipt.metric_seconds.items():
@@ -159,7 +161,7 @@ def fit_records(plan: Plan, manifests: dict, receipts: dict) -> tuple[dict, list
     for sid, step in plan.steps.items():
         if step.kind == "defense_fit":
             record = defense_fit_record(step, manifests[sid], receipts.get(sid))
-            costs.append({"kind": "defense_fit", "generator": ",".join(record["generators"]) or None,
+            costs.append({"kind": DEFENSE_FIT, "generator": ",".join(record["generators"]) or None,
                           "plugin": record["defense"], "scenario": record["scenario"], "train_seconds": None,
                           "trainable_params": None, "seconds": record["fit_seconds"], "cache_hit": record["cache_hit"]})
     return fits, costs

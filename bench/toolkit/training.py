@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from bench.contract.errors import WeightsError
 from bench.contract.io import atomic_torch_save
+from bench.contract.results import recent_mean  # noqa: F401  (the fits' final loss, as results record it)
 
 
 class BatchSampler:
@@ -203,10 +204,3 @@ def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
         p_ema.lerp_(p, 1.0 - decay)
     for b_ema, b in zip(ema.buffers(), model.buffers()):
         b_ema.copy_(b)
-
-
-def recent_mean(curve: list[float], fraction: float = 0.1) -> float:
-    """Mean of the last `fraction` of a loss curve (at least its last value): a fit's
-    final loss, less noisy than its last step."""
-    tail = curve[-max(1, int(len(curve) * fraction)):]
-    return sum(tail) / len(tail)

@@ -1,7 +1,6 @@
-"""AttGAN: the network and its edits (`model`), its training recipe (`recipe`)."""
+"""AttGAN: the network and its edits (`model`); its training recipe (`recipe`), loaded
+only to train or fine-tune it (`AttGAN.recipe_module`)."""
 
 from .model import ATTRIBUTES, CONFLICTS, EDITED, HAIR_COLOURS, AttGAN, Block
-from .recipe import AttGANBatch, AttGANRecipe, Discriminators
 
-__all__ = ["ATTRIBUTES", "CONFLICTS", "EDITED", "HAIR_COLOURS", "AttGAN", "AttGANBatch", "AttGANRecipe", "Block",
-           "Discriminators"]
+__all__ = ["ATTRIBUTES", "CONFLICTS", "EDITED", "HAIR_COLOURS", "AttGAN", "Block"]

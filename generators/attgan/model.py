@@ -185,7 +185,7 @@ class AttGAN(Generator):
         return ((labels.float() * 2 - 1) * self.config["thres_int"]).unsqueeze(0)
 
     # ------------------------------------------------------------------ training
-    recipe_module = "generators.attgan.recipe"  # recipe_for and train, loaded on first use (never imported here)
+    recipe_module = "generators.attgan.recipe"  # recipe_for and train: imported only to train or fine-tune
 
     @dataclass
     class TrainParams:

@@ -387,7 +387,7 @@ class HiSD(Generator):
         return torch.full((1, labels.size(0)), -1, dtype=torch.long)
 
     # ------------------------------------------------------------------ training
-    recipe_module = "generators.hisd.recipe"  # recipe_for and train, loaded on first use (never imported here)
+    recipe_module = "generators.hisd.recipe"  # recipe_for and train: imported only to train or fine-tune
 
     @dataclass
     class TrainParams:

@@ -1,7 +1,6 @@
-"""StarGAN: the network and its edits (`model`), its training recipe (`recipe`)."""
+"""StarGAN: the network and its edits (`model`); its training recipe (`recipe`), loaded
+only to train or fine-tune it (`StarGAN.recipe_module`)."""
 
 from .model import ATTRIBUTES, HAIR_COLOURS, InstanceNormInputStats, ResidualBlock, StarGAN
-from .recipe import Discriminator, StarGANBatch, StarGANRecipe
 
-__all__ = ["ATTRIBUTES", "HAIR_COLOURS", "Discriminator", "InstanceNormInputStats", "ResidualBlock", "StarGAN",
-           "StarGANBatch", "StarGANRecipe"]
+__all__ = ["ATTRIBUTES", "HAIR_COLOURS", "InstanceNormInputStats", "ResidualBlock", "StarGAN"]

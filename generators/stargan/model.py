@@ -128,7 +128,7 @@ class StarGAN(Generator):
         return labels.float().unsqueeze(0)
 
     # ------------------------------------------------------------------ training
-    recipe_module = "generators.stargan.recipe"  # recipe_for and train, loaded on first use (never imported here)
+    recipe_module = "generators.stargan.recipe"  # recipe_for and train: imported only to train or fine-tune
 
     @dataclass
     class TrainParams:

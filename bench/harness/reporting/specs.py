@@ -106,11 +106,12 @@ def semantic_metric(ctx: Context) -> tuple[str, str | None]:
 
 
 def metric_specs(ctx: Context) -> dict[str, dict]:
-    """Each metric's spec as the runs recorded it (run.json `metrics`)."""
+    """Each metric's spec as the runs recorded it (run.json `metrics`, and the specs of
+    the metrics a run could not compute)."""
     specs: dict[str, dict] = {}
     for record in ctx.records:
-        for name, identity in record.metrics.items():
-            specs.setdefault(name, identity)
+        for name, spec in {**record.skipped_metric_specs, **record.metrics}.items():
+            specs.setdefault(name, spec)
     return specs
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from bench.contract.errors import BenchError
-from bench.contract.results import ALL_TARGETS, LEAKAGE, MARKED, NONE, OUTSIDE_MARK, STANDARD
+from bench.contract.results import ALL_TARGETS, LEAKAGE, MARKED, NONE, OUTSIDE_MARK, STANDARD, recent_mean
 from bench.harness.reporting.estimates import EMPTY, TABLE1_METRICS, Table, estimates, scored
 from bench.harness.reporting.runs import ordered
 
@@ -343,9 +343,3 @@ def loss_summary(curves: dict) -> Table:
     rows = [{"generator": g, "bypass": b, "steps": len(c), "first 10 steps": sum(c[:10]) / len(c[:10]),
              "last 10%": recent_mean(c), "max": max(c)} for (g, b), c in curves.items() if c]
     return Table(pd.DataFrame(rows).set_index(["generator", "bypass"]))
-
-
-def recent_mean(curve: list[float], fraction: float = 0.1) -> float:
-    """The mean of a loss curve's last `fraction` of steps (at least one)."""
-    tail = curve[-max(1, int(len(curve) * fraction)):]
-    return sum(tail) / len(tail)
