@@ -14,8 +14,8 @@ from bench.contract.io import atomic_write_text
 from bench.contract.results import RunRecord
 from bench.harness.reporting.render import to_markdown
 from bench.harness.reporting.runs import Run, first_of_each_cell, read_cells, read_costs
-from bench.harness.reporting.specs import REPORT, Context, metric_specs
-from bench.harness.reporting.tables import NA, Directions
+from bench.harness.reporting.specs import REPORT, Context
+from bench.harness.reporting.tables import NA
 
 
 def write_report(run_dirs: Path | list[Path], output: Path | None = None, leaderboard: bool = True) -> str:
@@ -28,8 +28,6 @@ def write_report(run_dirs: Path | list[Path], output: Path | None = None, leader
     found = [RunRecord.read(d) for d in run_dirs]
     ctx = Context(cells=first_of_each_cell(pd.concat(frames, ignore_index=True)), costs=joined_costs(run_dirs),
                   run_dirs=run_dirs, records=[r for r in found if r is not None], output=Path(output or run_dirs[0]))
-    ctx.skipped = skipped_metrics(ctx.records, ctx.cells)
-    ctx.directions = Directions.of(ctx.cells, metric_specs(ctx))
     sections = [spec.render(ctx) for spec in REPORT]
     if ctx.records:
         sections.append(metric_notes(ctx))
@@ -44,16 +42,6 @@ def write_report(run_dirs: Path | list[Path], output: Path | None = None, leader
 def joined_costs(run_dirs: list[Path]) -> pd.DataFrame:
     costs = pd.concat([read_costs(d) for d in run_dirs], ignore_index=True)
     return costs[~costs[["generator", "bypass", "metric"]].duplicated(keep="first")]
-
-
-def skipped_metrics(records: list[RunRecord], cells: pd.DataFrame) -> dict:
-    """Metrics some run skipped (weights missing) and no run computed: name -> reason."""
-    skipped = {}
-    for record in records:
-        for name, reason in record.metrics_skipped.items():
-            if not (cells.metric == name).any():
-                skipped.setdefault(name, reason)
-    return skipped
 
 
 def metric_notes(ctx: Context) -> str | None:

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import pandas as pd
@@ -25,14 +26,12 @@ from bench.harness.reporting.tables import NA, Directions, metric_header
 @dataclass
 class Context:
     """What the tables are made from: the runs' rows (each cell once), fit costs and
-    records, and where the files go."""
+    records, and where the files go; and what follows from them, worked out once."""
     cells: pd.DataFrame
     costs: pd.DataFrame
     run_dirs: list[Path]
     records: list[RunRecord]  # of the runs that have one, in order
     output: Path
-    skipped: dict = field(default_factory=dict)  # metrics some run skipped and none computed -> why
-    directions: Directions = field(default_factory=lambda: Directions({}))
 
     @property
     def groups(self) -> dict:
@@ -42,6 +41,48 @@ class Context:
     def bypasses(self, group: str) -> list[str]:
         """The bypasses of the configuration's `group` that the rows have."""
         return present(self.cells, self.groups.get(group))
+
+    @cached_property
+    def skipped(self) -> dict:
+        """Metrics some run skipped (weights missing) and no run computed: name -> why."""
+        skipped = {}
+        for record in self.records:
+            for name, reason in record.metrics_skipped.items():
+                if not (self.cells.metric == name).any():
+                    skipped.setdefault(name, reason)
+        return skipped
+
+    @cached_property
+    def metric_specs(self) -> dict[str, dict]:
+        """Each metric's spec as the runs recorded it (run.json `metrics`, and the specs of
+        the metrics a run could not compute)."""
+        specs: dict[str, dict] = {}
+        for record in self.records:
+            for name, spec in {**record.skipped_metric_specs, **record.metrics}.items():
+                specs.setdefault(name, spec)
+        return specs
+
+    @cached_property
+    def directions(self) -> Directions:
+        return Directions.of(self.cells, self.metric_specs)
+
+    @cached_property
+    def semantic(self) -> tuple[str, str | None]:
+        """The CLIP score or its stand-in, and the note saying which."""
+        return tables.semantic_metric(self.cells, self.metric_specs, self.skipped)
+
+    @cached_property
+    def loss_curves(self) -> dict:
+        """The gating ablation's fine-tuning loss curves, {(generator, bypass): losses}, from
+        the first run folder that has each."""
+        curves = {}
+        for g in ordered(self.cells.generator, ()):
+            for b in self.bypasses("gating"):
+                found = [d / f"loss_curve_{g}_{b}.json" for d in self.run_dirs
+                         if (d / f"loss_curve_{g}_{b}.json").exists()]
+                if found:
+                    curves[(g, b)] = json.loads(found[0].read_text())
+        return curves
 
 
 @dataclass(frozen=True)
@@ -101,20 +142,6 @@ def images_note(cells: pd.DataFrame) -> str:
     return intervals.note(sizes)
 
 
-def semantic_metric(ctx: Context) -> tuple[str, str | None]:
-    return tables.semantic_metric(ctx.cells, metric_specs(ctx), ctx.skipped)
-
-
-def metric_specs(ctx: Context) -> dict[str, dict]:
-    """Each metric's spec as the runs recorded it (run.json `metrics`, and the specs of
-    the metrics a run could not compute)."""
-    specs: dict[str, dict] = {}
-    for record in ctx.records:
-        for name, spec in {**record.skipped_metric_specs, **record.metrics}.items():
-            specs.setdefault(name, spec)
-    return specs
-
-
 # --- the tables that need more than one call -----------------------------------------------
 def table1_bypasses(ctx: Context) -> list[str] | None:
     return ctx.bypasses("table1") or None
@@ -130,11 +157,11 @@ def table5(ctx: Context) -> Table:
     spec = ctx.groups.get("table5") or {}
     if not present(ctx.cells, [spec.get("without"), spec.get("with")]):
         return EMPTY
-    return tables.table5(ctx.cells, spec, semantic_metric(ctx)[0], ctx.skipped, ctx.directions)
+    return tables.table5(ctx.cells, spec, ctx.semantic[0], ctx.skipped, ctx.directions)
 
 
 def table5_note(ctx: Context, table: Table) -> str:
-    semantic = semantic_metric(ctx)[1]
+    semantic = ctx.semantic[1]
     note = "Reference: the marked fakes; adversarial: mean over the run's defenses." + PAIRS_NOTE + na_note(ctx, table)
     return note + (f" {semantic}" if semantic else "")
 
@@ -148,20 +175,8 @@ def has_leakage(ctx: Context) -> bool:
     return (scored(ctx.cells, LEAKAGE).metric == "dsr").any()
 
 
-def loss_curves(ctx: Context) -> dict:
-    """The gating ablation's fine-tuning loss curves, {(generator, bypass): losses}, from
-    the first run folder that has each."""
-    curves = {}
-    for g in ordered(ctx.cells.generator, ()):
-        for b in ctx.bypasses("gating"):
-            found = [d / f"loss_curve_{g}_{b}.json" for d in ctx.run_dirs if (d / f"loss_curve_{g}_{b}.json").exists()]
-            if found:
-                curves[(g, b)] = json.loads(found[0].read_text())
-    return curves
-
-
 def gating(ctx: Context) -> Table:
-    curves = loss_curves(ctx)
+    curves = ctx.loss_curves
     return tables.loss_summary(curves) if len({b for _, b in curves}) > 1 else EMPTY  # with and without gates
 
 
@@ -193,15 +208,13 @@ REPORT = [
               note=lambda ctx, _: "Intervals of the mean and of the worst case resample the images of all the "
                                   "defenses' cells together."),
     TableSpec("table2", "Table II: impact of each bypass on benign outputs",
-              lambda ctx: tables.table2(ctx.cells, ctx.bypasses("table2"), ctx.skipped, ctx.directions)
-              if ctx.bypasses("table2") else EMPTY,
+              lambda ctx: tables.table2(ctx.cells, ctx.bypasses("table2"), ctx.skipped, ctx.directions),
               note=lambda ctx, t: quality_note("the original generator's outputs on the same clean images "
                                                "(BRISQUE: the outputs alone)") + PAIRS_NOTE + na_note(ctx, t)),
     TableSpec("table3", lambda ctx: f"Table III: adversarial training vs LoRA patching against "
                                     f"{ctx.groups['table3']['defense']}", table3),
     TableSpec("table4", "Table IV: defensive LoRA patching, quality of its outputs",
-              lambda ctx: tables.table4(ctx.cells, ctx.bypasses("table4"), ctx.skipped, ctx.directions)
-              if ctx.bypasses("table4") else EMPTY,
+              lambda ctx: tables.table4(ctx.cells, ctx.bypasses("table4"), ctx.skipped, ctx.directions),
               note=lambda ctx, t: quality_note("the marked fakes (the original generator's outputs with the warning "
                                                "mark); adversarial: mean over the run's defenses") + na_note(ctx, t)),
     TableSpec("table5", "Table V: MMFA loss in defensive LoRA patching", table5, note=table5_note),
@@ -214,10 +227,9 @@ REPORT = [
     TableSpec("table1_leakage", "Leakage scenario, every cell",
               lambda ctx: tables.table1(ctx.cells, LEAKAGE) if has_leakage(ctx) else EMPTY),
     TableSpec("defensive", "Defensive patching: the mark in benign and protected outputs",
-              lambda ctx: tables.defensive_table(ctx.cells, ctx.bypasses("defensive"))
-              if ctx.bypasses("defensive") else EMPTY),
+              lambda ctx: tables.defensive_table(ctx.cells, ctx.bypasses("defensive"))),
     TableSpec("gating", "Gating ablation (Fig. 8: fig8_gating.png): fine-tuning loss", gating,
-              figure=lambda ctx, _: save_loss_curves(loss_curves(ctx), ctx.output / "fig8_gating.png", every=10)),
+              figure=lambda ctx, _: save_loss_curves(ctx.loss_curves, ctx.output / "fig8_gating.png", every=10)),
     TextSpec(image_grids),
     TableSpec("edit_success", "Edit success (attribute classifier): does the output still show the asked edit? "
                               "control = same test with no edit asked", lambda ctx: tables.edit_table(ctx.cells)),
