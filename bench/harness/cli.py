@@ -8,6 +8,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from bench.contract.commands import at_least, one_error_line
 from bench.contract.errors import BenchError, ConfigError
 
 DATASET_KINDS = ("demo", "celeba", "celebahq", "folder")  # the keys of bench.toolkit.data.LOADERS (not imported: --help stays fast)
@@ -137,21 +138,6 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message):
         self.exit(2, f"bench: error: {message} (see `{self.prog} --help`)\n")
-
-
-def at_least(minimum: int, below: int | None = None):
-    """An argparse type: an integer no smaller than `minimum` (and smaller than `below`)."""
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
-        if below is not None and value >= below:
-            raise argparse.ArgumentTypeError(f"must be below {below}, got {value}")
-        return value
-    return parse
 
 
 def positive(text: str) -> float:
@@ -518,13 +504,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.func(args)
-    except BenchError as err:
-        print(f"bench: error: {err}", file=sys.stderr)
-        return 2
-    except OSError as err:  # the environment: a full disk, a folder that cannot be written or read
-        print(f"bench: error: {err.strerror or err}" + (f": {err.filename}" if err.filename else ""), file=sys.stderr)
-        return 2
+        return one_error_line("bench", lambda: args.func(args))
     except KeyboardInterrupt as err:
         kept = str(err) or "every finished step is in the cache; run the same command to resume"
         print(f"bench: interrupted: {kept}", file=sys.stderr)

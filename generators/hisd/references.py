@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from bench.contract.errors import BenchError
+from bench.contract.commands import at_least, one_error_line
 from bench.toolkit.classifier import SHIPPED as SHIPPED_CLASSIFIER
 from bench.toolkit.classifier import AttributeClassifier
 from bench.toolkit.data import LOADERS, load_faceset
@@ -18,25 +18,14 @@ from bench.toolkit.data import LOADERS, load_faceset
 from .model import SHIPPED_REFERENCES, pick_references, save_reference_strip
 
 PROG = "python -m generators.hisd.references"
-MIN_RESOLUTION = 16
-
-
-def resolution(text: str) -> int:
-    """An argparse type: an image size of at least MIN_RESOLUTION pixels."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
-    if value < MIN_RESOLUTION:
-        raise argparse.ArgumentTypeError(f"must be at least {MIN_RESOLUTION}, got {value}")
-    return value
+MIN_RESOLUTION = 16  # the faces' smallest size
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="pick HiSD's reference faces (black, blond, brown hair)")
     parser.add_argument("--data", help="faces to pick from (default: the demo faces)")
     parser.add_argument("--dataset", choices=list(LOADERS), default="demo")
-    parser.add_argument("--resolution", type=resolution, default=64)
+    parser.add_argument("--resolution", type=at_least(MIN_RESOLUTION), default=64)
     parser.add_argument("--classifier", default=str(SHIPPED_CLASSIFIER),
                         help="attribute classifier weights (default: the shipped ones)")
     parser.add_argument("--out", default=str(SHIPPED_REFERENCES),
@@ -44,25 +33,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def write_references(args: argparse.Namespace) -> None:
+def write_references(args: argparse.Namespace) -> int:
     faces = load_faceset(args.data, args.dataset, args.resolution)
     references = pick_references(faces.load(), AttributeClassifier.load(Path(args.classifier)))
     save_reference_strip(references, Path(args.out))
     print(f"wrote {args.out} (black, blond, brown) from {len(faces)} faces of {faces.root}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        write_references(args)
-    except BenchError as err:
-        print(f"{PROG}: error: {err}", file=sys.stderr)
-        return 2
-    except OSError as err:  # the environment: a full disk, a folder that cannot be written
-        print(f"{PROG}: error: {err.strerror or err}" + (f": {err.filename}" if err.filename else ""),
-              file=sys.stderr)
-        return 2
-    return 0
+    return one_error_line(PROG, lambda: write_references(args))
 
 
 if __name__ == "__main__":
