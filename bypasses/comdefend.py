@@ -64,6 +64,7 @@ from torch import nn
 from bench.contract.errors import ConfigError, WeightsError
 from bench.contract.params import AdamBeta, Count, NonNegative, NonNegativeInt, Positive, Seed
 from bench.contract.plugins import Bypass, weights_root
+from bench.contract.results import PRETRAINED_PURIFIER
 from bench.toolkit.finetune import FinetuneLoop, count_trainable, step_seed
 
 COM_CHANNELS = (3, 16, 32, 64, 128, 256, 128, 64, 32, 12)
@@ -199,6 +200,8 @@ class ComDefend(Bypass):
     trainable = True
     fit_scope = "images"
     differentiable = True
+    # an attacker downloads it (or trains it on any faces): it never needs the generator
+    rung = PRETRAINED_PURIFIER
     smoke_params = {"epochs": 1, "batch_size": 2, "crop": 8}
 
     @dataclass
@@ -259,7 +262,7 @@ class ComDefend(Bypass):
     def _load_official_as_fit(self):
         net = load_official(self.official_folder())
         info = {"train_seconds": 0.0, "trainable_params": count_trainable(net), "steps": 0, "loss_curve": [],
-                "source": "official", "path": str(self.official_folder())}
+                "faces": 0, "source": "official", "path": str(self.official_folder())}
         self._use(net)
         return self._tensors(), info
 

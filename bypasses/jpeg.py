@@ -26,6 +26,7 @@ class JPEGCompression(Bypass):
     paper = "Dziugaite et al., A study of the effect of JPG compression on adversarial images, 2016"
     kind = "purifier"
     differentiable = False
+    strength = "quality"
 
     @dataclass
     class Params:

@@ -21,7 +21,12 @@ from torch import nn
 from bench.contract.errors import ConfigError, WeightsError
 from bench.contract.io import load_tensors, save_tensors, tensors_sha256
 from bench.contract.params import build_params
-from bench.contract.results import DEFAULT_EPS  # noqa: F401  (part of the plugin API: bench.contract.DEFAULT_EPS)
+from bench.contract.results import (  # noqa: F401  (DEFAULT_EPS: part of the plugin API, bench.contract.DEFAULT_EPS)
+    CHANNEL_TRANSFORM,
+    DEFAULT_EPS,
+    FINE_TUNING,
+    RUNGS,
+)
 
 
 @dataclasses.dataclass
@@ -142,6 +147,34 @@ class Bypass(Plugin):
     differentiable: ClassVar[bool] = True
     # settings under which `bench validate` (and the tests) exercise the plugin in seconds
     smoke_params: ClassVar[dict] = {}
+    # what the attacker needs, the rung of the leaderboard's cost ladder (bench.contract.results.RUNGS):
+    # 0 nothing, 1 a channel transform (no model, no data), 2 a pretrained purifier (inference
+    # only), 3 fine-tuning (the generator's weights and faces). None: 3 where it fits, else 1
+    rung: ClassVar[int | None] = None
+    # the parameter that sets how hard a channel transform hits (JPEG's quality, blur's
+    # sigma): the x axis of the robustness curves; None where it has none
+    strength: ClassVar[str | None] = None
+
+    def attack_cost(self) -> dict:
+        """What this bypass, as configured, declares it costs the attacker: its rung and, for a
+        fit, the fine-tuning faces it asks for (`faces`: None for all the run's) and its epochs.
+        What a fit really spent (seconds, device, faces, trainable parameters) is measured and
+        written to costs.jsonl."""
+        rung = self.rung if self.rung is not None else (FINE_TUNING if self.trainable else CHANNEL_TRANSFORM)
+        if rung not in RUNGS:
+            raise ConfigError(f"bypass {self.name!r} declares rung {rung!r}; rungs: {RUNGS}")
+        fits = self.trainable
+        strength = None if self.strength is None else {"name": self.strength,
+                                                            "value": getattr(self.params, self.strength)}
+        return {"plugin": self.name, "rung": rung, "rung_name": RUNGS[rung],
+                "faces": getattr(self.params, "faces", None) if fits else 0,
+                "epochs": getattr(self.params, "epochs", None) if fits else None, "strength": strength}
+
+    def fitting_images(self, images: torch.Tensor) -> torch.Tensor:
+        """The fine-tuning images a fit uses: the first `faces` of the run's where the
+        bypass's params declare `faces` (the fine-tuning budget), else all of them."""
+        faces = getattr(self.params, "faces", None)
+        return images if faces is None else images[:faces]
 
     def purify(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

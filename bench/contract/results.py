@@ -48,7 +48,9 @@ BYPASS_FIT, DEFENSE_FIT = "bypass_fit", "defense_fit"  # the kinds of costs.json
 # the perturbation budget of the paper's defenses (L-inf on [-1, 1]): their default, and
 # the protocol's limit on the leaderboard
 DEFAULT_EPS = 0.05
-DEFAULT_PROTOCOL = {"eps": DEFAULT_EPS, "tolerance": 1e-5}
+# a defense counts as broken where a bypass leaves it a DSR at most `break_threshold`
+DEFAULT_BREAK_THRESHOLD = 0.1
+DEFAULT_PROTOCOL = {"eps": DEFAULT_EPS, "tolerance": 1e-5, "break_threshold": DEFAULT_BREAK_THRESHOLD}
 # budget measure -> how it aggregates over a defense's protected images
 BUDGET_MEASURES = {"linf": "max", "l2_norm": "mean", "psnr": "mean", "ssim": "mean"}
 BUDGET_LIMIT = "linf"  # the measure checked against the protocol's eps
@@ -56,6 +58,14 @@ BUDGET_LIMIT = "linf"  # the measure checked against the protocol's eps
 
 def within_budget(linf: float, protocol: dict) -> bool:
     return linf <= protocol["eps"] + protocol["tolerance"]
+
+
+# --- what a bypass costs the attacker: the rungs of the leaderboard's cost ladder -------------
+NO_COST, CHANNEL_TRANSFORM, PRETRAINED_PURIFIER, FINE_TUNING = 0, 1, 2, 3
+RUNGS = {NO_COST: "nothing",  # the protected image as it is
+         CHANNEL_TRANSFORM: "channel transform",  # no model, no data (a codec, a resize, noise)
+         PRETRAINED_PURIFIER: "purifier",  # a purifying network, used for inference only
+         FINE_TUNING: "fine-tuning"}  # the generator's weights and faces to fine-tune on
 
 
 # --- fits ---------------------------------------------------------------------------------
@@ -143,6 +153,7 @@ class RunRecord:
     plugins: dict = field(default_factory=dict)  # kind -> label -> identity (name, version, params)
     plugin_origins: dict = field(default_factory=dict)  # kind -> label -> distribution, entry point, paper...
     defense_fits: list = field(default_factory=list)
+    bypass_costs: dict = field(default_factory=dict)  # label -> what the bypass declares it costs (rung...)
     fits: dict = field(default_factory=dict)  # "generator/bypass" -> the bypass fit's info
     plan: dict = field(default_factory=dict)
     wall_seconds: float | None = None
@@ -156,8 +167,9 @@ class RunRecord:
     extra: dict = field(default_factory=dict)
 
     ORDER = ("schema_version", "harness_version", "finished", "command", "git", "environment", "seed", "config",
-             "selected", "plugins", "plugin_origins", "data", "defense_fits", "fits", "plan", "wall_seconds",
-             "peak_memory", "cache_hits", "metrics", "metrics_skipped", "skipped_metric_specs", "metric_seconds",
+             "selected", "plugins", "plugin_origins", "data", "defense_fits", "bypass_costs", "fits", "plan",
+             "wall_seconds", "peak_memory", "cache_hits", "metrics", "metrics_skipped", "skipped_metric_specs",
+             "metric_seconds",
              "finished_plan")
     REQUIRED = ("config", "data", "harness_version", "seed", "git")  # what reports and boards read
 

@@ -188,8 +188,16 @@ def universal_generators(config: dict, run_generators: list[str]) -> list[str]:
 
 def resolve_names(config: dict, defenses, bypasses, generators) -> dict:
     return {"defenses": registry("defenses").resolve(defenses, variants(config, "defenses")),
-            "bypasses": registry("bypasses").resolve(bypasses, variants(config, "bypasses")),
+            "bypasses": registry("bypasses").resolve(expand_sets(bypasses, config.get("bypass_sets") or {}),
+                                                     variants(config, "bypasses")),
             "generators": registry("generators").resolve(generators)}
+
+
+def expand_sets(spec: str | list[str], sets: dict[str, list[str]]) -> list[str]:
+    """A comma list (or list) of names with each named set (`bypass_sets`, e.g. "ladder")
+    replaced by its members."""
+    parts = spec if isinstance(spec, list) else [p.strip() for p in spec.split(",") if p.strip()]
+    return [name for part in parts for name in sets.get(part, [part])]
 
 
 class Planner:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import copy
 from typing import Annotated, Any, Literal
 
-from annotated_types import Len, MinLen
+from annotated_types import Interval, Len, MinLen
 from pydantic import AfterValidator
 
 from bench.contract.errors import ConfigError
@@ -61,6 +61,32 @@ LORA_VARIANTS = {
     # Table V: defensive patching without MMFA (the pixel loss alone)
     "lora_warning_pixel": {"plugin": "lora", "warning": True, "rank": 16, "epochs": 5, "loss": "pixel"},
 }
+
+# The attacker's cost ladder (the leaderboard's first axis). Channel transforms at the
+# strengths a photo meets online (JPEG 75, WebP 75, resizing to 50%, blur of 1 px and noise
+# of 8 levels are their plugins' defaults, named by the plugin alone)...
+TRANSFORM_VARIANTS = {
+    **{f"jpeg_q{q}": {"plugin": "jpeg", "quality": q} for q in (95, 90, 50, 30)},
+    "webp_q50": {"plugin": "webp", "quality": 50},
+    **{f"resize_{round(100 * s)}": {"plugin": "resize", "scale": s} for s in (0.75, 0.25)},
+    "blur_s05": {"plugin": "blur", "sigma": 0.5},
+    "blur_s2": {"plugin": "blur", "sigma": 2.0},
+    "noise_s4": {"plugin": "noise", "sigma": 4.0},
+    "noise_s16": {"plugin": "noise", "sigma": 16.0},
+}
+# ...and LoRA patching on fewer fine-tuning faces than the run's (the same recipe and
+# epochs, so fewer faces is also fewer steps: the attacker's data and compute together);
+# `lora` itself is the point at all of them
+FINETUNE_FACES = (8, 32, 128)
+FACES_VARIANTS = {f"lora_faces{n}": {"plugin": "lora", "faces": n} for n in FINETUNE_FACES}
+# named sets of bypasses that --bypass takes like a name
+BYPASS_SETS = {
+    "transforms": ["jpeg_q95", "jpeg_q90", "jpeg", "jpeg_q50", "jpeg_q30", "webp", "webp_q50", "resize_75",
+                   "resize", "resize_25", "blur_s05", "blur", "blur_s2", "noise_s4", "noise", "noise_s16", "social"],
+    "finetune_faces": [*FACES_VARIANTS, "lora"],
+}
+# the ladder the reference board climbs; RI, GAT and MaGAT (fine-tuning too, dearer on a CPU) can join it
+BYPASS_SETS["ladder"] = ["none", *BYPASS_SETS["transforms"], "comdefend", *BYPASS_SETS["finetune_faces"]]
 
 QUICK = {
     "profile": "quick",
@@ -123,10 +149,11 @@ QUICK = {
     # leakage was 0.200 with 2 epochs, 0.112 with 3 and 0.050 with 4 (cost: 4x one epoch)
     "bypasses": {"lora": {"batch_size": 8, "epochs": 4, "image_features": "classifier_features",
                           "semantic_features": "classifier_attributes"},
-                 **LORA_VARIANTS,
+                 **LORA_VARIANTS, **TRANSFORM_VARIANTS, **FACES_VARIANTS,
                  "gat": {"epochs": 3, "batch_size": 8, "d_warmup": 100},
                  "magat": {"epochs": 3, "batch_size": 8},
                  "ri": {"blocks": 4, "channels": 32, "batch_size": 8}},
+    "bypass_sets": BYPASS_SETS,
     "scenarios": list(SCENARIOS),
     # the leakage scenario (Fig. 5) re-protects every evaluation image against each
     # bypassed pipeline of Table I; on a CPU with Disrupting only (10 PGD steps; the
@@ -211,6 +238,7 @@ SETTINGS: dict[str, Any] = {
     "seed": Seed,
     "protocol.eps": Budget,
     "protocol.tolerance": NonNegative,
+    "protocol.break_threshold": Annotated[float, Interval(ge=0, le=1)],  # DSR at or below which a defense is broken
     "data.path": str | None,
     "data.dataset": Literal[tuple(SPLITS)],
     **{f"splits.{name}": Split for name in ("finetune", "defense", "eval")},
@@ -223,6 +251,7 @@ SETTINGS: dict[str, Any] = {
     "attack_precision": Literal[("auto", *ATTACK_PRECISIONS)],
     "metrics": Annotated[list[str], MinLen(1)],
     "cache": bool,
+    "bypass_sets": dict[str, Annotated[list[str], MinLen(1)]],
     "scenarios": Annotated[list[Literal[SCENARIOS]], MinLen(1)],
     "leakage.defenses": Annotated[str, MinLen(1)],
     "leakage.bypasses": Annotated[str, MinLen(1)],

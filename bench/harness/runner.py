@@ -34,7 +34,7 @@ from bench.contract.registry import registry
 from bench.contract.results import BYPASS_FIT, DEFENSE_FIT, STANDARD
 from bench.harness.cache import default_cache_dir
 from bench.harness.executors import LocalExecutor
-from bench.harness.inputs import plugin_origins, usable_metrics
+from bench.harness.inputs import make_plugin, plugin_origins, usable_metrics
 from bench.harness.plan import STEP_KINDS, Plan, attack_precision_of, build_plan, device_kind, resolve_names
 from bench.harness.provenance import git_state, peak_memory_mb, run_metadata
 from bench.harness.results import RowLog, figure_grids
@@ -124,6 +124,8 @@ def finish(plan: Plan, output_dir: Path, receipts: dict, settings: dict, skipped
                    for name, split in (("eval", "eval"), ("finetune", "finetune"), ("defense_fit", "defense"))}
     record.defense_fits = [defense_fit_record(plan.steps[sid], manifests[sid], receipts.get(sid))
                            for sid in plan.steps if plan.steps[sid].kind == "defense_fit"]
+    record.bypass_costs = {label: make_plugin("bypasses", label, config).attack_cost()
+                           for label in plan.names["bypasses"]}
     record.fits = {f"{g}/{b}": {k: v for k, v in info.items() if k != "loss_curve"} for (g, b), info in fits.items()}
     record.plan = {"id": plan.identity(), "executor": executor, "cache": settings["cache_root"],
                    "device_kind": settings["device_kind"], "threads": config.get("threads"),
@@ -157,6 +159,7 @@ def fit_records(plan: Plan, manifests: dict, receipts: dict) -> tuple[dict, list
             fits[(g, label)] = {**info, "cache_hit": hit}
             costs.append({"kind": BYPASS_FIT, "generator": g, "plugin": label, "scenario": STANDARD,
                           "train_seconds": info.get("train_seconds"), "trainable_params": info.get("trainable_params"),
+                          "faces": info.get("faces"), "epochs": info.get("epochs"), "device": info.get("device"),
                           "seconds": info.get("seconds"), "cache_hit": hit})
     for sid, step in plan.steps.items():
         if step.kind == "defense_fit":

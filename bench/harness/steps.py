@@ -149,7 +149,10 @@ def compute_fit(step: Step, ws: Workspace) -> tuple[dict, dict]:
     bypass = make_plugin("bypasses", step.task["bypass"], ws.config)
     generator = ws.generator(step.task["generator"])
     conditions = generator.targets(ws.labels(generator, "finetune"))
-    return bypass.fit(generator, ws.split("finetune").images, conditions, ws.config["seed"], ws.device)
+    images = bypass.fitting_images(ws.split("finetune").images)
+    tensors, info = bypass.fit(generator, images, conditions[:, :images.size(0)], ws.config["seed"], ws.device)
+    # what the fit spent, measured here for every bypass (a plugin may report more)
+    return tensors, {"faces": images.size(0), **info, "device": str(ws.device)}
 
 
 def compute_defense_fit(step: Step, ws: Workspace) -> tuple[dict, dict]:

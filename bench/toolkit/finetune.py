@@ -28,6 +28,8 @@ class AdversarialFinetuneSettings:
     """The schedule and inner PGD of the paper's fine-tuning (a bypass's `Params`
     extends it with its own settings)."""
     epochs: Count = 1
+    # the fine-tuning budget: the first `faces` of the run's fine-tuning images (None: all)
+    faces: Count | None = None
     batch_size: Count = 4
     lr: Positive = 1e-3
     beta1: AdamBeta = 0.5
@@ -94,7 +96,8 @@ class FinetuneLoop:
         """What the runner reports of a fit: rows `train_seconds` and `trainable_params`,
         the loss curve (one value per step) and anything the bypass adds."""
         return {"train_seconds": time.time() - self.started, "trainable_params": int(trainable_params),
-                "steps": len(self.losses), "loss_curve": self.losses, **extra}
+                "steps": len(self.losses), "faces": self.images.size(0), "epochs": self.epochs,
+                "loss_curve": self.losses, **extra}
 
 
 def count_trainable(model: nn.Module) -> int:

@@ -1,23 +1,31 @@
-"""The leaderboard: every defense judged by its worst case over every bypass.
+"""The leaderboard: every defense judged by what it costs an attacker to break it.
 
-As RobustBench ranks models by their accuracy under the strongest attack, a defense is
-ranked by its robust DSR: for each generator, the lowest defense success rate any
-bypass of the runs leaves it, in the standard scenario and in the leakage scenario
-(where the defender perturbs against the bypassed pipeline itself); defenses are
-ranked by the mean of that worst case over the generators. Beside it stand what the
-protected images really are (measured L-inf and L2 distance to the clean image and
-the protection's visible cost, PSNR and SSIM), from the runs' `clean_input` rows.
+A defense is ranked first by its break cost (bench.harness.reporting.ladder): per
+generator, the cheapest bypass on the attacker's cost ladder (nothing, a channel
+transform, a purifier, fine-tuning on more and more faces) that brings its DSR to the
+protocol's `break_threshold` or below, averaged over the generators as a step position
+(higher: dearer to break). Ties are broken, as RobustBench ranks models by their
+accuracy under the strongest attack, by the robust DSR: for each generator, the lowest
+defense success rate any bypass of the runs leaves it, in the standard scenario and in
+the leakage scenario (where the defender perturbs against the bypassed pipeline
+itself), averaged over the generators; then by the mean DSR over every cell. Beside
+them stand what the protected images really are (measured L-inf and L2 distance to the
+clean image and the protection's visible cost, PSNR and SSIM), from the runs'
+`clean_input` rows.
 
-An entry is ranked only if it is complete (a cell for every bypass column of the board
-and every generator: the minimum over fewer bypasses would flatter it) and within the
-protocol's budget (measured L-inf <= eps + tolerance). The others are listed, with
-why they are not ranked. A second board ranks the bypasses by the highest DSR they
-leave any defense within budget (their worst case, lower is stronger).
+An entry is ranked only if it is complete in the standard scenario (a cell for every
+bypass column of the board and every generator: a cheaper break or a lower worst case
+could hide in a missing one) and within the protocol's budget (measured L-inf <= eps +
+tolerance). The others are listed, with why they are not ranked. The leakage scenario
+(the adaptive defender's case) counts where it was run; an entry whose runs did not
+cover it says so beside its rank. A second board ranks the bypasses by the highest DSR
+they leave any defense within budget (their worst case, lower is stronger).
 
-Each robust DSR carries a 95% bootstrap interval over the evaluation images (the
-cells' per-image values resampled jointly, bench.harness.intervals), and an entry
-lists the ranked entries it is statistically tied with: those whose paired difference
-in robust DSR has an interval containing 0.
+The break cost and the robust DSR carry 95% bootstrap intervals over the evaluation
+images (the cells' per-image values resampled jointly, bench.harness.intervals), and
+an entry lists the ranked entries it is statistically tied with: those from which it
+differs by neither key (the paired difference of break cost and of robust DSR each
+have an interval containing 0).
 
 Entries made under different protocols (profile, resolution, eps, evaluation images
 and their pixels, harness version) are never ranked together: runs are grouped by
@@ -48,6 +56,15 @@ from bench.contract.results import (
     within_budget,
 )
 from bench.harness import intervals
+from bench.harness.reporting.ladder import (
+    Break,
+    Ladder,
+    Rung,
+    break_replicates,
+    cheapest_break,
+    declared_costs,
+    measured_fit,
+)
 from bench.harness.reporting.runs import Run, first_of_each_cell, references
 
 SCORES = ("dsr", "l2")  # what each cell of the board shows: DSR (ranked on) and L2 (the paper's MSE)
@@ -83,14 +100,34 @@ class Entry:
     label: str
     cells: list[dict]  # {generator, bypass, scenario, dsr, l2, n}
     worst: dict  # generator -> {dsr, l2, bypass, scenario}
-    missing: list[dict]  # {generator, bypass, scenario} the board has and this entry lacks
+    missing: list[dict]  # {generator, bypass, scenario} of the standard scenario the board has and this entry lacks
+    leakage_missing: list[dict]  # the same of the leakage scenario (reported, not withholding the rank)
     budget: dict
     origin: dict
     params: dict
     runs: list[str]
     rank: int | None = None
     replicates: np.ndarray | None = None  # bootstrap replicates of robust_dsr (None: no per-image values)
+    breaks: dict[str, Break] = field(default_factory=dict)  # generator -> the cheapest break there
+    break_reps: np.ndarray | None = None  # bootstrap replicates of break_cost
     tied_with: list[str] = field(default_factory=list)  # ranked entries not separable from this one
+
+    @property
+    def break_cost(self) -> float | None:
+        """The mean over generators of the ladder position where the defense breaks."""
+        return mean(b.position for b in self.breaks.values())
+
+    @property
+    def break_interval(self) -> tuple[float, float] | None:
+        return None if self.break_reps is None else intervals.interval(self.break_reps)
+
+    @property
+    def leakage_note(self) -> str:
+        """How far the leakage scenario (the adaptive defender's case) covers this entry."""
+        have = sum(c["scenario"] == LEAKAGE for c in self.cells)
+        if not self.leakage_missing:
+            return "leakage run" if have else ""
+        return "leakage not run" if not have else f"leakage partly run ({have} of {have + len(self.leakage_missing)})"
 
     @property
     def robust_dsr(self) -> float | None:
@@ -154,6 +191,7 @@ class Board:
     generators: dict  # name -> weights sha256
     bypasses: dict  # label -> identity (name, version, params)
     columns: list[Column]
+    ladders: dict  # generator -> Ladder: the standard-scenario bypasses by cost
     entries: list[Entry]
     bypass_entries: list[BypassEntry]
     runs: list[dict] = field(default_factory=list)  # provenance of each run
@@ -168,7 +206,8 @@ def protocol_of(record: RunRecord) -> dict:
     evaluation images (ids and pixel hash) and the harness version."""
     budget = record.protocol
     return {"profile": record.profile, "resolution": record.config["resolution"], "eps": budget["eps"],
-            "tolerance": budget["tolerance"], "harness_version": record.harness_version,
+            "tolerance": budget["tolerance"], "break_threshold": budget["break_threshold"],
+            "harness_version": record.harness_version,
             "evaluation": {k: record.evaluation.get(k) for k in ("name", "n", "first", "last", "ids", "pixels_sha256")}}
 
 
@@ -257,14 +296,15 @@ def number(value) -> float | None:
 
 
 def defense_entry(table: pd.DataFrame, cells: pd.DataFrame, defense: str, generators: list[str],
-                  columns: list[Column], runs: list[Run], protocol: dict) -> Entry:
+                  columns: list[Column], runs: list[Run], protocol: dict, ladders: dict[str, Ladder]) -> Entry:
     mine = table.xs(defense, level="defense")
-    entry_cells, worst, missing, per_generator = [], {}, [], {}
+    entry_cells, worst, missing, leakage_missing, per_generator = [], {}, [], [], {}
     for g in generators:
         for column in columns:
             key = (g, column.bypass, column.scenario)
             if key not in mine.index:
-                missing.append({"generator": g, **column.as_dict()})
+                absent = leakage_missing if column.scenario == LEAKAGE else missing
+                absent.append({"generator": g, **column.as_dict()})
                 continue
             row = mine.loc[key]
             cell = {"generator": g, **column.as_dict(), "dsr": number(row.dsr), "l2": number(row.get("l2")),
@@ -277,9 +317,51 @@ def defense_entry(table: pd.DataFrame, cells: pd.DataFrame, defense: str, genera
     identity, origin = plugin_facts(runs, "defenses", defense)
     origin = {**origin, "plugin": identity.get("name"), "version": identity.get("version", origin.get("version"))}
     params = identity.get("params") or {}
-    return Entry(defense, entry_cells, worst, missing,
+    breaks, break_reps = entry_breaks(mine, ladders, protocol["break_threshold"])
+    return Entry(defense, entry_cells, worst, missing, leakage_missing,
                  budget_of(cells, defense, params.get("eps"), protocol), origin, params,
-                 sorted({c["run"] for c in entry_cells}), replicates=robust_replicates(per_generator))
+                 sorted({c["run"] for c in entry_cells}), replicates=robust_replicates(per_generator),
+                 breaks=breaks, break_reps=break_reps)
+
+
+def entry_breaks(mine: pd.DataFrame, ladders: dict[str, Ladder], threshold: float) -> tuple[dict, np.ndarray | None]:
+    """A defense's cheapest break on each generator's ladder (its standard-scenario cells)
+    with the DSR's interval there, and the bootstrap replicates of their mean position."""
+    breaks, reps = {}, []
+    for g, ladder in ladders.items():
+        dsr, replicates = {}, {}
+        for r in ladder.rungs:
+            key = (g, r.bypass, STANDARD)
+            if key in mine.index:
+                dsr[r.bypass] = number(mine.loc[key].dsr)
+                replicates[r.bypass] = intervals.replicates(mine.loc[key].per_image)
+        found = cheapest_break(ladder, dsr, threshold)
+        if found.rung is not None:
+            found.interval = None if replicates[found.rung.bypass] is None else \
+                intervals.interval(replicates[found.rung.bypass])
+        breaks[g] = found
+        reps.append(break_replicates(ladder, replicates, threshold))
+    return breaks, intervals.combined(reps, np.mean)
+
+
+def ladders_of(runs: list[Run], columns: list[Column], generators: list[str]) -> dict[str, Ladder]:
+    """Each generator's cost ladder over the board's standard-scenario bypasses: the cost
+    each declared (the first run naming it) and its fit's measured faces and seconds."""
+    declared: dict[str, tuple[dict, Run]] = {}
+    for run in runs:
+        for label, cost in declared_costs(run.record).items():
+            declared.setdefault(label, (cost, run))
+    ladders = {}
+    for g in generators:
+        rungs = []
+        for column in columns:
+            if column.scenario != STANDARD or column.bypass not in declared:
+                continue
+            cost, run = declared[column.bypass]
+            faces, seconds = measured_fit(run.record, run.cost_lines, g, column.bypass)
+            rungs.append(Rung(column.bypass, cost["rung"], faces if faces is not None else cost.get("faces"), seconds))
+        ladders[g] = Ladder.of(rungs)
+    return ladders
 
 
 def robust_replicates(per_generator: dict[str, list]) -> np.ndarray | None:
@@ -290,12 +372,20 @@ def robust_replicates(per_generator: dict[str, list]) -> np.ndarray | None:
 
 
 def mark_ties(entries: list[Entry]) -> None:
-    """For each ranked entry, the other ranked entries whose robust DSR it cannot be told
-    apart from (the interval of the paired difference contains 0)."""
+    """For each ranked entry, the other ranked entries it cannot be told apart from: by
+    neither break cost nor robust DSR (each paired difference's interval contains 0)."""
     ranked = [e for e in entries if e.rank is not None]
     for entry in ranked:
         entry.tied_with = [other.label for other in sorted(ranked, key=lambda e: e.rank)
-                           if other is not entry and intervals.separable(entry.replicates, other.replicates) is False]
+                           if other is not entry and not separated(entry, other)]
+
+
+def separated(a: Entry, b: Entry) -> bool:
+    """Whether the bootstrap tells a and b apart by break cost or by robust DSR (entries
+    without per-image values never count as tied)."""
+    tests = [intervals.separable(a.break_reps, b.break_reps), intervals.separable(a.replicates, b.replicates)]
+    known = [t for t in tests if t is not None]
+    return any(known) if known else True
 
 
 def lower(cell: dict, other: dict) -> bool:
@@ -355,15 +445,17 @@ def build_board(runs: list[Run]) -> Board:
     generators = list(dict.fromkeys(rows.generator))
     columns = column_order(rows[rows.defense != NONE])  # what protected images met (not the clean baseline)
     defenses = [d for d in dict.fromkeys(rows.defense) if d != NONE]
-    entries = [defense_entry(table, cells, d, generators, columns, runs, protocol) for d in defenses]
-    rank(entries, lambda e: (e.robust_dsr, e.mean_dsr), higher_first=True)
+    ladders = ladders_of(runs, columns, generators)
+    entries = [defense_entry(table, cells, d, generators, columns, runs, protocol, ladders) for d in defenses]
+    rank(entries, lambda e: (e.break_cost if e.break_cost is not None else -1, e.robust_dsr, e.mean_dsr),
+         higher_first=True)
     mark_ties(entries)
     eligible = [e.label for e in entries if e.budget.get("within_budget")]
     bypass_entries = [bypass_entry(table, c, generators, eligible) for c in columns]
     rank(bypass_entries, lambda b: (b.worst_dsr, b.mean_dsr), higher_first=False)
     return Board(protocol, {g: w for g, w in merged_identities(runs, "generators", "weights_sha256").items()
                             if g in generators},
-                 merged_identities(runs, "bypasses"), columns, entries, bypass_entries,
+                 merged_identities(runs, "bypasses"), columns, ladders, entries, bypass_entries,
                  [run_provenance(run) for run in runs])
 
 

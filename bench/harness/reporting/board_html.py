@@ -19,11 +19,14 @@ from bench.harness.reporting.board import Board, Entry, ordered_entries
 from bench.harness.reporting.board_pages import (
     BYPASS_EXPLANATION,
     EXPLANATION,
+    LADDER_EXPLANATION,
     bounded,
+    break_text,
     fmt,
+    ladder_table,
     plus_minus,
     protocol_lines,
-    worst_label,
+    status_text,
 )
 
 STYLE = """
@@ -99,10 +102,12 @@ def defense_rows(board: Board, entry: Entry, width: int) -> str:
     css += [] if entry.rank else ["unranked"]
     cells = [cell(entry.rank), f'<td class="name" data-value="{escape(entry.label)}">{escape(entry.label)}'
              f'<br><small>{escape(source_line(entry))}</small></td>']
+    cost = entry.break_cost
+    cells.append(cell(None if cost is None else round(cost, 6),
+                      bounded(cost, not entry.complete, "≤", 2) + plus_minus(entry.break_interval, 2)))
     for g in board.generators:
-        w = entry.worst.get(g)
-        text = None if w is None else f"{w['dsr']:.3f} · {worst_label(w)}"
-        cells.append(cell(None if w is None else round(w["dsr"], 6), text))
+        found = entry.breaks.get(g)
+        cells.append(cell(None if found is None else found.position, break_text(found)))
     mean = entry.robust_dsr
     cells.append(cell(None if mean is None else round(mean, 6),
                       bounded(mean, not entry.complete, "≤") + plus_minus(entry.robust_interval)))
@@ -111,8 +116,7 @@ def defense_rows(board: Board, entry: Entry, width: int) -> str:
     cells += [cell(b["linf_max"], fmt(b["linf_max"], 4)), cell(b["eps_declared"], fmt(b["eps_declared"], 3)),
               cell(b["l2_norm_mean"], fmt(b["l2_norm_mean"], 3)), cell(b["psnr_mean"], fmt(b["psnr_mean"], 2)),
               cell(b["ssim_mean"], fmt(b["ssim_mean"], 4)),
-              cell(entry.status, entry.status + (f" · tied with {', '.join(entry.tied_with)}" if entry.tied_with
-                                                 else ""), css="status")]
+              cell(entry.status, status_text(entry), css="status")]
     main = f'<tr class="{" ".join(css)}">' + "".join(cells) + "</tr>"
     detail = f'<tr class="detail" hidden><td colspan="{width}">{cells_table(board, entry)}</td></tr>'
     return f'<tbody class="entry" data-name="{escape(entry.label)}">{main}{detail}</tbody>'
@@ -145,8 +149,8 @@ def cells_table(board: Board, entry: Entry) -> str:
 
 
 def defense_board(board: Board) -> str:
-    heads = [header("rank"), header("defense", "text", css="name")]
-    heads += [header(f"{g} robust DSR ↑", first="desc") for g in board.generators]
+    heads = [header("rank"), header("defense", "text", css="name"), header("break cost ↑", first="desc")]
+    heads += [header(f"{g} broken by (DSR)", first="desc") for g in board.generators]
     heads += [header("mean robust DSR ↑", first="desc"), header("mean DSR, all cells ↑", first="desc"),
               header("L-inf measured ↓"), header("eps declared"),
               header("L2 norm ↓"), header("PSNR dB ↑", first="desc"), header("SSIM ↑", first="desc"),
@@ -179,6 +183,14 @@ def bypass_board(board: Board) -> str:
             f'{"".join(bodies)}</table></div>')
 
 
+def ladder_html(board: Board) -> str:
+    table = ladder_table(board)
+    head = "".join(f"<th>{escape(str(c))}</th>" for c in table.columns)
+    rows = "".join("<tr>" + "".join(f'<td class="name">{escape(str(v))}</td>' for v in row) + "</tr>"
+                   for row in table.itertuples(index=False))
+    return f'<div class="scroll"><table class="cells"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>'
+
+
 def html(board: Board) -> str:
     protocol = "".join(f"<li>{escape(line)}</li>" for line in protocol_lines(board))
     return f"""<!doctype html>
@@ -187,7 +199,7 @@ def html(board: Board) -> str:
 <title>bench leaderboard · protocol {escape(board.protocol_id)}</title>
 <style>{STYLE}</style></head>
 <body>
-<h1>Proactive deepfake defenses, ranked by their worst case over every bypass</h1>
+<h1>Proactive deepfake defenses, ranked by what it costs an attacker to break them</h1>
 <ul id="protocol">{protocol}</ul>
 <h2>Defenses</h2>
 <p class="note">{escape(EXPLANATION)} Click a defense for its every cell; click a header to sort.</p>
@@ -195,6 +207,9 @@ def html(board: Board) -> str:
 <h2>Bypasses</h2>
 <p class="note">{escape(BYPASS_EXPLANATION)}</p>
 {bypass_board(board)}
+<h2>The cost ladder</h2>
+<p class="note">{escape(LADDER_EXPLANATION)}</p>
+{ladder_html(board)}
 <script>{SCRIPT}</script>
 </body></html>
 """

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import pandas as pd
 
+from bench.contract.results import RUNGS
 from bench.harness import intervals
-from bench.harness.reporting.board import Board, Column, Entry, ordered_entries
+from bench.harness.reporting.board import Board, Entry, ordered_entries
+from bench.harness.reporting.ladder import Break
 from bench.harness.reporting.render import to_markdown
 
 
@@ -27,6 +29,10 @@ def entry_json(board: Board, entry: Entry) -> dict:
         "protocol": {"id": board.protocol_id, **board.protocol, "generators": board.generators},
         "rank": entry.rank,
         "status": entry.status,
+        "leakage": entry.leakage_note or None,
+        "break_cost": entry.break_cost,
+        "break_cost_interval": list(entry.break_interval) if entry.break_interval else None,
+        "breaks": {g: b.as_dict() for g, b in entry.breaks.items()},
         "robust_dsr": entry.robust_dsr,
         "robust_dsr_interval": list(entry.robust_interval) if entry.robust_interval else None,
         "tied_with": entry.tied_with,
@@ -35,6 +41,7 @@ def entry_json(board: Board, entry: Entry) -> dict:
         "budget": entry.budget,
         "cells": entry.cells,
         "missing": entry.missing,
+        "leakage_missing": entry.leakage_missing,
         "provenance": [r for r in board.runs if r["run"] in entry.runs],
     }
 
@@ -42,6 +49,8 @@ def entry_json(board: Board, entry: Entry) -> dict:
 def board_json(board: Board) -> dict:
     return {"protocol": {"id": board.protocol_id, **board.protocol, "generators": board.generators},
             "columns": [c.as_dict() for c in board.columns],
+            "ladders": {g: [{**r.as_dict(), "position": pos} for r, pos in zip(ladder.rungs, ladder.positions)]
+                        for g, ladder in board.ladders.items()},
             "bypasses": board.bypasses,
             "defenses": [entry_json(board, e) for e in ordered_entries(board.entries)],
             "bypass_board": [{"bypass": b.column.bypass, "scenario": b.column.scenario, "rank": b.rank,
@@ -51,15 +60,26 @@ def board_json(board: Board) -> dict:
             "runs": board.runs}
 
 
+def break_text(found: Break | None) -> str:
+    """Where a defense breaks on one generator: the bypass, its rung (and faces) and the DSR."""
+    if found is None:
+        return "–"
+    if found.rung is None:
+        return "unbroken"
+    r = found.rung
+    faces = f", {r.faces} faces" if r.faces else ""
+    return f"{r.bypass} ({RUNGS.get(r.rung, '?')}{faces}) {found.dsr:.3f}"
+
+
 def defense_table(board: Board) -> pd.DataFrame:
-    """The defense board: robust DSR per generator (its worst bypass in brackets), the
-    mean, and the measured budget and cost."""
+    """The defense board: where each generator breaks it and the break cost, the mean
+    robust DSR, and the measured budget and cost."""
     rows = []
     for entry in ordered_entries(board.entries):
         row = {"rank": entry.rank if entry.rank is not None else "–", "defense": entry.label}
+        row["break cost↑"] = bounded(entry.break_cost, not entry.complete, "≤", 2) + plus_minus(entry.break_interval, 2)
         for g in board.generators:
-            w = entry.worst.get(g)
-            row[f"{g} robust DSR↑"] = f"{w['dsr']:.3f} ({worst_label(w)})" if w else "–"
+            row[f"{g} broken by (DSR)"] = break_text(entry.breaks.get(g))
         row["mean robust DSR↑"] = bounded(entry.robust_dsr, not entry.complete, "≤") + plus_minus(entry.robust_interval)
         row["tied with (95%)"] = tie_text(entry)
         row["mean DSR, all cells↑"] = fmt(entry.mean_dsr, 3)
@@ -68,9 +88,20 @@ def defense_table(board: Board) -> pd.DataFrame:
         row["L2 norm"] = fmt(b["l2_norm_mean"], 3)
         row["PSNR dB"] = fmt(b["psnr_mean"], 2)
         row["SSIM"] = fmt(b["ssim_mean"], 4)
-        row["status"] = entry.status
+        row["status"] = status_text(entry, tied=False)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def ladder_table(board: Board) -> pd.DataFrame:
+    """Each generator's cost ladder: a row per step, the bypasses on it per generator."""
+    steps: dict[int, dict] = {}
+    for g, ladder in board.ladders.items():
+        for r, position in zip(ladder.rungs, ladder.positions):
+            step = steps.setdefault(position, {"step": position, "rung": RUNGS.get(r.rung, "?")})
+            fit = f" ({r.faces} faces, {r.fit_seconds:.0f} s)" if r.faces and r.fit_seconds is not None else ""
+            step[g] = (step[g] + ", " if g in step else "") + r.bypass + fit
+    return pd.DataFrame([{**step, **{g: step.get(g, "–") for g in board.ladders}} for _, step in sorted(steps.items())])
 
 
 def bypass_table(board: Board) -> pd.DataFrame:
@@ -106,6 +137,12 @@ def fmt(value, digits: int) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
+def status_text(entry: Entry, tied: bool = True) -> str:
+    """The entry's status, how far the leakage scenario covers it and (`tied`) its ties."""
+    ties = f"tied with {', '.join(entry.tied_with)}" if tied and entry.tied_with else ""
+    return " · ".join(part for part in (entry.status, entry.leakage_note, ties) if part)
+
+
 def tie_text(entry: Entry) -> str:
     """The entries a ranked entry is tied with; n/a where its rows keep no per-image values."""
     if entry.rank is None:
@@ -113,18 +150,14 @@ def tie_text(entry: Entry) -> str:
     return "n/a" if entry.replicates is None else (", ".join(entry.tied_with) or "–")
 
 
-def plus_minus(interval: tuple[float, float] | None) -> str:
+def plus_minus(interval: tuple[float, float] | None, digits: int = 3) -> str:
     """' ± h' of a 95% interval, or nothing without one."""
-    return "" if interval is None else intervals.plus_minus(*interval)
+    return "" if interval is None else intervals.plus_minus(*interval, digits)
 
 
-def bounded(value: float | None, partial: bool, sign: str) -> str:
+def bounded(value: float | None, partial: bool, sign: str, digits: int = 3) -> str:
     """A worst case, with `sign` (≤ or ≥) where cells are missing: then it is a bound."""
-    return "–" if value is None else (f"{sign} " if partial else "") + f"{value:.3f}"
-
-
-def worst_label(worst: dict) -> str:
-    return Column(worst["bypass"], worst["scenario"]).label
+    return "–" if value is None else (f"{sign} " if partial else "") + f"{value:.{digits}f}"
 
 
 def protocol_lines(board: Board) -> list[str]:
@@ -133,7 +166,8 @@ def protocol_lines(board: Board) -> list[str]:
     last = (e.get("last") or ["?"])[0]
     generators = ", ".join(f"{g} ({h[:12] if h else '?'})" for g, h in board.generators.items())
     return [f"protocol {board.protocol_id}: profile {p['profile']}, {p['resolution']} px, "
-            f"eps {p['eps']} (L-inf on [-1, 1], tolerance {p['tolerance']:g}), harness {p['harness_version']}",
+            f"eps {p['eps']} (L-inf on [-1, 1], tolerance {p['tolerance']:g}), broken at DSR ≤ "
+            f"{p['break_threshold']:g}, harness {p['harness_version']}",
             f"evaluation images: {e.get('n')} of {e.get('name')} ({first} … {last}), ids {e.get('ids')}, "
             f"pixels {e.get('pixels_sha256')}",
             f"generators (weights sha256): {generators}",
@@ -141,13 +175,18 @@ def protocol_lines(board: Board) -> list[str]:
 
 
 EXPLANATION = (
-    "Robust DSR: for each generator, the lowest DSR (defense success rate) any bypass leaves the defense, over "
-    "the standard and the leakage scenario (in brackets: that worst bypass; of equal DSRs, the one whose "
-    "outputs come closest to the original fake, by L2); ranked by its mean over the "
-    "generators, ties broken by the mean DSR over all cells (the average case). ±: half the width of its 95% "
-    "bootstrap interval over the evaluation images; tied with: the ranked entries whose paired difference "
-    "from it has a 95% interval containing 0. An entry missing cells is not ranked and shows ≤ (its worst "
-    "case can only be lower). "
+    "Broken by: on each generator, the cheapest bypass of the cost ladder (no bypass, then channel transforms, "
+    "then purifiers, then fine-tuning by faces and fit seconds; the ladder below) that brings the defense's "
+    "DSR (defense success rate, in brackets) to the protocol's break threshold or below in the standard "
+    "scenario; unbroken: no bypass of the ladder does. Break cost: the mean over the generators of that "
+    "step's position on the ladder (unbroken: one past the top); higher is dearer to break, and a generator "
+    "no defense disrupts adds the same to every defense. Ties are broken by the robust DSR: for each "
+    "generator, the lowest DSR any bypass leaves the defense, over the standard and the leakage scenario "
+    "(the adaptive defender's case, where run), averaged over the generators; then by the mean DSR over all "
+    "cells (the average case). ±: half the width of the 95% bootstrap interval over the evaluation images; "
+    "tied with: the ranked entries from which neither its break cost nor its robust DSR differs (each paired "
+    "difference's 95% interval contains 0). An entry missing cells of the standard scenario is not ranked "
+    "and shows ≤ (a cheaper break or a lower worst case may hide in them). "
     "L-inf: the largest change of any pixel over every protected image (eps declared in brackets); L2 norm, "
     "PSNR and SSIM: protected against clean, mean over the standard scenario's protected images. An entry "
     "beyond the protocol's eps is flagged and not ranked.")
@@ -159,12 +198,21 @@ BYPASS_EXPLANATION = (
     "cells; ≥ where cells are missing.")
 
 
+LADDER_EXPLANATION = (
+    "Each generator's bypasses of the standard scenario by what they cost the attacker: the rung (nothing; a "
+    "channel transform: no model, no data; a purifier: no generator; fine-tuning: the generator's weights "
+    "and faces), then the fine-tuning faces, then the fit's measured seconds; bypasses of equal cost share a "
+    "step.")
+
+
 def markdown(board: Board) -> str:
-    text = "# Leaderboard: proactive defenses by their worst case over every bypass\n\n"
+    text = "# Leaderboard: proactive defenses by what it costs an attacker to break them\n\n"
     text += "\n".join(f"- {line}" for line in protocol_lines(board)) + "\n\n"
     text += to_markdown(defense_table(board).set_index("rank"), "Defenses", formatted=True) + f"\n{EXPLANATION}\n\n"
     text += (to_markdown(bypass_table(board).set_index("rank"), "Bypasses", formatted=True)
              + f"\n{BYPASS_EXPLANATION}\n\n")
+    text += (to_markdown(ladder_table(board).set_index("step"), "The cost ladder", formatted=True)
+             + f"\n{LADDER_EXPLANATION}\n\n")
     text += "## Every cell\n\n"
     for entry in ordered_entries(board.entries):
         text += to_markdown(cell_matrix(board, entry).set_index("bypass"),

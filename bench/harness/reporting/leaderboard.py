@@ -39,6 +39,6 @@ def write_leaderboards(runs: list[Run], output: Path) -> list[tuple[Path, Board]
 def summary_line(where: Path, board: Board) -> str:
     ranked = [e for e in board.entries if e.rank is not None]
     top = ordered_entries(board.entries)[0] if ranked else None
-    lead = f"; first: {top.label} (robust DSR {top.robust_dsr:.3f})" if top else ""
+    lead = f"; first: {top.label} (break cost {top.break_cost:.2f}, robust DSR {top.robust_dsr:.3f})" if top else ""
     return (f"{where}/leaderboard.md and .html: protocol {board.protocol_id}, {len(ranked)} of "
             f"{len(board.entries)} defenses ranked{lead}")

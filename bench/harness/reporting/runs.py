@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +34,12 @@ class Run:
     @property
     def name(self) -> str:
         return self.path.name
+
+    @functools.cached_property
+    def cost_lines(self) -> list[dict]:
+        """costs.jsonl's lines of bypass fits (none for runs that kept costs among their rows)."""
+        path = self.path / COSTS
+        return [c for c in json_lines(path) if c.get("kind") == BYPASS_FIT] if path.exists() else []
 
 
 def read_run(path: Path) -> Run:
