@@ -27,6 +27,7 @@ class JPEGCompression(Bypass):
     kind = "purifier"
     differentiable = False
     strength = "quality"
+    stronger = "lower"
 
     @dataclass
     class Params:

@@ -27,6 +27,7 @@ class DownUpResize(Bypass):
     kind = "purifier"
     differentiable = False
     strength = "scale"
+    stronger = "lower"
 
     @dataclass
     class Params:

@@ -31,6 +31,7 @@ class SocialMediaChain(Bypass):
     kind = "purifier"
     differentiable = False
     strength = "scale"
+    stronger = "lower"
 
     @dataclass
     class Params:

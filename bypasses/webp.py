@@ -22,6 +22,7 @@ class WebPCompression(Bypass):
     kind = "purifier"
     differentiable = False
     strength = "quality"
+    stronger = "lower"
 
     @dataclass
     class Params:

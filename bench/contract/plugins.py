@@ -152,8 +152,10 @@ class Bypass(Plugin):
     # only), 3 fine-tuning (the generator's weights and faces). None: 3 where it fits, else 1
     rung: ClassVar[int | None] = None
     # the parameter that sets how hard a channel transform hits (JPEG's quality, blur's
-    # sigma): the x axis of the robustness curves; None where it has none
+    # sigma), the x axis of the robustness curves (None where it has none), and which
+    # way it hits harder ("higher" sigma, "lower" quality)
     strength: ClassVar[str | None] = None
+    stronger: ClassVar[str] = "higher"
 
     def attack_cost(self) -> dict:
         """What this bypass, as configured, declares it costs the attacker: its rung and, for a
@@ -164,8 +166,8 @@ class Bypass(Plugin):
         if rung not in RUNGS:
             raise ConfigError(f"bypass {self.name!r} declares rung {rung!r}; rungs: {RUNGS}")
         fits = self.trainable
-        strength = None if self.strength is None else {"name": self.strength,
-                                                            "value": getattr(self.params, self.strength)}
+        strength = None if self.strength is None else {
+            "name": self.strength, "value": getattr(self.params, self.strength), "stronger": self.stronger}
         return {"plugin": self.name, "rung": rung, "rung_name": RUNGS[rung],
                 "faces": getattr(self.params, "faces", None) if fits else 0,
                 "epochs": getattr(self.params, "epochs", None) if fits else None, "strength": strength}
