@@ -68,7 +68,7 @@ def synthetic_rows(seed=0, skip=(), linf=None):
     return rows
 
 
-def test_worst_case_is_the_minimum_over_bypasses_and_scenarios_and_ranks_by_its_mean(tmp_path):
+def test_worst_case_is_the_minimum_over_bypasses_and_scenarios_and_breaks_ties_of_break_cost(tmp_path):
     rows = synthetic_rows()
     board = build_board([read_run(write_run(tmp_path / "run", rows, {"a": 0.05, "b": 0.05, "c": 0.05}))])
     for entry in board.entries:
@@ -79,23 +79,29 @@ def test_worst_case_is_the_minimum_over_bypasses_and_scenarios_and_ranks_by_its_
             assert (entry.worst[g]["bypass"], entry.worst[g]["scenario"]) == (lowest["bypass"], lowest["scenario"])
     ranked = sorted(board.entries, key=lambda e: e.rank)
     assert [e.rank for e in ranked] == [1, 2, 3]
-    assert all(x.robust_dsr >= y.robust_dsr for x, y in zip(ranked, ranked[1:]))
+    keys = [(e.break_cost, e.robust_dsr, e.mean_dsr) for e in ranked]
+    assert keys == sorted(keys, reverse=True)
     assert [c.label for c in board.columns] == ["no bypass", "jpeg", "jpeg (leakage)", "lora", "lora (leakage)"]
 
 
 def test_an_entry_over_budget_or_with_missing_cells_is_listed_but_not_ranked(tmp_path):
-    rows = synthetic_rows(skip={("b", "attgan", "lora", "leakage")}, linf={"c": 0.0625})
+    """A missing cell of the standard scenario withholds the rank; one of the leakage
+    scenario (the adaptive defender's case) is reported beside it."""
+    skip = {("b", "attgan", "lora", "standard"), ("a", "attgan", "lora", "leakage")}
+    rows = synthetic_rows(skip=skip, linf={"c": 0.0625})
     board = build_board([read_run(write_run(tmp_path / "run", rows, {"a": 0.05, "b": 0.05, "c": 0.05}))])
     entries = {e.label: e for e in board.entries}
     assert entries["a"].rank == 1 and entries["a"].status == "ranked"
+    assert entries["a"].leakage_note == "leakage partly run (3 of 4)"
+    assert entries["a"].leakage_missing == [{"generator": "attgan", "bypass": "lora", "scenario": "leakage"}]
     assert entries["b"].rank is None and entries["b"].status == "incomplete (1 cell missing)"
-    assert entries["b"].missing == [{"generator": "attgan", "bypass": "lora", "scenario": "leakage"}]
+    assert entries["b"].missing == [{"generator": "attgan", "bypass": "lora", "scenario": "standard"}]
     assert entries["c"].rank is None and entries["c"].status == "over budget"
     assert entries["c"].budget["linf_max"] == 0.0625 and entries["c"].budget["within_budget"] is False
-    # the bypass board counts the defenses within budget only, and the cell b lacks
+    # the bypass board counts the defenses within budget only, and the cells they lack
     by_column = {(b.column.bypass, b.column.scenario): b for b in board.bypass_entries}
-    lora_leak = by_column[("lora", "leakage")]
-    assert lora_leak.missing == [{"generator": "attgan", "defense": "b"}] and lora_leak.rank is None
+    lora = by_column[("lora", "standard")]
+    assert lora.missing == [{"generator": "attgan", "defense": "b"}] and lora.rank is None
     jpeg = by_column[("jpeg", "standard")]
     for g in GENERATORS:
         leaves = [r["value"] for r in rows if r["bypass"] == "jpeg" and r["scenario"] == "standard"

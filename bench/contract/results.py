@@ -169,8 +169,7 @@ class RunRecord:
     ORDER = ("schema_version", "harness_version", "finished", "command", "git", "environment", "seed", "config",
              "selected", "plugins", "plugin_origins", "data", "defense_fits", "bypass_costs", "fits", "plan",
              "wall_seconds", "peak_memory", "cache_hits", "metrics", "metrics_skipped", "skipped_metric_specs",
-             "metric_seconds",
-             "finished_plan")
+             "metric_seconds", "finished_plan")
     REQUIRED = ("config", "data", "harness_version", "seed", "git")  # what reports and boards read
 
     @property

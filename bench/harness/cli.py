@@ -240,7 +240,6 @@ def cmd_report(args) -> int:
 
 def cmd_leaderboard(args) -> int:
     from bench.contract.io import writable_folder
-    from bench.harness.reporting.board import ordered_entries
     from bench.harness.reporting.board_html import screenshot
     from bench.harness.reporting.leaderboard import summary_line, write_leaderboards
     from bench.harness.reporting.runs import read_run
@@ -249,10 +248,8 @@ def cmd_leaderboard(args) -> int:
     output = writable_folder(args.output or runs[0] / "leaderboard", "--output")
     for where, board in write_leaderboards([read_run(r) for r in runs], output):
         print(summary_line(where, board))
-        if args.screenshot:
-            entries = ordered_entries(board.entries)
-            png = screenshot(where / "leaderboard.html", where / "leaderboard.png",
-                             fragment=entries[0].label if entries else "")
+        if args.screenshot:  # the whole board at a glance: no entry expanded
+            png = screenshot(where / "leaderboard.html", where / "leaderboard.png")
             print(f"wrote {png}")
     return 0
 
@@ -390,7 +387,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run defenses x bypasses x generators and score every cell")
     p.add_argument("--defenses", default="all", help="comma list or 'all' (default: all)")
-    p.add_argument("--bypass", default="all", help="comma list or 'all' (default: all)")
+    p.add_argument("--bypass", default="all", help="comma list, 'all' (default) or a named set: transforms, "
+                                                    "finetune_faces, ladder (the attacker's cost ladder)")
     p.add_argument("--generators", default="all", help="comma list or 'all' (default: all)")
     p.add_argument("--limit", type=at_least(1), help="number of evaluation images")
     p.add_argument("--output", help="results folder; an unfinished run of the same plan there resumes "

@@ -215,6 +215,11 @@ PAPER = merge(QUICK, {
                  "comdefend": {"weights": "official"}},
     "leakage": {"defenses": "all", "bypasses": "jpeg,comdefend,ri,lora"},
 })
+# the fine-tuning curve up to the paper's 1,000 faces (`lora` itself)
+PAPER["bypasses"]["lora_faces256"] = {"plugin": "lora", "faces": 256}
+PAPER["bypass_sets"]["finetune_faces"] = [*FACES_VARIANTS, "lora_faces256", "lora"]
+PAPER["bypass_sets"]["ladder"] = ["none", *BYPASS_SETS["transforms"], "comdefend",
+                                  *PAPER["bypass_sets"]["finetune_faces"]]
 
 PROFILES = {"quick": QUICK, "ci": CI, "paper": PAPER}
 

@@ -28,7 +28,8 @@ class AdversarialFinetuneSettings:
     """The schedule and inner PGD of the paper's fine-tuning (a bypass's `Params`
     extends it with its own settings)."""
     epochs: Count = 1
-    # the fine-tuning budget: the first `faces` of the run's fine-tuning images (None: all)
+    # the fine-tuning budget: the first `faces` of the run's fine-tuning images (None: all;
+    # at most the run's, and the fit records how many it used)
     faces: Count | None = None
     batch_size: Count = 4
     lr: Positive = 1e-3

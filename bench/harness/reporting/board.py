@@ -190,6 +190,7 @@ class Board:
     protocol: dict
     generators: dict  # name -> weights sha256
     bypasses: dict  # label -> identity (name, version, params)
+    bypass_costs: dict  # label -> what it declared it costs (rung, faces, strength)
     columns: list[Column]
     ladders: dict  # generator -> Ladder: the standard-scenario bypasses by cost
     entries: list[Entry]
@@ -307,11 +308,13 @@ def defense_entry(table: pd.DataFrame, cells: pd.DataFrame, defense: str, genera
                 absent.append({"generator": g, **column.as_dict()})
                 continue
             row = mine.loc[key]
-            cell = {"generator": g, **column.as_dict(), "dsr": number(row.dsr), "l2": number(row.get("l2")),
-                    "n": int(row.n), "run": row.run}
+            reps = intervals.replicates(row.per_image)
+            cell = {"generator": g, **column.as_dict(), "dsr": number(row.dsr),
+                    "dsr_interval": None if reps is None else list(intervals.interval(reps)),
+                    "l2": number(row.get("l2")), "n": int(row.n), "run": row.run}
             entry_cells.append(cell)
             if cell["dsr"] is not None:
-                per_generator.setdefault(g, []).append(intervals.replicates(row.per_image))
+                per_generator.setdefault(g, []).append(reps)
                 if g not in worst or lower(cell, worst[g]):
                     worst[g] = {k: cell[k] for k in ("dsr", "l2", "bypass", "scenario")}
     identity, origin = plugin_facts(runs, "defenses", defense)
@@ -344,13 +347,19 @@ def entry_breaks(mine: pd.DataFrame, ladders: dict[str, Ladder], threshold: floa
     return breaks, intervals.combined(reps, np.mean)
 
 
-def ladders_of(runs: list[Run], columns: list[Column], generators: list[str]) -> dict[str, Ladder]:
-    """Each generator's cost ladder over the board's standard-scenario bypasses: the cost
-    each declared (the first run naming it) and its fit's measured faces and seconds."""
+def costs_declared(runs: list[Run]) -> dict[str, tuple[dict, Run]]:
+    """bypass label -> the cost it declared and the run it is taken from (the first naming it)."""
     declared: dict[str, tuple[dict, Run]] = {}
     for run in runs:
         for label, cost in declared_costs(run.record).items():
             declared.setdefault(label, (cost, run))
+    return declared
+
+
+def ladders_of(declared: dict[str, tuple[dict, Run]], columns: list[Column],
+               generators: list[str]) -> dict[str, Ladder]:
+    """Each generator's cost ladder over the board's standard-scenario bypasses: the cost
+    each declared and its fit's measured faces and seconds."""
     ladders = {}
     for g in generators:
         rungs = []
@@ -445,7 +454,8 @@ def build_board(runs: list[Run]) -> Board:
     generators = list(dict.fromkeys(rows.generator))
     columns = column_order(rows[rows.defense != NONE])  # what protected images met (not the clean baseline)
     defenses = [d for d in dict.fromkeys(rows.defense) if d != NONE]
-    ladders = ladders_of(runs, columns, generators)
+    declared = costs_declared(runs)
+    ladders = ladders_of(declared, columns, generators)
     entries = [defense_entry(table, cells, d, generators, columns, runs, protocol, ladders) for d in defenses]
     rank(entries, lambda e: (e.break_cost if e.break_cost is not None else -1, e.robust_dsr, e.mean_dsr),
          higher_first=True)
@@ -455,7 +465,8 @@ def build_board(runs: list[Run]) -> Board:
     rank(bypass_entries, lambda b: (b.worst_dsr, b.mean_dsr), higher_first=False)
     return Board(protocol, {g: w for g, w in merged_identities(runs, "generators", "weights_sha256").items()
                             if g in generators},
-                 merged_identities(runs, "bypasses"), columns, ladders, entries, bypass_entries,
+                 merged_identities(runs, "bypasses"), {label: cost for label, (cost, _) in declared.items()},
+                 columns, ladders, entries, bypass_entries,
                  [run_provenance(run) for run in runs])
 
 

@@ -52,6 +52,7 @@ def board_json(board: Board) -> dict:
             "ladders": {g: [{**r.as_dict(), "position": pos} for r, pos in zip(ladder.rungs, ladder.positions)]
                         for g, ladder in board.ladders.items()},
             "bypasses": board.bypasses,
+            "bypass_costs": board.bypass_costs,
             "defenses": [entry_json(board, e) for e in ordered_entries(board.entries)],
             "bypass_board": [{"bypass": b.column.bypass, "scenario": b.column.scenario, "rank": b.rank,
                               "status": b.status, "worst_dsr": b.worst_dsr, "mean_dsr": b.mean_dsr,

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from bench.contract.io import atomic_write_json, atomic_write_text
 from bench.harness.reporting.board import Board, build_board, group_by_protocol, ordered_entries
+from bench.harness.reporting.board_figures import save_effort_figure, save_transform_figure
 from bench.harness.reporting.board_html import html
 from bench.harness.reporting.board_pages import board_json, bypass_table, defense_table, entry_json, markdown
 from bench.harness.reporting.runs import Run
@@ -21,6 +22,8 @@ def write_board(board: Board, output: Path) -> None:
     atomic_write_text(output / "leaderboard.csv", defense_table(board).to_csv(index=False))
     atomic_write_text(output / "bypasses.csv", bypass_table(board).to_csv(index=False))
     atomic_write_text(output / "leaderboard.html", html(board))
+    save_effort_figure(board, output / "effort.png")
+    save_transform_figure(board, output / "transforms.png")
 
 
 def write_leaderboards(runs: list[Run], output: Path) -> list[tuple[Path, Board]]:

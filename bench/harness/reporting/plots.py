@@ -1,5 +1,5 @@
-"""The report's plots (matplotlib, no torch): Fig. 5's grouped bars and Fig. 8's loss
-curves."""
+"""The report's plots (matplotlib, no torch): Fig. 5's grouped bars with their 95%
+intervals and Fig. 8's loss curves."""
 
 from __future__ import annotations
 
@@ -19,24 +19,37 @@ def pyplot():
 
 def save_grouped_bars(table, path: str | Path, ylabel: str) -> None:
     """One panel per first index level (e.g. generator), one group of bars per second
-    level (e.g. bypass), one bar per column (e.g. scenario)."""
+    level (e.g. bypass), one bar per column (e.g. scenario); `table` a reporting Table,
+    whose intervals, where it has them, are drawn as error bars."""
     plt = pyplot()
-    panels = list(dict.fromkeys(table.index.get_level_values(0)))
+    values = table.value
+    panels = list(dict.fromkeys(values.index.get_level_values(0)))
     fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 2.8), squeeze=False, sharey=True)
     for ax, panel in zip(axes[0], panels):
-        part = table.loc[panel]
+        part = values.loc[panel]
         width = 0.8 / len(part.columns)
         for j, column in enumerate(part.columns):
-            ax.bar([i + j * width for i in range(len(part))], part[column].fillna(0).to_numpy(), width, label=column)
+            heights = part[column].fillna(0).to_numpy()
+            errors = None
+            if table.has_intervals:
+                low, high = table.low.loc[panel][column].to_numpy(), table.high.loc[panel][column].to_numpy()
+                errors = [(heights - low).clip(0), (high - heights).clip(0)]
+            ax.bar([i + j * width for i in range(len(part))], heights, width, label=column, yerr=errors,
+                   error_kw={"elinewidth": 0.8, "capsize": 2})
         ax.set_xticks([i + 0.4 - width / 2 for i in range(len(part))])
         ax.set_xticklabels(part.index, rotation=45, ha="right", fontsize=7)
         ax.set_title(panel, fontsize=9)
         ax.set_ylim(0, 1.05)
     axes[0][0].set_ylabel(ylabel, fontsize=8)
     axes[0][-1].legend(fontsize=7)
+    save(fig, path)
+
+
+def save(fig, path: str | Path) -> None:
+    """The figure as a PNG, its bounding box fitted to what it draws (no label cut at an edge)."""
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
-    plt.close(fig)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
+    pyplot().close(fig)
 
 
 def save_loss_curves(curves: dict, path: str | Path, every: int = 10) -> None:
@@ -56,6 +69,4 @@ def save_loss_curves(curves: dict, path: str | Path, every: int = 10) -> None:
         ax.set_xlabel("step", fontsize=8)
         ax.legend(fontsize=7)
     axes[0][0].set_ylabel(f"loss (mean of {every} steps)", fontsize=8)
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
-    plt.close(fig)
+    save(fig, path)

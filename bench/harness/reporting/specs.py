@@ -222,8 +222,8 @@ REPORT = [
     TableSpec("leakage", "Fig. 5: leakage scenario, mean DSR over its defenses (the defender perturbs against the "
                          "bypassed pipeline)",
               lambda ctx: tables.leakage_comparison(ctx.cells),
-              figure=lambda ctx, t: save_grouped_bars(t.value, ctx.output / "fig5_leakage.png",
-                                                      "mean DSR over the defenses (lower: bypass works)")),
+              figure=lambda ctx, t: save_grouped_bars(t, ctx.output / "fig5_leakage.png",
+                                                      "mean DSR over the defenses\n(lower: the bypass works)")),
     TableSpec("table1_leakage", "Leakage scenario, every cell",
               lambda ctx: tables.table1(ctx.cells, LEAKAGE) if has_leakage(ctx) else EMPTY),
     TableSpec("defensive", "Defensive patching: the mark in benign and protected outputs",
