@@ -13,8 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-import torch
-
 from bench.contract.params import Positive
 from bench.contract.plugins import Bypass
 from bench.toolkit.codecs import blur, differentiable_blur
@@ -36,10 +34,5 @@ class GaussianBlur(Bypass):
     def purify(self, x):
         return blur(x, self.params.sigma)
 
-    def purify_for_gradients(self, x):
-        if self.params.gradients == "identity":
-            return super().purify_for_gradients(x)
-        surrogate = differentiable_blur(x, self.params.sigma)
-        with torch.no_grad():
-            real = self.purify(x)
-        return surrogate + (real - surrogate).detach()
+    def surrogate(self, x):
+        return x if self.params.gradients == "identity" else differentiable_blur(x, self.params.sigma)

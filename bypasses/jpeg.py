@@ -38,10 +38,7 @@ class JPEGCompression(Bypass):
     def purify(self, x):
         return jpeg_roundtrip(x, self.params.quality)
 
-    def purify_for_gradients(self, x):
+    def surrogate(self, x):
         if self.params.gradients == "identity":
-            return super().purify_for_gradients(x)
-        surrogate = differentiable_jpeg(x, torch.full((x.size(0),), float(self.params.quality)))
-        with torch.no_grad():
-            real = self.purify(x)
-        return surrogate + (real - surrogate).detach()
+            return x
+        return differentiable_jpeg(x, torch.full((x.size(0),), float(self.params.quality)))

@@ -15,13 +15,12 @@ from dataclasses import dataclass
 from typing import Annotated, Literal
 
 import torch
-import torch.nn.functional as F
 from annotated_types import Interval
 from PIL import Image
 
 from bench.contract.params import JpegQuality
 from bench.contract.plugins import Bypass
-from bench.toolkit.codecs import differentiable_jpeg, each_image, encoded, resized
+from bench.toolkit.codecs import differentiable_jpeg, differentiable_resize_roundtrip, each_image, encoded, resized
 
 
 class SocialMediaChain(Bypass):
@@ -44,15 +43,15 @@ class SocialMediaChain(Bypass):
         return each_image(x, lambda img: encoded(resized(img, p.scale), "JPEG", quality=p.quality, subsampling="4:2:0")
                           .resize(size, Image.Resampling.BICUBIC))
 
-    def purify_for_gradients(self, x):
+    def surrogate(self, x):
         p = self.params
         if p.gradients == "identity":
-            return super().purify_for_gradients(x)
-        small = (max(1, round(x.size(-2) * p.scale)), max(1, round(x.size(-1) * p.scale)))
-        surrogate = F.interpolate(x, size=small, mode="bicubic", antialias=True, align_corners=False)
-        if small[0] % 16 == 0 and small[1] % 16 == 0:
-            surrogate = differentiable_jpeg(surrogate, torch.full((x.size(0),), float(p.quality)))
-        surrogate = F.interpolate(surrogate, size=x.shape[-2:], mode="bicubic", align_corners=False)
-        with torch.no_grad():
-            real = self.purify(x)
-        return surrogate + (real - surrogate).detach()
+            return x
+        return differentiable_resize_roundtrip(x, p.scale, between=self.differentiable_upload_jpeg)
+
+    def differentiable_upload_jpeg(self, small):
+        """The chain's JPEG, differentiably, on the shrunk image (the identity where its
+        sides are not multiples of 16)."""
+        if small.size(-1) % 16 or small.size(-2) % 16:
+            return small
+        return differentiable_jpeg(small, torch.full((small.size(0),), float(self.params.quality)))

@@ -181,15 +181,20 @@ class Bypass(Plugin):
     def purify(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def surrogate(self, x: torch.Tensor) -> torch.Tensor:
+        """A differentiable approximation of `purify` whose gradient stands in for the one a
+        non-differentiable purifier lacks: the identity (BPDA) unless a purifier overrides it."""
+        return x
+
     def purify_for_gradients(self, x: torch.Tensor) -> torch.Tensor:
         """`purify(x)` as an adaptive (leakage-scenario) defender differentiates it: itself
-        where it is differentiable, else its exact output with the identity's gradient
-        (BPDA); a purifier with a differentiable approximation overrides this."""
+        where it is differentiable, else its exact output with `surrogate`'s gradient."""
         if self.differentiable:
             return self.purify(x)
         with torch.no_grad():
             purified = self.purify(x)
-        return x + (purified - x).detach()
+        approximation = self.surrogate(x)
+        return approximation + (purified - approximation).detach()
 
     def patch(self, generator: "Generator") -> "Generator":
         raise NotImplementedError

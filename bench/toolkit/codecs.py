@@ -69,11 +69,14 @@ def resize_roundtrip(x: torch.Tensor, scale: float) -> torch.Tensor:
     return each_image(x, lambda img: resized(img, scale).resize(size, Image.Resampling.BICUBIC))
 
 
-def differentiable_resize_roundtrip(x: torch.Tensor, scale: float) -> torch.Tensor:
+def differentiable_resize_roundtrip(x: torch.Tensor, scale: float,
+                                    between: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
     """`resize_roundtrip`'s differentiable approximation: torch's antialiased bicubic both
-    ways, no 8-bit rounding."""
+    ways, no 8-bit rounding; `between` (e.g. a differentiable codec) acts on the small image."""
     small = (max(1, round(x.size(-2) * scale)), max(1, round(x.size(-1) * scale)))
     down = F.interpolate(x, size=small, mode="bicubic", antialias=True, align_corners=False)
+    if between is not None:
+        down = between(down)
     return F.interpolate(down, size=x.shape[-2:], mode="bicubic", align_corners=False)
 
 

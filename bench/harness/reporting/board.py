@@ -299,7 +299,7 @@ def number(value) -> float | None:
 def defense_entry(table: pd.DataFrame, cells: pd.DataFrame, defense: str, generators: list[str],
                   columns: list[Column], runs: list[Run], protocol: dict, ladders: dict[str, Ladder]) -> Entry:
     mine = table.xs(defense, level="defense")
-    entry_cells, worst, missing, leakage_missing, per_generator = [], {}, [], [], {}
+    entry_cells, worst, missing, leakage_missing, per_generator, cell_reps = [], {}, [], [], {}, {}
     for g in generators:
         for column in columns:
             key = (g, column.bypass, column.scenario)
@@ -308,7 +308,7 @@ def defense_entry(table: pd.DataFrame, cells: pd.DataFrame, defense: str, genera
                 absent.append({"generator": g, **column.as_dict()})
                 continue
             row = mine.loc[key]
-            reps = intervals.replicates(row.per_image)
+            reps = cell_reps[key] = intervals.replicates(row.per_image)
             cell = {"generator": g, **column.as_dict(), "dsr": number(row.dsr),
                     "dsr_interval": None if reps is None else list(intervals.interval(reps)),
                     "l2": number(row.get("l2")), "n": int(row.n), "run": row.run}
@@ -320,28 +320,26 @@ def defense_entry(table: pd.DataFrame, cells: pd.DataFrame, defense: str, genera
     identity, origin = plugin_facts(runs, "defenses", defense)
     origin = {**origin, "plugin": identity.get("name"), "version": identity.get("version", origin.get("version"))}
     params = identity.get("params") or {}
-    breaks, break_reps = entry_breaks(mine, ladders, protocol["break_threshold"])
+    dsr = {(c["generator"], c["bypass"], c["scenario"]): c["dsr"] for c in entry_cells}
+    breaks, break_reps = entry_breaks(dsr, cell_reps, ladders, protocol["break_threshold"])
     return Entry(defense, entry_cells, worst, missing, leakage_missing,
                  budget_of(cells, defense, params.get("eps"), protocol), origin, params,
                  sorted({c["run"] for c in entry_cells}), replicates=robust_replicates(per_generator),
                  breaks=breaks, break_reps=break_reps)
 
 
-def entry_breaks(mine: pd.DataFrame, ladders: dict[str, Ladder], threshold: float) -> tuple[dict, np.ndarray | None]:
-    """A defense's cheapest break on each generator's ladder (its standard-scenario cells)
-    with the DSR's interval there, and the bootstrap replicates of their mean position."""
+def entry_breaks(dsr: dict, cell_reps: dict, ladders: dict[str, Ladder],
+                 threshold: float) -> tuple[dict, np.ndarray | None]:
+    """A defense's cheapest break on each generator's ladder (its standard-scenario cells:
+    `dsr` and `cell_reps`, by (generator, bypass, scenario)) with the DSR's interval there,
+    and the bootstrap replicates of their mean position."""
     breaks, reps = {}, []
     for g, ladder in ladders.items():
-        dsr, replicates = {}, {}
-        for r in ladder.rungs:
-            key = (g, r.bypass, STANDARD)
-            if key in mine.index:
-                dsr[r.bypass] = number(mine.loc[key].dsr)
-                replicates[r.bypass] = intervals.replicates(mine.loc[key].per_image)
-        found = cheapest_break(ladder, dsr, threshold)
-        if found.rung is not None:
-            found.interval = None if replicates[found.rung.bypass] is None else \
-                intervals.interval(replicates[found.rung.bypass])
+        keys = {r.bypass: (g, r.bypass, STANDARD) for r in ladder.rungs if (g, r.bypass, STANDARD) in dsr}
+        replicates = {b: cell_reps[k] for b, k in keys.items()}
+        found = cheapest_break(ladder, {b: dsr[k] for b, k in keys.items()}, threshold)
+        if found.rung is not None and replicates[found.rung.bypass] is not None:
+            found.interval = intervals.interval(replicates[found.rung.bypass])
         breaks[g] = found
         reps.append(break_replicates(ladder, replicates, threshold))
     return breaks, intervals.combined(reps, np.mean)
