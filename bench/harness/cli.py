@@ -153,6 +153,7 @@ def positive(text: str) -> float:
 
 SEED_LIMIT = 2**31  # bench.contract.params.Seed (not imported: --help stays fast)
 RESULTS = Path("bench-results")
+CROP_JITTER_DEFAULT = 0.0  # bench.harness.protect.CROP_JITTER (not imported: --help stays fast)
 
 
 def default_output_dir() -> Path:
@@ -219,8 +220,9 @@ def cmd_protect(args) -> int:
     from bench.harness.protect import protect_photos
 
     command = "bench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    print(protect_photos(resolved_config(args), args.defense, args.generators, args.photos, args.out, command))
-    print(f"protected copies in {args.out}/, the run behind them in {args.out}/report/")
+    print(protect_photos(resolved_config(args), args.defense, args.generators, args.photos, args.out, command,
+                         args.crop_jitter))
+    print(f"protected copies in {args.out}/, what they do in {args.out}/report/ (protect.md, photos.csv)")
     return 0
 
 
@@ -408,13 +410,17 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_options(p)
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("protect", help="write protected copies (PNG) of your own photos, with what they do to "
-                                       "each generator's edits")
-    p.add_argument("photos", help="a folder of photos (CelebA-style labels optional: without them the attribute "
-                                  "classifier infers them)")
+    p = sub.add_parser("protect", help="write protected copies (PNG, each photo's own size) of your own photos, "
+                                       "with what they do to each generator's edits as an attacker loads them")
+    p.add_argument("photos", help="a photo or a folder of photos (JPEG, PNG, TIFF, WebP, BMP; HEIC with "
+                                  "pillow-heif): faces are found in them, any size and framing")
     p.add_argument("out", help="folder for the protected copies and report/")
     p.add_argument("--defense", required=True, help="the defense to protect with (`bench ls defenses`)")
-    p.add_argument("--generators", default="all", help="comma list or 'all' (default: all)")
+    p.add_argument("--generators", default="all", help="comma list or 'all' (default: all); with several, "
+                                                       "one copy per generator in OUT/<generator>/")
+    p.add_argument("--crop-jitter", type=float, default=CROP_JITTER_DEFAULT,
+                   help="also optimise through four crops this share of the face's side away from the "
+                        f"detector's (default {CROP_JITTER_DEFAULT}: the detector's crop alone)")
     add_data_options(p, data=False)
     p.set_defaults(func=cmd_protect)
 
