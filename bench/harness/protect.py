@@ -21,6 +21,7 @@ import copy
 import csv
 import io
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -220,7 +221,7 @@ def protect_photos(config: dict, defense: str, generators: str, photos: str, out
                 record = {"photo": str(file), "copy": name, "error": str(err), "faces": 0, "generators": {}}
             atomic_write_json(kept, {"identity": identity, "record": record})
         if not record["faces"]:
-            tqdm.write(f"{file}: {record.get('error', 'no face found')}; no copy written")
+            tqdm.write(f"{file}: {record.get('error', 'no face found')}; no copy written", file=sys.stderr)
         records.append(record)
     return write_protect_report(records, protector, defense, config, photos, out, command)
 
