@@ -71,7 +71,7 @@ def main() -> int:
     parser.add_argument("--photos", type=int, default=20)
     args = parser.parse_args()
     big = args.out / "big"
-    big.mkdir(exist_ok=True)
+    big.mkdir(parents=True, exist_ok=True)
     crop = np.asarray(Image.open(args.data / "images_64" / "29101.jpg").convert("RGB"))
     compose([crop], (4000, 3000), [4.0], seed=100).image.save(big / "twelve_megapixels.jpg", quality=92)
     seconds, peak_mb = protect(big / "twelve_megapixels.jpg", args.out / "big-protected", args.defense, "stargan")

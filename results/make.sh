@@ -8,6 +8,8 @@
 #                                           # ladder, the reference leaderboard and its figures
 #   results/make.sh image-quality           # held-out CelebA-HQ: Tables II, IV and V
 #   results/make.sh attgan-lora-1000-faces  # the AttGAN patch fitted on the paper's 1,000 faces
+#   results/make.sh protect-photos          # `bench protect` on 20 photos composed from held-out
+#                                           # CelebA-HQ faces, and on one 12 MP photo (its reports only)
 #   results/make.sh all
 #   results/make.sh tables                  # no run: every table and board again from the committed
 #                                           # rows (after a change to `bench report` or the leaderboard)
@@ -107,7 +109,16 @@ attgan_lora_1000_faces() {
   report results/quick-celebahq/attgan-lora-1000-faces run-g
 }
 
-[ $# -gt 0 ] || { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+protect_photos() {
+  local out=$RUNS/protect-photos
+  [ -f "$out/summary.json" ] || python benchmarks/protect_photos.py --out "$out" --data "$DATA"
+  rm -rf results/protect-photos
+  mkdir -p results/protect-photos/twelve-megapixels
+  cp "$out/summary.json" "$out"/protected/report/{protect.md,protect.json,photos.csv} results/protect-photos/
+  cp "$out"/big-protected/report/{protect.md,protect.json,photos.csv} results/protect-photos/twelve-megapixels/
+}
+
+[ $# -gt 0 ] || { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 for target in "$@"; do
   case $target in
     quick-all) quick_all ;;
@@ -115,10 +126,11 @@ for target in "$@"; do
     cost-ladder) cost_ladder ;;
     image-quality) image_quality ;;
     attgan-lora-1000-faces) attgan_lora_1000_faces ;;
-    all) quick_all; quick_celebahq; cost_ladder; image_quality; attgan_lora_1000_faces ;;
+    protect-photos) protect_photos ;;
+    all) quick_all; quick_celebahq; cost_ladder; image_quality; attgan_lora_1000_faces; protect_photos ;;
     tables)  # no run: every committed table and board again from the committed rows
       for rows in results/*/runs results/*/*/runs; do [ ! -d "$rows" ] || tables "$(dirname "$rows")"; done
       for rows in results/*/leaderboard/run results/*/*/leaderboard/run; do [ ! -d "$rows" ] || board "$(dirname "$rows")"; done ;;
-    *) echo "results/make.sh: unknown result '$target' (quick-all, quick-celebahq, cost-ladder, image-quality, attgan-lora-1000-faces, all, tables)" >&2; exit 2 ;;
+    *) echo "results/make.sh: unknown result '$target' (quick-all, quick-celebahq, cost-ladder, image-quality, attgan-lora-1000-faces, protect-photos, all, tables)" >&2; exit 2 ;;
   esac
 done
