@@ -130,3 +130,14 @@ def test_a_twelve_megapixel_photo(tmp_path):
     assert copy.shape == (3000, 4000, 3)
     difference = np.abs(copy - original).max(axis=2)
     assert 0 < difference.max() <= 6 and difference[outside_faces((4000, 3000), photo.faces)].max() == 0
+
+
+def test_settings_against_a_defenses_per_image_settings_are_refused():
+    from bench.contract.errors import BenchError
+    from bench.harness.profiles import get_profile
+
+    config = get_profile("ci")
+    assert protect.protect_config(config, "raw")["defenses"]["raw"]["variant"] == "joint"
+    config["defenses"]["raw"] = {"variant": "per_target"}
+    with pytest.raises(BenchError, match="per_image_settings"):
+        protect.protect_config(config, "raw")

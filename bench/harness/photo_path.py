@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench.contract.errors import BenchError
 from bench.toolkit.face_align import Quad, bounds, warp_differentiable
 from bench.toolkit.photos import Photo
 
@@ -65,6 +66,14 @@ def carry_back(change: torch.Tensor, quad: Quad, origin: tuple[int, int], size: 
     return F.grid_sample(change, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
+def one_per_photo(protected: torch.Tensor, defense) -> torch.Tensor:
+    """The protection (T, 1, 3, h, w) as one image, the same for every target."""
+    if not torch.equal(protected, protected[:1].expand_as(protected)):
+        raise BenchError(f"defense {defense.label!r} made a different protected image for each edit target; bench "
+                         "protect needs one per photo (the defense's per_image_settings)")
+    return protected[0]
+
+
 def protect_face(defense, generator: nn.Module, photo: Photo, quad: Quad, labels: torch.Tensor, eps: float,
                  resolution: int, seed: int, jitter: float) -> tuple[tuple[int, int, int, int], torch.Tensor,
                                                                       torch.Tensor]:
@@ -78,10 +87,10 @@ def protect_face(defense, generator: nn.Module, photo: Photo, quad: Quad, labels
     reads = footprint(path, pixels)
     conditions = generator.targets(labels)
     if defense.fit_scope() is None:  # its own optimisation, on the photo's pixels through the path
-        protected = defense.protect(pixels, path, conditions, seed)[0]
+        protected = one_per_photo(defense.protect(pixels, path, conditions, seed), defense)
     else:  # what it learned works on aligned crops: protect the crop, carry the change back
         with torch.no_grad():
             crop = path.cut(pixels, [quad])
-        change = defense.protect(crop, generator, conditions, seed)[0] - crop
+        change = one_per_photo(defense.protect(crop, generator, conditions, seed), defense) - crop
         protected = pixels + carry_back(change, quad, box[:2], pixels.shape[-2:]).clamp(-eps, eps)
     return box, protected.clamp(-1, 1).detach(), reads

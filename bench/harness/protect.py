@@ -60,7 +60,13 @@ def protect_config(config: dict, defense: str) -> dict:
     if per_image is None:
         raise BenchError(f"defense {defense!r} does not declare per_image_settings (the settings under which it "
                          "makes one protected image per photo), so bench protect cannot use it")
-    config["defenses"][defense] = {**per_image, **config["defenses"].get(defense, {})}  # a set value wins
+    configured = config["defenses"].get(defense, {})
+    clashes = {k: v for k, v in per_image.items() if k in configured and configured[k] != v}
+    if clashes:
+        raise BenchError(f"bench protect writes one copy per photo, which defense {defense!r} makes under "
+                         f"{per_image} (its per_image_settings); the settings ask for "
+                         f"{ {k: configured[k] for k in clashes} }")
+    config["defenses"][defense] = {**configured, **per_image}
     return check_settings(config)
 
 
