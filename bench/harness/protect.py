@@ -125,7 +125,7 @@ class Protector:
     """Protects photos one at a time with one defense against each generator."""
 
     def __init__(self, config: dict, defense: str, generators: list[str], out: Path, jitter: float = CROP_JITTER):
-        self.config, self.defense_name, self.out, self.jitter = config, defense, out, jitter
+        self.config, self.jitter = config, jitter
         self.device = resolve_device(config["device"])
         self.generators = {g: load_generator(config, g, self.device) for g in generators}
         self.defenses = {g: fitted_defense(config, defense, g) for g in generators}
@@ -147,8 +147,9 @@ class Protector:
 
     def protect(self, photo: Photo, quads: list[Quad], generator: str) -> Photo:
         protected, model, defense = photo, self.generators[generator], self.defenses[generator]
+        seen = photo.rgb()
         for quad in quads:
-            crop = as_tensor(warp_like_attacker(photo.rgb(), quad, self.resolution))
+            crop = as_tensor(warp_like_attacker(seen, quad, self.resolution))
             labels = self.labeller.labels(crop, model)
             box, pixels, mask = protect_face(defense, model, protected, quad, labels, self.eps, self.resolution,
                                              self.config["seed"], self.jitter)
@@ -159,19 +160,27 @@ class Protector:
         started = time.time()
         photo = read_photo(file)
         quads = [Quad.from_landmarks(f.landmarks) for f in detect_faces(photo.rgb())]
-        record = {"photo": str(file), "copy": name, "width": photo.size[0], "height": photo.size[1],
-                  "mode": photo.image().mode, "notes": photo.notes, "faces": len(quads), "generators": {}}
+        record = {"photo": str(file), "source": source_stamp(file), "copy": name, "width": photo.size[0],
+                  "height": photo.size[1], "mode": photo.mode, "notes": photo.notes, "faces": len(quads),
+                  "generators": {}}
         if not quads:
             return {**record, "seconds": time.time() - started}
+        seen = photo.rgb()
         for g, model in self.generators.items():
             protected = self.protect(photo, quads, g)
             target = self.folders[g] / name
             atomic_write(target, lambda tmp, protected=protected: protected.save_png(tmp))
             written = read_photo(target)
             record["generators"][g] = {**copy_budget(written, photo, quads, self.eps, self.jitter),
-                                       **attacker_scores(model, self.conditions_of(model), written.rgb(), photo.rgb(),
+                                       **attacker_scores(model, self.conditions_of(model), written.rgb(), seen,
                                                          self.resolution, len(quads))}
         return {**record, "seconds": time.time() - started}
+
+
+def source_stamp(file: Path) -> dict:
+    """What tells a photo replaced under the same name: its size and modification time."""
+    stat = file.stat()
+    return {"bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
 def copy_budget(written: Photo, original: Photo, quads: list[Quad], eps: float, jitter: float) -> dict:
@@ -219,12 +228,13 @@ def protect_photos(config: dict, defense: str, generators: str, photos: str, out
     records = []
     for file, name in tqdm(list(zip(files, copy_names(files))), desc="protect", unit="photo"):
         kept = out / REPORT / "photos" / f"{name}.json"
-        record = read_kept(kept, identity, [protector.folders[g] / name for g in names])
+        record = read_kept(kept, identity, file, [protector.folders[g] / name for g in names])
         if record is None:
             try:
                 record = protector.one_photo(file, name)
             except DataError as err:
-                record = {"photo": str(file), "copy": name, "error": str(err), "faces": 0, "generators": {}}
+                record = {"photo": str(file), "source": source_stamp(file), "copy": name, "error": str(err),
+                          "faces": 0, "generators": {}}
             atomic_write_json(kept, {"identity": identity, "record": record})
         if not record["faces"]:
             tqdm.write(f"{file}: {record.get('error', 'no face found')}; no copy written", file=sys.stderr)
@@ -232,8 +242,9 @@ def protect_photos(config: dict, defense: str, generators: str, photos: str, out
     return write_protect_report(records, protector, defense, config, photos, out, command)
 
 
-def read_kept(path: Path, identity: dict, copies: list[Path]) -> dict | None:
-    """A photo's kept result, if it was made with these settings and its copies exist."""
+def read_kept(path: Path, identity: dict, photo: Path, copies: list[Path]) -> dict | None:
+    """A photo's kept result, if it was made from this photo with these settings and its
+    copies exist."""
     try:
         kept = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -241,7 +252,8 @@ def read_kept(path: Path, identity: dict, copies: list[Path]) -> dict | None:
     same = json.dumps(kept.get("identity"), sort_keys=True, default=str) == json.dumps(identity, sort_keys=True,
                                                                                        default=str)
     record = kept.get("record", {})
-    if not same or (record.get("faces") and not all(c.exists() for c in copies)):
+    if not same or record.get("source") != source_stamp(photo) or (
+            record.get("faces") and not all(c.exists() for c in copies)):
         return None
     return record
 

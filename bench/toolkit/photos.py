@@ -46,6 +46,13 @@ class Photo:
         return self.pixels.shape[1], self.pixels.shape[0]
 
     @property
+    def mode(self) -> str:
+        """The copy's Pillow mode."""
+        if self.pixels.dtype == np.uint16:
+            return "I;16"
+        return ("L" if self.pixels.shape[2] == 1 else "RGB") + ("A" if self.alpha is not None else "")
+
+    @property
     def top(self) -> int:
         """The largest level: 255 or 65535."""
         return int(np.iinfo(self.pixels.dtype).max)
