@@ -32,7 +32,7 @@ import torch.nn.functional as F
 import bench
 from bench.contract.errors import BenchError, DataError
 from bench.contract.io import atomic_write, atomic_write_json, atomic_write_text, writable_folder
-from bench.contract.results import NONE, STANDARD
+from bench.contract.results import NONE
 from bench.harness.attacker_view import CENTRE_CROP, DETECTOR_PATH, JPEG90, PATHS, as_tensor, attacker_scores
 from bench.harness.inputs import load_generator, make_plugin
 from bench.harness.photo_path import protect_face

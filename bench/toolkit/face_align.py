@@ -40,7 +40,7 @@ class Quad:
     y: np.ndarray
 
     @classmethod
-    def from_landmarks(cls, landmarks: np.ndarray) -> "Quad":
+    def from_landmarks(cls, landmarks: np.ndarray) -> Quad:
         """CelebA-HQ's quad from five landmarks (left eye, right eye, nose, left and right
         mouth corner, as seen in the image), each (x, y) in pixels."""
         lm = np.asarray(landmarks, dtype=np.float64)
@@ -51,7 +51,7 @@ class Quad:
         return cls(eye_avg + eye_to_mouth * 0.1, x, rot90(x))
 
     @classmethod
-    def square(cls, left: float, top: float, side: float) -> "Quad":
+    def square(cls, left: float, top: float, side: float) -> Quad:
         """An upright square (a centre crop, or where a known crop was pasted)."""
         half = side / 2
         return cls(np.array([left + half, top + half]), np.array([half, 0.0]), np.array([0.0, half]))
@@ -65,10 +65,10 @@ class Quad:
         c, x, y = self.centre, self.x, self.y
         return np.stack([c - x - y, c - x + y, c + x + y, c + x - y])
 
-    def shifted(self, dx: float, dy: float, scale: float = 1.0) -> "Quad":
+    def shifted(self, dx: float, dy: float, scale: float = 1.0) -> Quad:
         return Quad(self.centre + np.array([dx, dy]), self.x * scale, self.y * scale)
 
-    def jittered(self, fraction: float) -> list["Quad"]:
+    def jittered(self, fraction: float) -> list[Quad]:
         """This quad and four near it: shifted by `fraction` of its side along each
         diagonal and scaled by 1 -/+ fraction in turn, how far another run of the detector
         on a changed photo moves it (bench protect optimises through all five)."""

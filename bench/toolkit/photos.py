@@ -74,7 +74,7 @@ class Photo:
         return part.expand(-1, 3, -1, -1).clone() if part.size(1) == 1 else part
 
     def with_changes(self, box: tuple[int, int, int, int], changed: torch.Tensor, mask: torch.Tensor,
-                     original: "Photo", eps: float) -> "Photo":
+                     original: Photo, eps: float) -> Photo:
         """This photo with the box's pixels under `mask` (h, w) set from `changed` (1, 3, h,
         w on [-1, 1]; greyscale: its channels' mean), rounded to the photo's levels and kept
         within eps of `original`'s."""
