@@ -114,7 +114,8 @@ def read_photo(path: str | Path) -> Photo:
     path = Path(path)
     try:
         with Image.open(path) as opened:
-            notes = [f"EXIF orientation {opened.getexif().get(0x0112)} applied"] if opened.getexif().get(0x0112, 1) != 1 else []
+            orientation = opened.getexif().get(0x0112, 1)
+            notes = [f"EXIF orientation {orientation} applied"] if orientation != 1 else []
             image = ImageOps.exif_transpose(opened)
             image.load()
     except (OSError, UnidentifiedImageError, Image.DecompressionBombError, ValueError, SyntaxError) as err:
