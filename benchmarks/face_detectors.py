@@ -26,15 +26,17 @@ from bench.toolkit.face_align import Quad
 from bench.toolkit.face_detection import detect_faces
 
 
-def haar_boxes(photo: Image.Image) -> list[tuple[float, float, float, float]]:
+def haar(photo: Image.Image) -> list[tuple[tuple, None]]:
+    """(box, no landmarks) per face OpenCV's frontal-face Haar cascade finds."""
     import cv2
 
     cascade = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
     grey = np.asarray(photo.convert("L"))
-    return [(x, y, x + w, y + h) for x, y, w, h in cascade.detectMultiScale(grey, 1.1, 5, minSize=(20, 20))]
+    return [((x, y, x + w, y + h), None) for x, y, w, h in cascade.detectMultiScale(grey, 1.1, 5, minSize=(20, 20))]
 
 
-def mtcnn_boxes(photo: Image.Image):
+def mtcnn(photo: Image.Image) -> list[tuple[tuple, np.ndarray]]:
+    """(box, five landmarks) per face MTCNN finds."""
     return [(f.box, f.landmarks) for f in detect_faces(photo)]
 
 
@@ -60,14 +62,13 @@ def score(detector, composed) -> dict:
         started = time.perf_counter()
         detections = detector(photo.image)
         seconds.append(time.perf_counter() - started)
-        boxes = [d[0] if isinstance(d[0], tuple) else d for d in detections]
         for quad in photo.faces:
-            hits = [d for d, b in zip(detections, boxes) if inside(b, quad)]
+            hits = [landmarks for box, landmarks in detections if inside(box, quad)]
             faces += 1
             found += bool(hits)
-            if hits and isinstance(hits[0][0], tuple):
-                errors.append(corner_error(Quad.from_landmarks(hits[0][1]), quad))
-        false += sum(not any(inside(b, q) for q in photo.faces) for b in boxes)
+            if hits and hits[0] is not None:
+                errors.append(corner_error(Quad.from_landmarks(hits[0]), quad))
+        false += sum(not any(inside(box, q) for q in photo.faces) for box, _ in detections)
     return {"faces": faces, "found": found, "detection_rate": found / faces, "false_detections": false,
             "seconds_per_photo": float(np.median(seconds)),
             "alignment_error": float(np.mean(errors)) if errors else None,
@@ -87,7 +88,7 @@ def main() -> int:
     results = {}
     for source, files in sources.items():
         composed = list(photos(files, args.photos, seed=0))
-        for name, detector in {"mtcnn": mtcnn_boxes, "haar": haar_boxes}.items():
+        for name, detector in {"mtcnn": mtcnn, "haar": haar}.items():
             results[f"{source} / {name}"] = r = score(detector, composed)
             print(f"{source:20s} {name:6s} found {r['found']}/{r['faces']} ({r['detection_rate']:.1%}), "
                   f"{r['false_detections']} false, {r['seconds_per_photo'] * 1000:.0f} ms/photo, alignment error "

@@ -30,15 +30,14 @@ from bench.toolkit.composed_photos import compose
 
 
 def cpu_name() -> str:
+    """The CPU's model, and whether it has AVX-512 BF16 (timings differ twofold without it)."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                flags = Path("/proc/cpuinfo").read_text()
-                return line.split(":", 1)[1].strip() + (" (AVX-512 BF16)" if "avx512_bf16" in flags else
-                                                        " (no AVX-512 BF16)")
+        info = Path("/proc/cpuinfo").read_text()
     except OSError:
-        pass
-    return platform.processor() or platform.machine()
+        return platform.processor() or platform.machine()
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")),
+                 platform.machine())
+    return model + (" (AVX-512 BF16)" if "avx512_bf16" in info else " (no AVX-512 BF16)")
 
 
 def compose_folder(data: Path, folder: Path, count: int) -> None:

@@ -12,14 +12,17 @@ import pytest
 import torch
 from PIL import Image
 
-from bench.harness.attacker_view import as_tensor
 from bench.harness.photo_path import carry_back
 from bench.toolkit.composed_photos import background, compose, corner_error
-from bench.toolkit.data import DEMO_FACES
+from bench.toolkit.data import DEMO_FACES, to_tensor
 from bench.toolkit.face_align import Quad, bounds, warp_differentiable, warp_like_attacker
 from bench.toolkit.face_detection import detect_faces
 
 SHARED_256 = Path(__file__).resolve().parents[2] / "shared" / "data" / "celebahq" / "images_256"
+
+
+def as_tensor(image: Image.Image) -> torch.Tensor:
+    return to_tensor(np.asarray(image)[None])
 
 
 def demo_face(i: int) -> np.ndarray:

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from bench.toolkit.data import to_tensor
 from bench.toolkit.face_align import Quad, centre_crop_like_attacker, warp_like_attacker
 from bench.toolkit.face_detection import detect_faces
 from bench.toolkit.metrics import DSR, L2
@@ -31,20 +32,17 @@ class Crop:
     image: torch.Tensor  # (1, 3, R, R) on [-1, 1]
 
 
-def as_tensor(image: Image.Image) -> torch.Tensor:
-    return torch.from_numpy(np.asarray(image, dtype=np.float32)).permute(2, 0, 1).unsqueeze(0) / 127.5 - 1
+def cut(photo: Image.Image, quad: Quad, resolution: int) -> Crop:
+    """The face along `quad`, cut as the attacker's script cuts it."""
+    return Crop(quad.centre, to_tensor(np.asarray(warp_like_attacker(photo, quad, resolution))[None]))
 
 
 def detected_crops(photo: Image.Image, resolution: int) -> list[Crop]:
-    crops = []
-    for face in detect_faces(photo):
-        quad = Quad.from_landmarks(face.landmarks)
-        crops.append(Crop(quad.centre, as_tensor(warp_like_attacker(photo, quad, resolution))))
-    return crops
+    return [cut(photo, Quad.from_landmarks(face.landmarks), resolution) for face in detect_faces(photo)]
 
 
 def centre_crop(photo: Image.Image, resolution: int) -> list[Crop]:
-    return [Crop(np.array(photo.size) / 2, as_tensor(centre_crop_like_attacker(photo, resolution)))]
+    return [Crop(np.array(photo.size) / 2, to_tensor(np.asarray(centre_crop_like_attacker(photo, resolution))[None]))]
 
 
 def reencoded(photo: Image.Image, quality: int = UPLOAD_QUALITY) -> Image.Image:
@@ -54,45 +52,56 @@ def reencoded(photo: Image.Image, quality: int = UPLOAD_QUALITY) -> Image.Image:
     return Image.open(buffer).convert("RGB")
 
 
-def pair(copy: list[Crop], original: list[Crop], tolerance: float) -> list[tuple[Crop, Crop]]:
-    """Each original crop with the copy's crop nearest it, where one lies within `tolerance` pixels."""
-    pairs = []
-    for o in original:
-        distances = [np.hypot(*(c.centre - o.centre)) for c in copy]
-        if distances and min(distances) <= tolerance:
-            pairs.append((copy[int(np.argmin(distances))], o))
-    return pairs
+@dataclass
+class Original:
+    """The original photo as the attacker cuts it (once per photo): its faces on the
+    detector's path, and its centre crop."""
+    faces: list[Crop]
+    centre: list[Crop]
 
 
-def edit_scores(generator, conditions_of, pairs: list[tuple[Crop, Crop]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per (face, target): L2 of the copy's edit against the original's, and whether disrupted."""
-    l2s, disrupted = [], []
-    with torch.no_grad():
-        for copy, original in pairs:
-            for condition in conditions_of(original.image):
-                device = next(generator.parameters()).device
-                edited = generator(copy.image.to(device), condition.to(device))
-                reference = generator(original.image.to(device), condition.to(device))
-                l2s.append(L2.per_pair(edited, reference).cpu())
-                disrupted.append(DSR.per_pair(edited, reference).cpu())
-    return (torch.cat(l2s), torch.cat(disrupted)) if l2s else (torch.zeros(0), torch.zeros(0))
+class Edits:
+    """A generator's edits of the original's crops, made once: what each path's edits of
+    the copy are compared with."""
+
+    def __init__(self, generator, conditions_of, crops: list[Crop]):
+        self.generator, self.crops = generator, crops
+        self.device = next(generator.parameters()).device
+        with torch.no_grad():
+            self.made = [[(c, generator(crop.image.to(self.device), c.to(self.device)))
+                          for c in conditions_of(crop.image)] for crop in crops]
+
+    def score(self, copies: list[Crop], tolerance: float) -> dict:
+        """Edit L2 and DSR over every (face, target): each original crop against the copy's
+        crop nearest it, where one lies within `tolerance` pixels."""
+        l2s, disrupted, found = [], [], 0
+        with torch.no_grad():
+            for original, made in zip(self.crops, self.made):
+                distances = [np.hypot(*(c.centre - original.centre)) for c in copies]
+                if not distances or min(distances) > tolerance:
+                    continue
+                found += 1
+                copy = copies[int(np.argmin(distances))].image.to(self.device)
+                for condition, reference in made:
+                    edited = self.generator(copy, condition.to(self.device))
+                    l2s.append(L2.per_pair(edited, reference).cpu())
+                    disrupted.append(DSR.per_pair(edited, reference).cpu())
+        l2 = torch.cat(l2s) if l2s else torch.zeros(0)
+        return {"edit_l2": float(l2.mean()) if len(l2) else None,
+                "dsr": float(torch.cat(disrupted).mean()) if disrupted else None, "edits": len(l2),
+                "faces_found": found}
 
 
-def attacker_scores(generator, conditions_of, copy: Image.Image, original: Image.Image, resolution: int,
-                    faces: int) -> dict[str, dict]:
-    """Edit L2 and DSR of the copy against the original, on each attacker's path; `faces`
-    the faces protected (a face the detector no longer finds in the copy is counted)."""
+def attacker_scores(generator, conditions_of, copy: Image.Image, original: Original, resolution: int) -> dict[str, dict]:
+    """Edit L2 and DSR of the copy against the original, on each attacker's path. A face
+    the detector no longer finds in the copy is left out of them (`faces_found` says how
+    many it found)."""
     tolerance = max(copy.size) * 0.05
-    original_faces = detected_crops(original, resolution)
-    scores = {}
-    for path, copy_crops, original_crops in (
-            (DETECTOR_PATH, detected_crops(copy, resolution), original_faces),
-            (CENTRE_CROP, centre_crop(copy, resolution), centre_crop(original, resolution)),
-            (JPEG90, detected_crops(reencoded(copy), resolution), original_faces)):
-        pairs = pair(copy_crops, original_crops, tolerance)
-        l2, disrupted = edit_scores(generator, conditions_of, pairs)
-        scores[path] = {"edit_l2": float(l2.mean()) if len(l2) else None,
-                        "dsr": float(disrupted.mean()) if len(disrupted) else None, "edits": len(l2),
-                        "faces_found": len(pairs) if path != CENTRE_CROP else None}
-    scores[DETECTOR_PATH]["faces_protected"] = faces
+    faces = Edits(generator, conditions_of, original.faces)
+    scores = {DETECTOR_PATH: faces.score(detected_crops(copy, resolution), tolerance),
+              CENTRE_CROP: Edits(generator, conditions_of, original.centre).score(centre_crop(copy, resolution),
+                                                                                  tolerance),
+              JPEG90: faces.score(detected_crops(reencoded(copy), resolution), tolerance)}
+    scores[CENTRE_CROP]["faces_found"] = None
+    scores[DETECTOR_PATH]["faces_protected"] = len(original.faces)
     return scores

@@ -3,7 +3,7 @@
 An attacker loads the full photo, finds a face, cuts it out along CelebA-HQ's quad and
 resizes it for the generator. The protection is optimised through that same path: the
 box of the photo around the face goes in, is cut along the quad and resized with
-antialiasing (bench.toolkit.face_align.warp_differentiable), and the generator edits
+antialiasing (bench.toolkit.face_align.cut_along), and the generator edits
 that. A per-image defense (one without a fit) runs its own optimisation on the box's
 pixels through `ThroughPhotoPath`, as if that were the generator; a learned defense
 (a fitted perturbation, network or surrogate) protects the aligned crop it was made for,
@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.contract.errors import BenchError
-from bench.toolkit.face_align import Quad, bounds, warp_differentiable
+from bench.toolkit.face_align import Quad, bounds, cut_along, sampling_grid
 from bench.toolkit.photos import Photo
 
 
@@ -26,21 +26,25 @@ class ThroughPhotoPath(nn.Module):
     """A generator seen from a photo's pixels: `forward(box, c)` cuts the face's aligned
     crops (one per quad: the detector's and those near it) out of the box (N, 3, h, w) of
     the photo and edits each, returning the K * N edits quad by quad. A defense's loss
-    over them is its loss in expectation over the crops an attacker may cut."""
+    over them is its loss in expectation over the crops an attacker may cut. The sampling
+    grids are made once, not at every step of the defense's optimisation."""
 
-    def __init__(self, generator: nn.Module, quads: list[Quad], origin: tuple[int, int], resolution: int):
+    def __init__(self, generator: nn.Module, quads: list[Quad], box: tuple[int, int, int, int], resolution: int):
         super().__init__()
-        self.generator, self.quads, self.origin, self.resolution = generator, quads, origin, resolution
+        self.generator, self.resolution = generator, resolution
         self.name, self.attribute_names = generator.name, generator.attribute_names
+        left, top, right, bottom = box
+        self.grids = [sampling_grid(q, (left, top), (bottom - top, right - left), resolution) for q in quads]
 
     def targets(self, labels: torch.Tensor) -> torch.Tensor:
         return self.generator.targets(labels)
 
-    def cut(self, box: torch.Tensor, quads: list[Quad] | None = None) -> torch.Tensor:
-        return torch.cat([warp_differentiable(box, q, self.origin, self.resolution) for q in quads or self.quads])
+    def cut(self, box: torch.Tensor, count: int | None = None) -> torch.Tensor:
+        """The crops of the first `count` quads (all by default), quad by quad."""
+        return torch.cat([cut_along(box, grid, self.resolution) for grid in self.grids[:count]])
 
     def forward(self, box: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
-        repeats = len(self.quads)
+        repeats = len(self.grids)
         return self.generator(self.cut(box), condition.repeat(repeats, *[1] * (condition.dim() - 1)))
 
 
@@ -83,14 +87,14 @@ def protect_face(defense, generator: nn.Module, photo: Photo, quad: Quad, labels
     quads = quad.jittered(jitter)
     box = bounds(quads, *photo.size)
     pixels = photo.tensor(box)
-    path = ThroughPhotoPath(generator, quads, box[:2], resolution)
+    path = ThroughPhotoPath(generator, quads, box, resolution)
     reads = footprint(path, pixels)
     conditions = generator.targets(labels)
     if defense.fit_scope() is None:  # its own optimisation, on the photo's pixels through the path
         protected = one_per_photo(defense.protect(pixels, path, conditions, seed), defense)
     else:  # what it learned works on aligned crops: protect the crop, carry the change back
         with torch.no_grad():
-            crop = path.cut(pixels, [quad])
+            crop = path.cut(pixels, 1)  # the detector's crop
         change = one_per_photo(defense.protect(crop, generator, conditions, seed), defense) - crop
         protected = pixels + carry_back(change, quad, box[:2], pixels.shape[-2:]).clamp(-eps, eps)
     return box, protected.clamp(-1, 1).detach(), reads

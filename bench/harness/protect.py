@@ -33,13 +33,24 @@ import bench
 from bench.contract.errors import BenchError, DataError
 from bench.contract.io import atomic_write, atomic_write_json, atomic_write_text, writable_folder
 from bench.contract.results import NONE
-from bench.harness.attacker_view import CENTRE_CROP, DETECTOR_PATH, JPEG90, PATHS, as_tensor, attacker_scores
+from bench.harness.attacker_view import (
+    CENTRE_CROP,
+    DETECTOR_PATH,
+    JPEG90,
+    PATHS,
+    Original,
+    attacker_scores,
+    centre_crop,
+    cut,
+)
 from bench.harness.inputs import load_generator, make_plugin
 from bench.harness.photo_path import protect_face
 from bench.harness.profiles import check_settings
 from bench.harness.provenance import environment, git_state
+from bench.toolkit.budget import measure
+from bench.toolkit.data import image_files
 from bench.toolkit.device import resolve_device
-from bench.toolkit.face_align import Quad, bounds, warp_like_attacker
+from bench.toolkit.face_align import Quad, bounds
 from bench.toolkit.face_detection import DETECTOR, detect_faces
 from bench.toolkit.metrics import DSR
 from bench.toolkit.photos import PHOTO_SUFFIXES, Photo, read_photo
@@ -94,7 +105,7 @@ def photo_files(photos: Path) -> list[Path]:
         return [photos]
     if not photos.is_dir():
         raise BenchError(f"PHOTOS {photos} is neither a photo nor a folder")
-    files = sorted(f for f in photos.iterdir() if f.suffix.lower() in PHOTO_SUFFIXES and not f.name.startswith("."))
+    files = image_files(photos, PHOTO_SUFFIXES)
     if not files:
         raise BenchError(f"no photos ({', '.join(sorted(PHOTO_SUFFIXES))}) in {photos}")
     return files
@@ -145,12 +156,10 @@ class Protector:
     def conditions_of(self, generator):
         return lambda crop: generator.targets(self.labeller.labels(crop, generator)).unbind(0)
 
-    def protect(self, photo: Photo, quads: list[Quad], generator: str) -> Photo:
+    def protect(self, photo: Photo, quads: list[Quad], original: Original, generator: str) -> Photo:
         protected, model, defense = photo, self.generators[generator], self.defenses[generator]
-        seen = photo.rgb()
-        for quad in quads:
-            crop = as_tensor(warp_like_attacker(seen, quad, self.resolution))
-            labels = self.labeller.labels(crop, model)
+        for quad, face in zip(quads, original.faces):
+            labels = self.labeller.labels(face.image, model)
             box, pixels, mask = protect_face(defense, model, protected, quad, labels, self.eps, self.resolution,
                                              self.config["seed"], self.jitter)
             protected = protected.with_changes(box, pixels, mask, photo, self.eps)
@@ -166,14 +175,15 @@ class Protector:
         if not quads:
             return {**record, "seconds": time.time() - started}
         seen = photo.rgb()
+        original = Original([cut(seen, q, self.resolution) for q in quads], centre_crop(seen, self.resolution))
         for g, model in self.generators.items():
-            protected = self.protect(photo, quads, g)
+            protected = self.protect(photo, quads, original, g)
             target = self.folders[g] / name
             atomic_write(target, lambda tmp, protected=protected: protected.save_png(tmp))
             written = read_photo(target)
             record["generators"][g] = {**copy_budget(written, photo, quads, self.eps, self.jitter),
-                                       **attacker_scores(model, self.conditions_of(model), written.rgb(), seen,
-                                                         self.resolution, len(quads))}
+                                       **attacker_scores(model, self.conditions_of(model), written.rgb(), original,
+                                                         self.resolution)}
         return {**record, "seconds": time.time() - started}
 
 
@@ -186,26 +196,20 @@ def source_stamp(file: Path) -> dict:
 def copy_budget(written: Photo, original: Photo, quads: list[Quad], eps: float, jitter: float) -> dict:
     """The copy as written against the photo: L-inf over the whole photo (on [-1, 1] and in
     the photo's levels), changed pixels outside the faces' boxes, PSNR and SSIM over them."""
-    import piq
-
     difference = np.abs(written.pixels.astype(np.int64) - original.pixels.astype(np.int64)).max(axis=2)
     inside = np.zeros(difference.shape, dtype=bool)
     psnr, ssim = [], []
     for quad in quads:
         left, top, right, bottom = box = bounds(quad.jittered(jitter), *original.size)
         inside[top:bottom, left:right] = True
-        a, b = (to_unit(p.tensor(box)) for p in (written, original))
-        psnr.append(float(piq.psnr(a, b, data_range=1.0)) if not torch.equal(a, b) else float("inf"))
-        ssim.append(float(piq.ssim(a, b, data_range=1.0)))
+        measured = measure(written.tensor(box).unsqueeze(0), original.tensor(box))
+        psnr.append(measured["psnr"][0])
+        ssim.append(measured["ssim"][0])
     return {"linf": float(difference.max()) / (original.top / 2), "linf_levels": int(difference.max()),
             "within_eps": bool(difference.max() <= original.levels(eps)),
             "changed_outside_faces": int((difference[~inside] > 0).sum()),
             "alpha_unchanged": written.alpha is None or bool(np.array_equal(written.alpha, original.alpha)),
             "face_psnr": float(np.mean(psnr)), "face_ssim": float(np.mean(ssim))}
-
-
-def to_unit(x: torch.Tensor) -> torch.Tensor:
-    return ((x + 1) / 2).clamp(0, 1)
 
 
 def protect_photos(config: dict, defense: str, generators: str, photos: str, out: str, command: str,

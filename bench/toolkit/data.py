@@ -147,8 +147,9 @@ def _find_attribute_file(root: Path) -> Path | None:
     return found[0] if found else None
 
 
-def _image_files(folder: Path) -> list[Path]:
-    files = [p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+def image_files(folder: Path, suffixes: set[str] = IMAGE_SUFFIXES) -> list[Path]:
+    """The folder's files with one of `suffixes`, in natural order."""
+    files = [p for p in folder.iterdir() if p.suffix.lower() in suffixes and p.is_file()]
     return sorted(files, key=lambda p: natural_key(p.name))
 
 
@@ -191,7 +192,7 @@ def load_celeba(root: Path, resolution: int) -> FaceSet:
     attr_file = root / "list_attr_celeba.txt"
     if not attr_file.exists():
         attr_file = _find_attribute_file(root)
-    files = _image_files(folder)
+    files = image_files(folder)
     if attr_file is not None:
         names, rows = read_attribute_file(attr_file)
         files = [f for f in files if f.name in rows]
@@ -203,7 +204,7 @@ def load_folder(root: Path, resolution: int) -> FaceSet:
     """Any folder of images; attributes from a CelebA-style list_attr*.txt if present."""
     if not root.is_dir():
         raise DataError(f"not a folder: {root}")
-    files = _image_files(root)
+    files = image_files(root)
     if not files:
         raise DataError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {root}")
     names, attrs = _attach_attributes(files, _find_attribute_file(root))

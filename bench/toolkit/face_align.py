@@ -97,25 +97,36 @@ def sampling_side(quad: Quad, resolution: int) -> int:
     return int(np.clip(round(quad.side), resolution, MAX_SAMPLING_SIDE))
 
 
-def warp_differentiable(patch: torch.Tensor, quad: Quad, origin: tuple[int, int], resolution: int) -> torch.Tensor:
-    """The aligned crop (N, C, R, R) of `patch` (N, C, h, w), a box of the photo whose
-    top-left pixel is `origin` (x, y): sampled bilinearly at the quad's own scale (outside
-    the photo: zeros, i.e. mid-grey on [-1, 1]), then resized to R with antialiasing."""
+def sampling_grid(quad: Quad, origin: tuple[int, int], size: tuple[int, int], resolution: int) -> torch.Tensor:
+    """Where the quad's pixels lie in a box of the photo of `size` (h, w) whose top-left
+    pixel is `origin` (x, y): (1, S, S, 2) on grid_sample's [-1, 1], S the sampling side."""
     side = sampling_side(quad, resolution)
-    h, w = patch.shape[-2:]
+    h, w = size
     steps = (torch.arange(side, dtype=torch.float64) + 0.5) / side * 2 - 1  # pixel centres on [-1, 1]
     v, u = torch.meshgrid(steps, steps, indexing="ij")
     centre = torch.from_numpy(quad.centre - np.asarray(origin, dtype=np.float64))
     qx, qy = torch.from_numpy(quad.x), torch.from_numpy(quad.y)
     px = centre[0] + u * qx[0] + v * qy[0]
     py = centre[1] + u * qx[1] + v * qy[1]
-    grid = torch.stack([px / w * 2 - 1, py / h * 2 - 1], dim=-1).to(patch.dtype).to(patch.device)
-    grid = grid.unsqueeze(0).expand(patch.size(0), -1, -1, -1)
+    return torch.stack([px / w * 2 - 1, py / h * 2 - 1], dim=-1).unsqueeze(0)
+
+
+def cut_along(patch: torch.Tensor, grid: torch.Tensor, resolution: int) -> torch.Tensor:
+    """The crop (N, C, R, R) `grid` (sampling_grid) points at in `patch` (N, C, h, w):
+    sampled bilinearly (outside the photo: zeros, i.e. mid-grey on [-1, 1]), then resized
+    to R with antialiasing."""
+    grid = grid.to(patch.dtype).to(patch.device).expand(patch.size(0), -1, -1, -1)
     sampled = F.grid_sample(patch, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    if side == resolution:
+    if sampled.size(-1) == resolution:
         return sampled
     return F.interpolate(sampled, size=(resolution, resolution), mode="bilinear", antialias=True,
                          align_corners=False)
+
+
+def warp_differentiable(patch: torch.Tensor, quad: Quad, origin: tuple[int, int], resolution: int) -> torch.Tensor:
+    """The aligned crop (N, C, R, R) of `patch` (N, C, h, w), a box of the photo whose
+    top-left pixel is `origin` (x, y): sampled at the quad's own scale, then resized to R."""
+    return cut_along(patch, sampling_grid(quad, origin, tuple(patch.shape[-2:]), resolution), resolution)
 
 
 def warp_like_attacker(photo: Image.Image, quad: Quad, resolution: int) -> Image.Image:

@@ -13,6 +13,7 @@ import functools
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from PIL import Image
 
 from bench.contract.errors import BenchError
@@ -50,8 +51,6 @@ def detect_faces(photo: Image.Image) -> list[DetectedFace]:
     scale = min(1.0, DETECTION_SIDE / max(rgb.size))
     if scale < 1:
         rgb = rgb.resize((round(rgb.width * scale), round(rgb.height * scale)), Image.Resampling.LANCZOS)
-    import torch
-
     with torch.inference_mode():
         boxes, probabilities, points = mtcnn().detect(rgb, landmarks=True)
     if boxes is None:

@@ -20,8 +20,9 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from bench.contract.errors import DataError
+from bench.toolkit.data import IMAGE_SUFFIXES
 
-PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".heic", ".heif"}
+PHOTO_SUFFIXES = IMAGE_SUFFIXES | {".tif", ".tiff", ".heic", ".heif"}
 try:  # HEIC/HEIF through its Pillow plugin, where installed
     from pillow_heif import register_heif_opener
 
