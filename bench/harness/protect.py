@@ -168,13 +168,13 @@ class Protector:
     def one_photo(self, file: Path, name: str) -> dict:
         started = time.time()
         photo = read_photo(file)
-        quads = [Quad.from_landmarks(f.landmarks) for f in detect_faces(photo.rgb())]
+        seen = photo.rgb()
+        quads = [Quad.from_landmarks(f.landmarks) for f in detect_faces(seen)]
         record = {"photo": str(file), "source": source_stamp(file), "copy": name, "width": photo.size[0],
                   "height": photo.size[1], "mode": photo.mode, "notes": photo.notes, "faces": len(quads),
                   "generators": {}}
         if not quads:
             return {**record, "seconds": time.time() - started}
-        seen = photo.rgb()
         original = Original([cut(seen, q, self.resolution) for q in quads], centre_crop(seen, self.resolution))
         for g, model in self.generators.items():
             protected = self.protect(photo, quads, original, g)
