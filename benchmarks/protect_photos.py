@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import subprocess
 import sys
@@ -26,18 +25,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from bench.harness.provenance import cpu_name
 from bench.toolkit.composed_photos import compose
-
-
-def cpu_name() -> str:
-    """The CPU's model, and whether it has AVX-512 BF16 (timings differ twofold without it)."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor() or platform.machine()
-    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")),
-                 platform.machine())
-    return model + (" (AVX-512 BF16)" if "avx512_bf16" in info else " (no AVX-512 BF16)")
 
 
 def compose_folder(data: Path, folder: Path, count: int) -> None:

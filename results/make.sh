@@ -10,6 +10,9 @@
 #   results/make.sh attgan-lora-1000-faces  # the AttGAN patch fitted on the paper's 1,000 faces
 #   results/make.sh protect-photos          # `bench protect` on 20 photos composed from held-out
 #                                           # CelebA-HQ faces, and on one 12 MP photo (its reports only)
+#   results/make.sh facenet-agreement       # the identity metrics' FaceNet against OpenCV 4.8 running its
+#                                           # graph, on 32 held-out CelebA-HQ faces ($OPENCV_PYTHON, or a
+#                                           # virtual environment made for it under $RUNS)
 #   results/make.sh all
 #   results/make.sh tables                  # no run: every table and board again from the committed
 #                                           # rows (after a change to `bench report` or the leaderboard)
@@ -118,7 +121,17 @@ protect_photos() {
   cp "$out"/big-protected/report/{protect.md,protect.json,photos.csv} results/protect-photos/twelve-megapixels/
 }
 
-[ $# -gt 0 ] || { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+facenet_agreement() {
+  # OpenCV 4.10 and later refuse FaceNet's frozen graph; 4.8.1 wants numpy 1
+  local python=${OPENCV_PYTHON:-$RUNS/opencv-4.8/bin/python}
+  [ -x "$python" ] || { python3 -m venv "$RUNS/opencv-4.8" &&
+    "$RUNS/opencv-4.8/bin/pip" install -q "opencv-contrib-python-headless==4.8.1.78" "numpy<2"; }
+  mkdir -p results/identity
+  python benchmarks/facenet_agreement.py --opencv-python "$python" --faces 32 --data "$DATA" \
+    --out results/identity/facenet_agreement.json
+}
+
+[ $# -gt 0 ] || { sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 for target in "$@"; do
   case $target in
     quick-all) quick_all ;;
@@ -127,10 +140,12 @@ for target in "$@"; do
     image-quality) image_quality ;;
     attgan-lora-1000-faces) attgan_lora_1000_faces ;;
     protect-photos) protect_photos ;;
-    all) quick_all; quick_celebahq; cost_ladder; image_quality; attgan_lora_1000_faces; protect_photos ;;
+    facenet-agreement) facenet_agreement ;;
+    all) quick_all; quick_celebahq; cost_ladder; image_quality; attgan_lora_1000_faces; protect_photos
+      facenet_agreement ;;
     tables)  # no run: every committed table and board again from the committed rows
       for rows in results/*/runs results/*/*/runs; do [ ! -d "$rows" ] || tables "$(dirname "$rows")"; done
       for rows in results/*/leaderboard/run results/*/*/leaderboard/run; do [ ! -d "$rows" ] || board "$(dirname "$rows")"; done ;;
-    *) echo "results/make.sh: unknown result '$target' (quick-all, quick-celebahq, cost-ladder, image-quality, attgan-lora-1000-faces, protect-photos, all, tables)" >&2; exit 2 ;;
+    *) echo "results/make.sh: unknown result '$target' (quick-all, quick-celebahq, cost-ladder, image-quality, attgan-lora-1000-faces, protect-photos, facenet-agreement, all, tables)" >&2; exit 2 ;;
   esac
 done

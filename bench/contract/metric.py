@@ -7,6 +7,8 @@ Kinds tell the harness how to feed a metric:
   pair; the cell's value is the mean over its pairs;
 - "attribute": an attribute classifier asks whether an output shows the attribute
   value its edit asked for (per pair too, and also reported per target);
+- "input": each output against the clean input face it was made from (identity): one
+  value per (image, target) pair, like "pair";
 - "set": a cell's outputs as a set against the set of its references (FID, KID): one
   value per cell, with `n` the size of the set;
 - "no-reference": each output alone (BRISQUE); the cell's value is the mean.
@@ -29,7 +31,7 @@ from bench.contract.moved import forwarding
 if TYPE_CHECKING:
     import torch
 
-KINDS = ("pair", "attribute", "set", "no-reference")  # what a metric plugin may declare
+KINDS = ("pair", "input", "attribute", "set", "no-reference")  # what a metric plugin may declare
 
 
 @dataclass(frozen=True)
@@ -82,7 +84,8 @@ class Metric:
 class PairMetric(Metric):
     @classmethod
     def per_pair(cls, outputs: torch.Tensor, references: torch.Tensor) -> torch.Tensor:
-        """(M, 3, H, W) x (M, 3, H, W) -> (M,), on the inputs' device."""
+        """(M, 3, H, W) x (M, 3, H, W) -> (M,), on the inputs' device; the second set is the
+        reference outputs (kind "pair") or the clean input faces (kind "input")."""
         raise NotImplementedError
 
 

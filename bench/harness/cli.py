@@ -334,10 +334,10 @@ def presence(path: Path) -> str:
 
 def other_paper_weights() -> list[tuple[str, Path, str]]:
     """What runs read besides the generators: the metrics' networks (FID/KID's Inception,
-    the CLIP score's ViT-B-32), ComDefend's official weights
+    the CLIP score's ViT-B-32, the identity metrics' FaceNet), ComDefend's official weights
     (`bypasses.comdefend.weights=official`) and MMFA's feature networks."""
     from bench.contract.plugins import weights_root
-    from bench.toolkit import clip_score, inception
+    from bench.toolkit import clip_score, facenet, inception
     from bench.toolkit.features import BLIP_FOLDER, resnet50_weights_path
 
     return [("inception (FID, KID)", inception.weights_file() or inception.expected_place(), inception.HOW_TO_GET),
@@ -345,6 +345,7 @@ def other_paper_weights() -> list[tuple[str, Path, str]]:
              "OpenAI's CLIP ViT-B/32 in open_clip's layout (open_clip_model.safetensors of "
              "timm/vit_base_patch32_clip_224.openai, saved here as ViT-B-32-openai.safetensors) or OpenAI's own "
              "ViT-B-32.pt; without it runs report classifier_cosine in its place"),
+            ("facenet (identity metrics)", facenet.graph_file() or facenet.expected_place(), facenet.HOW_TO_GET),
             ("comdefend", weights_root() / "comdefend" / "enc20_0.0001.npy",
              "jiaxiaojunQAQ/Comdefend checkpoints/enc20_0.0001.npy and dec20_0.0001.npy (same folder)"),
             ("resnet50 (MMFA image features)", resnet50_weights_path(),

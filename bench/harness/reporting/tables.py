@@ -16,7 +16,9 @@ from bench.harness.reporting.runs import ordered
 ARROWS = {True: "↑", False: "↓"}
 NA = "n/a"
 LABELS = {"l2": "L2", "ssim": "SSIM", "dsr": "DSR", "fid": "FID", "kid": "KID", "brisque": "BRISQUE",
-          "clip_score": "CLIP score", "classifier_cosine": "classifier cosine"}
+          "clip_score": "CLIP score", "classifier_cosine": "classifier cosine",
+          "identity_to_fake": "identity to fake", "identity_to_input": "identity to input"}
+IDENTITY_METRICS = ["identity_to_fake", "identity_to_input"]
 SCALES = {"kid": 1000}  # KID is printed in thousandths, as usual (3 decimals would hide it)
 CLEAN_INPUTS, NO_BYPASS = "(clean input)", "no bypass"  # how tables name defense and bypass NONE
 
@@ -264,6 +266,21 @@ def table2(cells: pd.DataFrame, bypasses: list[str], skipped: dict | None = None
         return EMPTY
     table = quality_table(df, ["bypass"], metrics, skipped, directions)
     return table.map(lambda t: t.reindex([b for b in bypasses if b in t.index]))
+
+
+def identity_table(cells: pd.DataFrame, skipped: dict | None = None, directions: Directions | None = None) -> Table:
+    """How much of the person each cell's outputs keep (standard scenario): FaceNet
+    similarity to the original fake and to the clean input face, for the clean edits
+    (defense NONE, bypass NONE), each bypass's benign outputs and every protected cell."""
+    df = scored(cells, metrics=IDENTITY_METRICS)
+    if df.empty:
+        return EMPTY
+    df = df.assign(defense=df.defense.replace({NONE: CLEAN_INPUTS}), bypass=df.bypass.replace({NONE: NO_BYPASS}))
+    table = quality_table(df, ["defense", "bypass"], IDENTITY_METRICS, skipped, directions)
+    defenses = [d for d in ordered(df.defense, first=()) if d != CLEAN_INPUTS]
+    bypasses = ordered(df.bypass, first=(NO_BYPASS,))
+    order = [(d, b) for d in [CLEAN_INPUTS, *defenses] for b in bypasses]
+    return table.map(lambda t: t.reindex([k for k in order if k in t.index]))
 
 
 def with_output(df: pd.DataFrame) -> pd.DataFrame:
