@@ -185,7 +185,7 @@ CI = merge(QUICK, {
     "universal_fit_generators": "run",
     "defenses": {"disrupting": {"steps": 3}, "cmua": {"steps": 2}, "dfrap": {"steps": 2}, "raw": {"steps": 2},
                  "pg": {"base_channels": 4, "depth": 2, "critic_channels": 4, "iterations": 2, "batch_size": 2},
-                 "idguard": {"ngf": 4, "blocks": 1, "iterations": 2, "batch_size": 2}},
+                 "idguard": {"ngf": 4, "blocks": 1, "iterations": 2, "batch_size": 2}, "antiforgery": {"steps": 3}},
     "bypasses": {"lora": {"batch_size": 4, "pgd_steps": 2, "epochs": 1}, "jpeg": {}, "lora_warning": {"epochs": 1},
                  "gat": {"epochs": 1, "batch_size": 4, "pgd_steps": 2, "d_warmup": 2},
                  "magat": {"epochs": 1, "batch_size": 4, "pgd_steps": 2},
