@@ -29,13 +29,37 @@ if TYPE_CHECKING:
 NONE = "none"  # the rows' name for "no defense" (clean inputs) and for "no bypass"
 STANDARD = "standard"  # the defense perturbs against the original generator
 LEAKAGE = "leakage"  # the defense perturbs against the bypassed pipeline itself
-SCENARIOS = (STANDARD, LEAKAGE)
+TRANSFER = "transfer"  # the defense perturbed against other generators than the one that edits
+SCENARIOS = (STANDARD, LEAKAGE, TRANSFER)
 ALL_TARGETS = "all"  # a row over every edit target (else the row of one target)
 # what a row's outputs are scored against
 ORIGINAL = "original"  # the original generator's output on the clean image
 CLEAN_INPUT = "clean_input"  # budget rows: protected images against the clean images
 MARKED = "marked"  # defensive patches: the original fake with the warning mark
 OUTSIDE_MARK = "outside_mark"  # defensive patches: the original fake, outside the mark's region
+
+
+
+def transfer_scenario(source: str) -> str:
+    """The scenario of rows whose protection was made against `source`: a generator
+    ("transfer:stargan") or a universal fit across others (`across`)."""
+    return f"{TRANSFER}:{source}"
+
+
+def across(generators: list[str]) -> str:
+    """The source of a universal defense fitted across `generators`: "across:attgan+hisd"."""
+    return "across:" + "+".join(generators)
+
+
+def is_across(source: str) -> bool:
+    return source.startswith("across:")
+
+
+def transfer_source(scenario: str) -> str | None:
+    """The source of a transfer scenario's rows (None for other scenarios)."""
+    kind, _, source = scenario.partition(":")
+    return source if kind == TRANSFER and source else None
+
 
 # --- files of a run folder -------------------------------------------------------------
 # 2: fit costs in costs.jsonl (no longer rows of defense NONE), plan.json, run.json "plan"
@@ -80,7 +104,9 @@ def recent_mean(curve: list[float], fraction: float = 0.1) -> float:
 @dataclass(frozen=True)
 class Cell:
     """One cell of the matrix: a generator, a defense (or NONE), a bypass (or NONE)
-    and a scenario (STANDARD, or LEAKAGE: the defense attacked the bypassed pipeline)."""
+    and a scenario (STANDARD; LEAKAGE: the defense attacked the bypassed pipeline;
+    `transfer_scenario(source)`: the defense attacked other generators, `source`, and
+    `generator` edits)."""
     generator: str
     defense: str
     bypass: str

@@ -15,7 +15,9 @@ inputs and its cache key (the hash of everything that determines its value):
 
 Shared steps appear once: one LoRA fit serves every defense, one universal fit every
 generator. The leakage scenario is cells whose protect step attacks the bypassed
-pipeline. Steps are listed in an order where every input comes first; a step's id is
+pipeline; the transfer scenario is cells (no bypass) whose protect step attacked other
+generators: the standard scenario's own steps, or a universal defense's fit across the
+other generators. Steps are listed in an order where every input comes first; a step's id is
 "<kind>/<key>", so any process that shares the cache can read its value.
 """
 
@@ -24,14 +26,25 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 
 import torch
 
 import bench
 from bench.contract.errors import ConfigError
 from bench.contract.registry import SINGULAR, registry
-from bench.contract.results import CLEAN_INPUT, LEAKAGE, NONE, ROW_SCHEMA, SCENARIOS, STANDARD, Cell
+from bench.contract.results import (
+    CLEAN_INPUT,
+    LEAKAGE,
+    NONE,
+    ROW_SCHEMA,
+    SCENARIOS,
+    STANDARD,
+    TRANSFER,
+    Cell,
+    transfer_scenario,
+)
+from bench.contract.results import across as fitted_across
 from bench.harness.cache import make_key, tensor_digest
 from bench.harness.inputs import (
     Split,
@@ -153,7 +166,7 @@ def precision_parts(config: dict) -> dict:
 def check_scenarios(scenarios: list[str]) -> list[str]:
     unknown = [s for s in scenarios if s not in SCENARIOS]
     if unknown:
-        raise ConfigError(f"unknown scenario {unknown[0]!r}; choose from {STANDARD!r}, {LEAKAGE!r}")
+        raise ConfigError(f"unknown scenario {unknown[0]!r}; choose from {', '.join(map(repr, SCENARIOS))}")
     return scenarios
 
 
@@ -287,15 +300,21 @@ class Planner:
         bypassed = {"bypass": self.plugin("bypasses", label).identity(), "fit": fit_key}
         return {"bypass": label, "fit": fit}, {**identity, "bypassed_by": bypassed}, fit
 
-    def defense_fit(self, d: str, g: str, leaked: str | None) -> str | None:
+    def fit_scope(self, d: str) -> str | None:
+        scope = self.plugin("defenses", d).fit_scope()
+        if scope is not None and scope not in FIT_SCOPES:
+            raise ConfigError(f"defense {d!r} declares fit scope {scope!r}; expected one of {FIT_SCOPES}")
+        return scope
+
+    def defense_fit(self, d: str, g: str, leaked: str | None, across: list[str] | None = None) -> str | None:
+        """The fit protecting against `g` (or, for a universal defense, across the
+        profile's generators, or `across` them: the transfer scenario's leave-one-out)."""
         defense = self.plugin("defenses", d)
-        scope = defense.fit_scope()
+        scope = self.fit_scope(d)
         if scope is None:
             return None
-        if scope not in FIT_SCOPES:
-            raise ConfigError(f"defense {defense.name!r} declares fit scope {scope!r}; expected one of {FIT_SCOPES}")
         fitted_on = {"generator": [g], "images": [],
-                     "generators": universal_generators(self.config, self.names["generators"])}[scope]
+                     "generators": across or universal_generators(self.config, self.names["generators"])}[scope]
         targets = [self.pipeline(name, leaked) for name in fitted_on]
         split = self.split("defense")
         conditions = [self.conditions(n, "defense") for n in fitted_on]
@@ -308,18 +327,36 @@ class Planner:
         return self.add("defense_fit", parts, task, [fit for _, _, fit in targets],
                         f"fit {d} on {', '.join(fitted_on) or 'images'}{where}")
 
-    def protect(self, g: str, d: str, leaked: str | None) -> str:
+    def protect(self, g: str, d: str, leaked: str | None, across: list[str] | None = None) -> str:
+        """The protect step against `g` (its pipeline bypassed by `leaked`), its budget
+        rows those of g's standard or leakage cell; `across`: a universal defense's fit
+        across these generators instead (the transfer scenario's; no budget rows)."""
         defense = self.plugin("defenses", d)
-        fit = self.defense_fit(d, g, leaked)
+        fit = self.defense_fit(d, g, leaked, across)
         ref, identity, bypass_fit = self.pipeline(g, leaked)
         parts = {"step": "protect", **self.image_parts(g), "defense": defense.identity(),
                  "seed": self.config["seed"], "fit": self.plan.steps[fit].key if fit else None}
         parts["generator"] = identity
-        task = {"generator": g, "defense": d, "pipeline": ref, "defense_fit": fit}
-        where = f" against {leaked}" if leaked else ""
+        cell = Cell(g, d, leaked or NONE, LEAKAGE if leaked else STANDARD)
+        task = {"generator": g, "defense": d, "pipeline": ref, "defense_fit": fit, "cell": list(astuple(cell))}
+        where = f" against {leaked}" if leaked else f" fitted on {'+'.join(across)}" if across else ""
         sid = self.add("protect", parts, task, [fit, bypass_fit], f"protect with {d} on {g}{where}")
-        self.plan.units.append(Unit(Cell(g, d, leaked or NONE, LEAKAGE if leaked else STANDARD), sid, budget=True))
+        unit = Unit(cell, sid, budget=True)
+        if across is None and unit not in self.plan.units:  # the transfer scenario reuses standard steps
+            self.plan.units.append(unit)
         return sid
+
+    def transfer_sources(self, g: str, d: str) -> list[tuple[str, str]]:
+        """(source, protect step) of each protection made without generator `g`: against
+        each other generator of the run, or, for a universal defense, fitted across the
+        profile's other generators."""
+        generators = self.names["generators"]
+        if self.fit_scope(d) != "generators":
+            return [(s, self.protect(s, d, None)) for s in generators if s != g]
+        across = [s for s in universal_generators(self.config, generators) if s != g]
+        if not across:
+            return []
+        return [(fitted_across(across), self.protect(across[0], d, None, across))]
 
     def cell(self, g: str, d: str, label: str, scenario: str, protect: str | None) -> str:
         clean = self.clean(g)
@@ -362,6 +399,11 @@ class Planner:
             for label in plan.names["leakage_bypasses"]:
                 for d in plan.names["leakage_defenses"]:
                     self.cell(g, d, label, LEAKAGE, self.protect(g, d, label))
+        if TRANSFER in self.config["scenarios"]:
+            for g in names["generators"]:  # after every standard protect step: they are reused
+                for d in names["defenses"]:
+                    for source, protect in self.transfer_sources(g, d):
+                        self.cell(g, d, NONE, transfer_scenario(source), protect)
         return plan
 
 

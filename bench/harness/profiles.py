@@ -27,7 +27,7 @@ from pydantic import AfterValidator
 from bench.contract.errors import ConfigError
 from bench.contract.params import Budget, Count, NonNegative, NonNegativeInt, Resolution, Seed, check_value
 from bench.contract.registry import registry
-from bench.contract.results import DEFAULT_PROTOCOL, SCENARIOS
+from bench.contract.results import DEFAULT_PROTOCOL, LEAKAGE, SCENARIOS, STANDARD
 from bench.harness.config import merge
 from bench.harness.inputs import make_plugin
 from bench.toolkit.attacks import ATTACK_PRECISIONS
@@ -155,6 +155,9 @@ QUICK = {
                  "magat": {"epochs": 3, "batch_size": 8},
                  "ri": {"blocks": 4, "channels": 32, "batch_size": 8}},
     "bypass_sets": BYPASS_SETS,
+    # transfer: every defense's protections made against the other generators (the
+    # standard scenario's own, from the cache; a universal defense is fitted again across
+    # the others), edited by each generator with no bypass
     "scenarios": list(SCENARIOS),
     # the leakage scenario (Fig. 5) re-protects every evaluation image against each
     # bypassed pipeline of Table I; on a CPU with Disrupting only (10 PGD steps; the
@@ -179,6 +182,7 @@ CI = merge(QUICK, {
     "attack_precision": "fp32",  # the same numbers on every machine the tests run on
     # the Inception and FaceNet metrics take seconds per cell on a CPU: tests that need them ask for them
     "metrics": [m for m in METRICS if m not in NETWORK_METRICS],
+    "scenarios": [STANDARD, LEAKAGE],  # tests that need the transfer scenario ask for it
     "limit": 4,
     "finetune_limit": 8,
     "defense_fit_limit": 8,

@@ -21,14 +21,12 @@ from bench.contract.registry import registry
 from bench.contract.results import (
     ALL_TARGETS,
     CLEAN_INPUT,
-    LEAKAGE,
     MARKED,
-    NONE,
     ORIGINAL,
     OUTSIDE_MARK,
-    STANDARD,
     Cell,
     Row,
+    transfer_source,
 )
 from bench.harness.cache import Cache, tensor_digest
 from bench.harness.inputs import (
@@ -187,8 +185,12 @@ def compute_cell(step: Step, ws: Workspace) -> tuple[dict, dict]:
     metrics = ws.metrics(tuple(task["metrics"]))
     x = ws.value(task["protect"])[0]["value"] if task["protect"] else ws.split("eval").images
     clean = ws.value(task["clean"])[0]["value"]
-    outputs = pipeline_outputs(pipeline, x, conditions, config["batch_size"], ws.amp)
-    edits = edits_of(generator, labels) if any(m.spec.kind == "attribute" for m in metrics) else None
+    if transfer_source(task["scenario"]):
+        x, outputs, clean = transferred(pipeline, x, conditions, clean, config["batch_size"], ws.amp)
+    else:
+        outputs = pipeline_outputs(pipeline, x, conditions, config["batch_size"], ws.amp)
+    by_target = outputs.size(0) == conditions.size(0)  # outputs are (target, image): attribute metrics apply
+    edits = edits_of(generator, labels) if by_target and any(m.spec.kind == "attribute" for m in metrics) else None
     control = None
     if edits is not None and any(getattr(m, "outputs", None) == "unedited" for m in metrics):
         unedited = edits.unedited.expand(x.size(0) if x.dim() == 5 else 1, *edits.unedited.shape[1:])
@@ -207,6 +209,20 @@ def compute_cell(step: Step, ws: Workspace) -> tuple[dict, dict]:
         scorer.score(outputs, clean, ORIGINAL, edits, control)
     info = {"rows": [r.to_json() for r in scorer.rows], "metric_seconds": scorer.seconds}
     return {"preview": outputs[:, :PREVIEW_FACES].contiguous()}, info
+
+
+def transferred(pipeline, x: torch.Tensor, conditions: torch.Tensor, clean: torch.Tensor, batch_size: int,
+                amp: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A transfer cell's inputs, outputs and references: protections made against another
+    generator, x (T', N, ...) for its T' targets, edited with this generator's T targets.
+    One image per face (T' = 1 or all alike) is edited as clean inputs are: outputs (T, N,
+    ...). Otherwise every image the defender made for a face meets every edit: outputs
+    (T' * T, N, ...), against the clean fakes repeated T' times."""
+    if x.dim() == 5 and all(torch.equal(x[0], other) for other in x[1:]):
+        x = x[0]
+    outputs = pipeline_outputs(pipeline, x, conditions, batch_size, amp) if x.dim() == 4 else \
+        torch.cat([pipeline_outputs(pipeline, made, conditions, batch_size, amp) for made in x])
+    return x, outputs, clean.repeat(outputs.size(0) // clean.size(0), 1, 1, 1, 1)
 
 
 COMPUTE = {"clean": compute_clean, "fit": compute_fit, "defense_fit": compute_defense_fit,
@@ -317,10 +333,9 @@ VALUES_BY_KIND = {"pair": pair_values, "input": pair_values, "set": set_values, 
 # --- the rows a step reports -----------------------------------------------------------
 def budget_rows(step: Step, ws: Workspace, tensors: dict) -> list[Row]:
     """What the protected images really are (measured L-inf, L2, PSNR, SSIM against the
-    clean images); `bypass`: the pipeline they were made against (leakage)."""
-    task = step.task
-    cell = Cell(task["generator"], task["defense"], task["pipeline"]["bypass"] if task["pipeline"] else NONE,
-                LEAKAGE if task["pipeline"] else STANDARD)
+    clean images), as rows of the cell the step serves (its bypass: the pipeline they
+    were made against in the leakage scenario)."""
+    cell = Cell(*step.task["cell"])
     return [Row.of(cell, CLEAN_INPUT, SPECS[name], value, n)
             for name, (value, n) in measure(tensors["value"], ws.split("eval").images).items()]
 

@@ -9,7 +9,8 @@ accuracy under the strongest attack, by the robust DSR: for each generator, the 
 defense success rate any bypass of the runs leaves it, in the standard scenario and in
 the leakage scenario (where the defender perturbs against the bypassed pipeline
 itself), averaged over the generators; then by the mean DSR over every cell. Beside
-them stand what the protected images really are (measured L-inf and L2 distance to the
+them stand the defense's worst DSR on a generator it was not made against (the
+transfer scenario, where run; not ranked on) and what the protected images really are (measured L-inf and L2 distance to the
 clean image and the protection's visible cost, PSNR and SSIM), from the runs'
 `clean_input` rows.
 
@@ -53,6 +54,7 @@ from bench.contract.results import (
     ORIGINAL,
     STANDARD,
     RunRecord,
+    transfer_source,
     within_budget,
 )
 from bench.harness import intervals
@@ -111,6 +113,8 @@ class Entry:
     breaks: dict[str, Break] = field(default_factory=dict)  # generator -> the cheapest break there
     break_reps: np.ndarray | None = None  # bootstrap replicates of break_cost
     tied_with: list[str] = field(default_factory=list)  # ranked entries not separable from this one
+    # the transfer scenario's worst case: {dsr, dsr_interval, source, generator, cells} (None: not run)
+    transfer: dict | None = None
 
     @property
     def break_cost(self) -> float | None:
@@ -325,7 +329,24 @@ def defense_entry(table: pd.DataFrame, cells: pd.DataFrame, defense: str, genera
     return Entry(defense, entry_cells, worst, missing, leakage_missing,
                  budget_of(cells, defense, params.get("eps"), protocol), origin, params,
                  sorted({c["run"] for c in entry_cells}), replicates=robust_replicates(per_generator),
-                 breaks=breaks, break_reps=break_reps)
+                 breaks=breaks, break_reps=break_reps, transfer=worst_transfer(mine))
+
+
+def worst_transfer(mine: pd.DataFrame) -> dict | None:
+    """A defense's lowest DSR on a generator its protection was not made against (the
+    transfer scenario, no bypass), with where it happened; not part of the rank."""
+    found = None
+    count = 0
+    for (g, bypass, scenario), row in mine.iterrows():
+        source = transfer_source(scenario)
+        if source is None or bypass != NONE or row.dsr != row.dsr:
+            continue
+        count += 1
+        if found is None or row.dsr < found["dsr"]:
+            reps = intervals.replicates(row.per_image)
+            found = {"dsr": float(row.dsr), "dsr_interval": None if reps is None else list(intervals.interval(reps)),
+                     "source": source, "generator": g}
+    return None if found is None else {**found, "cells": count}
 
 
 def entry_breaks(dsr: dict, cell_reps: dict, ladders: dict[str, Ladder],

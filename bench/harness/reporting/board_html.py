@@ -27,6 +27,7 @@ from bench.harness.reporting.board_pages import (
     plus_minus,
     protocol_lines,
     status_text,
+    transfer_text,
 )
 
 STYLE = """
@@ -112,6 +113,7 @@ def defense_rows(board: Board, entry: Entry, width: int) -> str:
     cells.append(cell(None if mean is None else round(mean, 6),
                       bounded(mean, not entry.complete, "≤") + plus_minus(entry.robust_interval)))
     cells.append(cell(entry.mean_dsr, fmt(entry.mean_dsr, 3)))
+    cells.append(cell(entry.transfer["dsr"] if entry.transfer else None, transfer_text(entry.transfer)))
     b = entry.budget
     cells += [cell(b["linf_max"], fmt(b["linf_max"], 4)), cell(b["eps_declared"], fmt(b["eps_declared"], 3)),
               cell(b["l2_norm_mean"], fmt(b["l2_norm_mean"], 3)), cell(b["psnr_mean"], fmt(b["psnr_mean"], 2)),
@@ -152,7 +154,7 @@ def defense_board(board: Board) -> str:
     heads = [header("rank"), header("defense", "text", css="name"), header("break cost ↑", first="desc")]
     heads += [header(f"{g} broken by (DSR)", first="desc") for g in board.generators]
     heads += [header("mean robust DSR ↑", first="desc"), header("mean DSR, all cells ↑", first="desc"),
-              header("L-inf measured ↓"), header("eps declared"),
+              header("unseen generator: worst DSR ↑", first="desc"), header("L-inf measured ↓"), header("eps declared"),
               header("L2 norm ↓"), header("PSNR dB ↑", first="desc"), header("SSIM ↑", first="desc"),
               header("status", "text", css="name")]
     bodies = "".join(defense_rows(board, e, len(heads)) for e in ordered_entries(board.entries))

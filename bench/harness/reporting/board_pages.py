@@ -37,6 +37,7 @@ def entry_json(board: Board, entry: Entry) -> dict:
         "robust_dsr_interval": list(entry.robust_interval) if entry.robust_interval else None,
         "tied_with": entry.tied_with,
         "mean_dsr": entry.mean_dsr,
+        "transfer_worst": entry.transfer,
         "worst_case": entry.worst,
         "budget": entry.budget,
         "cells": entry.cells,
@@ -84,6 +85,7 @@ def defense_table(board: Board) -> pd.DataFrame:
         row["mean robust DSR↑"] = bounded(entry.robust_dsr, not entry.complete, "≤") + plus_minus(entry.robust_interval)
         row["tied with (95%)"] = tie_text(entry)
         row["mean DSR, all cells↑"] = fmt(entry.mean_dsr, 3)
+        row["unseen generator: worst DSR↑"] = transfer_text(entry.transfer)
         b = entry.budget
         row["L-inf (eps)"] = f"{fmt(b['linf_max'], 4)} ({fmt(b['eps_declared'], 3)})"
         row["L2 norm"] = fmt(b["l2_norm_mean"], 3)
@@ -92,6 +94,13 @@ def defense_table(board: Board) -> pd.DataFrame:
         row["status"] = status_text(entry, tied=False)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def transfer_text(worst: dict | None) -> str:
+    """A defense's worst transfer cell: 'DSR ± half-width (source → editing generator)'."""
+    if worst is None:
+        return "–"
+    return f"{worst['dsr']:.3f}{plus_minus(worst['dsr_interval'])} ({worst['source']} → {worst['generator']})"
 
 
 def ladder_table(board: Board) -> pd.DataFrame:
@@ -184,7 +193,9 @@ EXPLANATION = (
     "no defense disrupts adds the same to every defense. Ties are broken by the robust DSR: for each "
     "generator, the lowest DSR any bypass leaves the defense, over the standard and the leakage scenario "
     "(the adaptive defender's case, where run), averaged over the generators; then by the mean DSR over all "
-    "cells (the average case). ±: half the width of the 95% bootstrap interval over the evaluation images; "
+    "cells (the average case). Unseen generator: the lowest DSR of the defense's protections on a generator "
+    "they were not made against (the transfer scenario, no bypass, where run; source → editing generator), "
+    "not ranked on. ±: half the width of the 95% bootstrap interval over the evaluation images; "
     "tied with: the ranked entries from which neither its break cost nor its robust DSR differs (each paired "
     "difference's 95% interval contains 0). An entry missing cells of the standard scenario is not ranked "
     "and shows ≤ (a cheaper break or a lower worst case may hide in them). "

@@ -1,9 +1,11 @@
 """The report's plots (matplotlib, no torch): Fig. 5's grouped bars with their 95%
-intervals and Fig. 8's loss curves."""
+intervals, Fig. 8's loss curves and the transfer scenario's matrices."""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+import numpy as np
 
 from bench.contract.io import atomic_write
 
@@ -69,4 +71,32 @@ def save_loss_curves(curves: dict, path: str | Path, every: int = 10) -> None:
         ax.set_xlabel("step", fontsize=8)
         ax.legend(fontsize=7)
     axes[0][0].set_ylabel(f"loss (mean of {every} steps)", fontsize=8)
+    save(fig, path)
+
+
+def save_matrices(table, path: str | Path, label: str, xlabel: str) -> None:
+    """One heat map per first index level (e.g. defense): its rows (second level) against
+    the columns, each cell printed with its value (colours from 0 to 1, as `label` says)."""
+    plt = pyplot()
+    values = table.value
+    panels = list(dict.fromkeys(values.index.get_level_values(0)))
+    width = max(2.6, 0.9 * len(values.columns) + 1.6)
+    cols = min(4, len(panels))
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, 2.4 * rows), squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.axis("off")
+    for ax, panel in zip(axes.flat, panels):
+        part = values.loc[panel].astype(float)
+        ax.imshow(part.to_numpy(), vmin=0, vmax=1, cmap="viridis", aspect="auto")
+        for (i, j), v in np.ndenumerate(part.to_numpy()):
+            if v == v:  # not NaN
+                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color="w" if v < 0.6 else "k")
+        ax.set_xticks(range(len(part.columns)))
+        ax.set_xticklabels([str(c).split(" ")[0] for c in part.columns], fontsize=7)
+        ax.set_yticks(range(len(part.index)))
+        ax.set_yticklabels([str(r) for r in part.index], fontsize=7)
+        ax.set_title(panel, fontsize=9)
+        ax.set_xlabel(xlabel, fontsize=7)
+    fig.suptitle(label, fontsize=9)
     save(fig, path)

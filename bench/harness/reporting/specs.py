@@ -17,7 +17,7 @@ from bench.contract.results import LEAKAGE, RunRecord
 from bench.harness import intervals
 from bench.harness.reporting import tables
 from bench.harness.reporting.estimates import EMPTY, Table, scored
-from bench.harness.reporting.plots import save_grouped_bars, save_loss_curves
+from bench.harness.reporting.plots import save_grouped_bars, save_loss_curves, save_matrices
 from bench.harness.reporting.render import emit
 from bench.harness.reporting.runs import ordered, present
 from bench.harness.reporting.tables import NA, Directions, metric_header
@@ -226,6 +226,17 @@ REPORT = [
                                                       "mean DSR over the defenses\n(lower: the bypass works)")),
     TableSpec("table1_leakage", "Leakage scenario, every cell",
               lambda ctx: tables.table1(ctx.cells, LEAKAGE) if has_leakage(ctx) else EMPTY),
+    TableSpec("transfer", "Transfer: DSR of protections made against other generators (no bypass; figure: "
+                          "fig_transfer.png)",
+              lambda ctx: tables.transfer_matrix(ctx.cells),
+              note=lambda ctx, _: tables.TRANSFER_NOTE + " " + images_note(ctx.cells),
+              figure=lambda ctx, t: save_matrices(t, ctx.output / "fig_transfer.png",
+                                                  "DSR of protections (rows: made against; dark 0, yellow 1)",
+                                                  "edited by")),
+    TableSpec("transfer_summary", "Transfer: each defense on the generators it was not made against",
+              lambda ctx: tables.transfer_summary(ctx.cells),
+              note=lambda ctx, _: "Worst: the lowest DSR over the transfer scenario's cells (source, editing "
+                                  "generator), with its interval over images; seen: the standard scenario."),
     TableSpec("defensive", "Defensive patching: the mark in benign and protected outputs",
               lambda ctx: tables.defensive_table(ctx.cells, ctx.bypasses("defensive"))),
     TableSpec("gating", "Gating ablation (Fig. 8: fig8_gating.png): fine-tuning loss", gating,

@@ -9,7 +9,17 @@ import numpy as np
 import pandas as pd
 
 from bench.contract.errors import BenchError
-from bench.contract.results import ALL_TARGETS, LEAKAGE, MARKED, NONE, OUTSIDE_MARK, STANDARD, recent_mean
+from bench.contract.results import (
+    ALL_TARGETS,
+    LEAKAGE,
+    MARKED,
+    NONE,
+    OUTSIDE_MARK,
+    STANDARD,
+    is_across,
+    recent_mean,
+    transfer_source,
+)
 from bench.harness.reporting.estimates import EMPTY, TABLE1_METRICS, Table, estimates, scored
 from bench.harness.reporting.runs import ordered
 
@@ -281,6 +291,75 @@ def identity_table(cells: pd.DataFrame, skipped: dict | None = None, directions:
     bypasses = ordered(df.bypass, first=(NO_BYPASS,))
     order = [(d, b) for d in [CLEAN_INPUTS, *defenses] for b in bypasses]
     return table.map(lambda t: t.reindex([k for k in order if k in t.index]))
+
+
+OTHERS = "the others (universal fit)"  # a universal defense fitted across the generators but the editing one
+ALL_FITTED = "all (universal fit)"  # the same fitted across every generator (the standard scenario)
+TRANSFER_NOTE = ("Rows: the generators a protection was made against; columns: the generator that edits. "
+                 "The diagonal is the standard scenario. Off the diagonal, every image made for a face (one "
+                 "per target of its source) meets every edit of the editing generator.")
+
+
+def transfer_rows(cells: pd.DataFrame) -> pd.DataFrame:
+    """DSR rows of the transfer scenario with their source ("made against"; a universal
+    fit across several generators is OTHERS), and the standard scenario's as the
+    diagonal (made against the generator itself, or across all for a universal fit)."""
+    dsr = cells[(cells.metric == "dsr") & (cells.defense != NONE) & (cells.bypass == NONE)]
+    sources = dsr.scenario.map(transfer_source)
+    moved = dsr[sources.notna()]
+    if moved.empty:
+        return moved
+    moved = moved.assign(source=sources[sources.notna()].map(lambda s: OTHERS if is_across(s) else s))
+    universal = set(moved.defense[moved.source == OTHERS])
+    seen = scored(cells, metrics=["dsr"])
+    seen = seen[seen.defense.isin(set(moved.defense)) & (seen.bypass == NONE)]
+    seen = seen.assign(source=[ALL_FITTED if d in universal else g for d, g in zip(seen.defense, seen.generator)])
+    return pd.concat([seen, moved], ignore_index=True)
+
+
+def transfer_matrix(cells: pd.DataFrame) -> Table:
+    """Per defense, DSR of the protection made against each source (rows) when each
+    generator edits (columns), with 95% intervals over images."""
+    df = transfer_rows(cells)
+    if df.empty:
+        return EMPTY
+    found = estimates(df, ["defense", "source", "generator"])
+    generators = ordered(df.generator, ())
+    defenses = ordered(df.defense, ())
+    rows = [(d, s) for d in defenses for s in [*generators, ALL_FITTED, OTHERS]
+            if ((found.defense == d) & (found.source == s)).any()]
+
+    def shape(field: str) -> pd.DataFrame:
+        table = found.pivot_table(index=["defense", "source"], columns="generator", values=field, aggfunc="first",
+                                  sort=False, dropna=False)
+        table = table.reindex(index=rows, columns=generators)
+        table.columns = [f"{g} DSR↓" for g in generators]
+        table.index = table.index.set_names(["defense", "made against"])
+        return table
+
+    return Table.of(shape)
+
+
+def transfer_summary(cells: pd.DataFrame) -> Table:
+    """Per defense: its DSR on the generators it never saw, worst (lowest) and mean over
+    the transfer scenario's cells, beside its mean on the generators it was made
+    against."""
+    df = transfer_rows(cells)
+    if df.empty:
+        return EMPTY
+    unseen = df[df.scenario.map(transfer_source).notna()]
+    seen = df[df.scenario.map(transfer_source).isna()]
+    worst, mean = estimates(unseen, ["defense"], "min").set_index("defense"), \
+        estimates(unseen, ["defense"], "mean").set_index("defense")
+    own = estimates(seen, ["defense"], "mean").set_index("defense")
+
+    def shape(field: str) -> pd.DataFrame:
+        table = pd.DataFrame({"seen: mean DSR": own[field], "unseen: mean DSR": mean[field],
+                              "unseen: worst DSR": worst[field], "unseen cells": worst["count"]})
+        table["unseen cells"] = table["unseen cells"].astype("Int64")
+        return table.reindex(ordered(df.defense, ()))
+
+    return Table.of(shape)
 
 
 def with_output(df: pd.DataFrame) -> pd.DataFrame:
