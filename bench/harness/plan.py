@@ -358,15 +358,20 @@ class Planner:
             return []
         return [(fitted_across(across), self.protect(across[0], d, None, across))]
 
-    def cell(self, g: str, d: str, label: str, scenario: str, protect: str | None) -> str:
+    def cell(self, g: str, d: str, label: str, scenario: str, protect: str | None,
+             metrics: list[str] | None = None) -> str:
+        """The cell's step, scoring the run's metrics (or those of them in `metrics`)."""
         clean = self.clean(g)
         ref, identity, fit = self.pipeline(g, label)
+        scored = [m for m in self.plan.metrics if metrics is None or m in metrics]
         parts = {"step": "cell", "clean": self.plan.steps[clean].key,
                  "inputs": self.plan.steps[protect].key if protect else self.split("eval").identity,
-                 "pipeline": identity, **self.precision, "metrics": self.metric_identities,
+                 "pipeline": identity, **self.precision,
+                 "metrics": self.metric_identities if metrics is None else
+                 {m: self.metric_identities[m] for m in scored},
                  "labels": [g, d, label, scenario], "rows": ROW_SCHEMA}
         task = {"generator": g, "defense": d, "bypass": label, "scenario": scenario, "pipeline": ref,
-                "clean": clean, "protect": protect, "metrics": self.plan.metrics}
+                "clean": clean, "protect": protect, "metrics": scored}
         sid = self.add("cell", parts, task, [clean, protect, fit], f"score {d} / {label} on {g} ({scenario})")
         self.plan.units.append(Unit(Cell(g, d, label, scenario), sid))
         return sid
@@ -403,7 +408,8 @@ class Planner:
             for g in names["generators"]:  # after every standard protect step: they are reused
                 for d in names["defenses"]:
                     for source, protect in self.transfer_sources(g, d):
-                        self.cell(g, d, NONE, transfer_scenario(source), protect)
+                        self.cell(g, d, NONE, transfer_scenario(source), protect,
+                                  self.config["transfer"]["metrics"])
         return plan
 
 

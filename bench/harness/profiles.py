@@ -164,6 +164,11 @@ QUICK = {
     # compression-robust defenses take 40, the learned ones would be refitted against
     # each pipeline), with every defense in the paper profile
     "leakage": {"defenses": "disrupting", "bypasses": "jpeg,comdefend,ri,lora"},
+    # what the transfer scenario's cells score (those of the run's metrics): whether the
+    # protection still disrupts. A per-target defense's cell edits every image made for a
+    # face with every target (25 outputs a face for StarGAN to AttGAN), where FID, KID,
+    # BRISQUE and FaceNet would take about 40 s a cell on 2 cores
+    "transfer": {"metrics": ["l2", "ssim", "dsr"]},
     # which bypasses make up which table of `bench report` (names absent from a run are
     # skipped), and the defense whose protected images the figures show
     "report": {"table1": ["none", "jpeg", "comdefend", "ri", "lora"],
@@ -265,6 +270,7 @@ SETTINGS: dict[str, Any] = {
     "scenarios": Annotated[list[Literal[SCENARIOS]], MinLen(1)],
     "leakage.defenses": Annotated[str, MinLen(1)],
     "leakage.bypasses": Annotated[str, MinLen(1)],
+    "transfer.metrics": Annotated[list[str], MinLen(1)],
 }
 
 # a generator's table: its weights, "shipped", "official" or a checkpoint's path

@@ -267,19 +267,24 @@ class Scorer:
 
 @dataclass
 class CellSets:
-    """A cell's outputs, their references and the clean input face of each (T targets x
-    N images), flattened to (T*N, 3, H, W); their pixels are hashed once, when a cached
-    set metric first needs them."""
+    """A cell's outputs and their references (T targets x N images), flattened to
+    (T*N, 3, H, W), and the clean faces they were made from; their pixels are hashed once,
+    when a cached set metric first needs them."""
     outputs: torch.Tensor
     references: torch.Tensor
-    inputs: torch.Tensor
+    faces: torch.Tensor  # (N, 3, H, W)
     images: int  # N
 
     @classmethod
-    def of(cls, outputs: torch.Tensor, references: torch.Tensor, inputs: torch.Tensor) -> "CellSets":
-        flat = outputs.reshape(-1, *outputs.shape[2:])
-        faces = inputs.unsqueeze(0).expand(outputs.size(0), *inputs.shape).reshape(flat.shape)
-        return cls(flat, references.reshape(-1, *references.shape[2:]), faces, outputs.size(1))
+    def of(cls, outputs: torch.Tensor, references: torch.Tensor, faces: torch.Tensor) -> "CellSets":
+        return cls(outputs.reshape(-1, *outputs.shape[2:]), references.reshape(-1, *references.shape[2:]), faces,
+                   outputs.size(1))
+
+    @functools.cached_property
+    def inputs(self) -> torch.Tensor:
+        """Each output's clean input face, in the outputs' order."""
+        targets = self.outputs.size(0) // self.images
+        return self.faces.unsqueeze(0).expand(targets, *self.faces.shape).reshape(self.outputs.shape)
 
     @functools.cached_property
     def digests(self) -> dict:

@@ -78,7 +78,7 @@ def graph_file() -> Path | None:
 
 
 def missing_line() -> str:
-    return f"FaceNet's graph not found at {expected_place()}; {HOW_TO_GET}"
+    return f"FaceNet's graph not found at {expected_place()}; {HOW_TO_GET} (`bench download` lists it)"
 
 
 @functools.lru_cache(maxsize=2)
