@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from bench.contract.results import RUNGS
+from bench.contract.results import RUNGS, is_across
 from bench.harness import intervals
 from bench.harness.reporting.board import Board, Entry, ordered_entries
 from bench.harness.reporting.ladder import Break
@@ -100,7 +100,9 @@ def transfer_text(worst: dict | None) -> str:
     """A defense's worst transfer cell: 'DSR ± half-width (source → editing generator)'."""
     if worst is None:
         return "–"
-    return f"{worst['dsr']:.3f}{plus_minus(worst['dsr_interval'])} ({worst['source']} → {worst['generator']})"
+    source = worst["source"]
+    source = f"fit across {source.removeprefix('across:')}" if is_across(source) else source
+    return f"{worst['dsr']:.3f}{plus_minus(worst['dsr_interval'])} ({source} → {worst['generator']})"
 
 
 def ladder_table(board: Board) -> pd.DataFrame:
