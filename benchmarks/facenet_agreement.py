@@ -60,12 +60,12 @@ def main() -> None:
         ours = facenet.embeddings(images).numpy()
     with tempfile.TemporaryDirectory() as tmp:
         np.save(f"{tmp}/in.npy", inputs.numpy())
-        done = subprocess.run([args.opencv_python, "-c", OPENCV_SIDE, str(facenet.graph_file()), f"{tmp}/in.npy",
+        done = subprocess.run([args.opencv_python, "-c", OPENCV_SIDE, str(facenet.weights_file()), f"{tmp}/in.npy",
                                f"{tmp}/out.npy"], check=True, capture_output=True, text=True)
         theirs = np.load(f"{tmp}/out.npy")
     result = {"faces": which, "opencv": done.stdout.strip(), "max_abs_difference": float(np.abs(ours - theirs).max()),
               "lowest_cosine": float((ours * theirs).sum(1).min() / np.linalg.norm(theirs, axis=1).max()),
-              "graph_sha256": facenet.verified_sha256(facenet.graph_file()), "cpu": cpu_name()}
+              "graph_sha256": facenet.verified_sha256(facenet.weights_file()), "cpu": cpu_name()}
     print(json.dumps(result, indent=2))
     if args.out:
         args.out.write_text(json.dumps(result, indent=2) + "\n")

@@ -14,7 +14,7 @@ from bench.toolkit.data import load_demo
 from bench.toolkit.metrics import IdentityToFake, IdentityToInput
 from tests.tf_graph import run_graph
 
-needs_graph = pytest.mark.skipif(facenet.graph_file() is None, reason=facenet.missing_line())
+needs_graph = pytest.mark.skipif(facenet.weights_file() is None, reason=facenet.missing_line())
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +24,7 @@ def faces() -> torch.Tensor:
 
 @needs_graph
 def test_converted_network_gives_the_graphs_embeddings(faces):
-    graph = facenet.read_graph(facenet.graph_file())
+    graph = facenet.read_graph(facenet.weights_file())
     inputs = facenet.standardised(faces[:3])
     ours = facenet.load_facenet()(inputs.contiguous(memory_format=torch.channels_last))
     # the graph was frozen for one face at a time (its flatten has batch 1)
@@ -37,7 +37,7 @@ def test_converted_network_gives_the_graphs_embeddings(faces):
 
 @needs_graph
 def test_every_graph_weight_is_mapped_and_a_missing_one_is_named():
-    values = facenet.constants(facenet.read_graph(facenet.graph_file()))
+    values = facenet.constants(facenet.read_graph(facenet.weights_file()))
     state = facenet.state_from_graph(values)
     assert sum(v.numel() for k, v in state.items() if not k.endswith(("running_mean", "running_var"))) > 23e6
     del values["InceptionResnetV1/Repeat_1/block17_4/Branch_1/Conv2d_0b_1x7/weights"]

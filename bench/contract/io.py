@@ -106,3 +106,16 @@ def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
 def tensor_digest(t: torch.Tensor) -> str:
     """A short hash of a tensor's values (as float32)."""
     return hashlib.sha256(t.detach().float().cpu().contiguous().numpy().tobytes()).hexdigest()[:32]
+
+
+def installed_file(distribution: str, path: str) -> Path | None:
+    """A file shipped by an installed package (`path` inside its distribution), found
+    without importing the package (its module may import what this project does not need)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import distribution as find
+
+    try:
+        found = Path(str(find(distribution).locate_file(path)))
+    except PackageNotFoundError:
+        return None
+    return found if found.exists() else None

@@ -345,7 +345,7 @@ def other_paper_weights() -> list[tuple[str, Path, str]]:
              "OpenAI's CLIP ViT-B/32 in open_clip's layout (open_clip_model.safetensors of "
              "timm/vit_base_patch32_clip_224.openai, saved here as ViT-B-32-openai.safetensors) or OpenAI's own "
              "ViT-B-32.pt; without it runs report classifier_cosine in its place"),
-            ("facenet (identity metrics)", facenet.graph_file() or facenet.expected_place(), facenet.HOW_TO_GET),
+            ("facenet (identity metrics)", facenet.weights_file() or facenet.expected_place(), facenet.HOW_TO_GET),
             ("comdefend", weights_root() / "comdefend" / "enc20_0.0001.npy",
              "jiaxiaojunQAQ/Comdefend checkpoints/enc20_0.0001.npy and dec20_0.0001.npy (same folder)"),
             ("resnet50 (MMFA image features)", resnet50_weights_path(),

