@@ -48,9 +48,13 @@ def make_key(parts: dict) -> str:
 
 
 class Cache:
-    def __init__(self, root: str | Path | None = None, enabled: bool = True):
+    """Entries under `root`; `released`: a read-only store of the same layout (the fits
+    that come with bench) that entries of its kinds are read from where `root` lacks them."""
+
+    def __init__(self, root: str | Path | None = None, enabled: bool = True, released: Cache | None = None,
+                 read_only: bool = False):
         self.root = Path(root) if root is not None else default_cache_dir()
-        self.enabled = enabled
+        self.enabled, self.released, self.read_only = enabled, released, read_only
 
     def path(self, kind: str, key: str) -> Path:
         return self.root / kind / key[:2] / key
@@ -60,7 +64,7 @@ class Cache:
         try:
             return json.loads((self.path(kind, key) / MANIFEST).read_text())
         except (OSError, json.JSONDecodeError):
-            return None
+            return self.released.manifest(kind, key) if self.released is not None else None
 
     @contextlib.contextmanager
     def claim(self, kind: str, key: str):
@@ -86,20 +90,22 @@ class Cache:
         entry = self.path(kind, key)
         manifest_path = entry / MANIFEST
         if not manifest_path.exists():
-            return None
+            return self.released.load(kind, key) if self.released is not None else None
         try:
             manifest = json.loads(manifest_path.read_text())
             if file_sha256(entry / TENSORS) != manifest["sha256"]:
                 raise ValueError("tensor file hash does not match its manifest")
             tensors, _ = load_tensors(entry / TENSORS)
-        except Exception as err:  # any damage: report, drop, recompute
-            warnings.warn(f"cache entry {entry} is damaged ({err}); recomputing", stacklevel=2)
-            shutil.rmtree(entry, ignore_errors=True)
+        except Exception as err:  # any damage: report, drop (unless read-only), recompute
+            warnings.warn(f"{'released fit' if self.read_only else 'cache entry'} {entry} is damaged ({err}); "
+                          "recomputing", stacklevel=2)
+            if not self.read_only:
+                shutil.rmtree(entry, ignore_errors=True)
             return None
         return tensors, manifest.get("info", {})
 
     def put(self, kind: str, parts: dict, tensors: dict[str, torch.Tensor], info: dict | None = None) -> None:
-        if not self.enabled:
+        if not self.enabled or self.read_only:
             return
         key = make_key(parts)
         entry = self.path(kind, key)

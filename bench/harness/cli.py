@@ -186,6 +186,8 @@ def resolved_config(args) -> dict:
         raise ConfigError(f"--dataset {args.dataset} describes the layout of --data, which is missing")
     if getattr(args, "no_cache", False):
         config["cache"] = False
+    if getattr(args, "refit", False):
+        config["released_fits"] = False
     return check_settings(merge(config, parse_overrides(args.set)))
 
 
@@ -398,6 +400,9 @@ def build_parser() -> argparse.ArgumentParser:
                                     "(default: the newest unfinished run of this plan under bench-results/, "
                                     "else bench-results/<time>)")
     p.add_argument("--no-cache", action="store_true", help="recompute everything, store nothing")
+    p.add_argument("--refit", action="store_true",
+                   help="fit anew what comes released with bench (the quick profile's fits on the demo faces); "
+                        "the same as --set released_fits=false")
     p.add_argument("--fresh", action="store_true",
                    help="replace the rows the --output folder holds (of this plan or another) instead of resuming")
     p.add_argument("--dry-run", action="store_true",

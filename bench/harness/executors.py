@@ -27,8 +27,34 @@ EXECUTORS = ("local", "dask")
 WORKER_WAIT = 120  # seconds to wait for the first worker
 
 
-def progress(total: int, desc: str) -> tqdm:
-    return tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True, disable=total == 0)
+class Progress:
+    """The run's bar, weighted by each step's estimated seconds (`bench.harness.estimates`;
+    a step with no estimate weighs the mean of those with one), naming the step running:
+    its time left is the estimate scaled by how fast the run has gone so far."""
+
+    def __init__(self, step_ids: list[str], estimates: dict[str, float | None] | None, desc: str):
+        known = [s for s in (estimates or {}).values() if s is not None]
+        fallback = sum(known) / len(known) if known else 1.0
+        self.weights = {sid: (estimates or {}).get(sid) or fallback for sid in step_ids}
+        total = sum(self.weights.values())
+        self.bar = tqdm(total=total, desc=desc, dynamic_ncols=True, disable=not step_ids,
+                        bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining} {postfix}")
+        self.steps_left = len(step_ids)
+
+    def running(self, label: str, sid: str) -> None:
+        seconds = self.weights.get(sid, 0.0)
+        guess = f" (~{seconds / 60:.0f} min)" if seconds >= 90 else ""
+        self.bar.set_postfix_str(f"{self.steps_left} steps left: {label}{guess}", refresh=True)
+
+    def done(self, sid: str) -> None:
+        self.steps_left -= 1
+        self.bar.update(self.weights.get(sid, 0.0))
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bar.close()
 
 
 class LocalExecutor:
@@ -37,14 +63,15 @@ class LocalExecutor:
     def configure(self, config: dict) -> dict:
         return config
 
-    def run(self, plan: Plan, step_ids: list[str], settings: dict) -> Iterator[Receipt]:
+    def run(self, plan: Plan, step_ids: list[str], settings: dict,
+            estimates: dict[str, float | None] | None = None) -> Iterator[Receipt]:
         threads = torch.get_num_threads()  # steps may set their own: give this process back its own
         try:
-            with progress(len(step_ids), "run") as bar:
+            with Progress(step_ids, estimates, "run") as bar:
                 for sid in step_ids:
-                    bar.set_postfix_str(plan.steps[sid].label, refresh=True)
+                    bar.running(plan.steps[sid].label, sid)
                     yield run_step(plan.steps[sid], settings)
-                    bar.update()
+                    bar.done(sid)
         finally:
             torch.set_num_threads(threads)
 
@@ -84,7 +111,8 @@ class DaskExecutor:
                               f"{WORKER_WAIT} s; start workers with `dask worker ADDRESS`") from None
         return client, cluster
 
-    def run(self, plan: Plan, step_ids: list[str], settings: dict) -> Iterator[Receipt]:
+    def run(self, plan: Plan, step_ids: list[str], settings: dict,
+            estimates: dict[str, float | None] | None = None) -> Iterator[Receipt]:
         from distributed import as_completed
 
         client, cluster = self.client()
@@ -95,11 +123,12 @@ class DaskExecutor:
                 inputs = [futures[i] for i in step.inputs if i in futures]
                 futures[sid] = client.submit(run_step, step, settings, *inputs, key=sid.replace("/", "-"),
                                              pure=False, retries=0)
-            with progress(len(step_ids), f"run on {len(client.scheduler_info()['workers'])} dask workers") as bar:
+            workers = len(client.scheduler_info()["workers"])
+            with Progress(step_ids, estimates, f"run on {workers} dask workers") as bar:
                 for future in as_completed(list(futures.values())):
                     receipt = future.result()
-                    bar.set_postfix_str(plan.steps[receipt.step].label, refresh=True)
-                    bar.update()
+                    bar.running(f"finished {plan.steps[receipt.step].label}", receipt.step)
+                    bar.done(receipt.step)
                     yield receipt
         finally:
             client.close()

@@ -59,6 +59,7 @@ from bench.toolkit.device import native_bf16, resolve_device
 
 FIT_SCOPES = ("generator", "generators", "images")
 STEP_KINDS = ("clean", "fit", "defense_fit", "protect", "cell")
+FIT_KINDS = ("fit", "defense_fit")  # fitted states: the same for every user of a recipe, so they can be released
 PREVIEW_FACES = 6  # faces of each cell kept for the run's image grids
 
 
@@ -138,27 +139,30 @@ def device_kind(config: dict) -> str:
     return config["device"].split(":")[0]
 
 
-def attack_precision_of(config: dict) -> str:
+def attack_precision_of(config: dict, fit: bool = False) -> str:
     """The precision of sign-gradient steps: "fp32" or "bf16" ("auto": bf16 where the
-    device computes it natively, else fp32)."""
-    precision = config.get("attack_precision", "fp32")
+    device computes it natively, else fp32); `fit`: of those inside fits
+    (`fit_attack_precision`), else of protection (`attack_precision`)."""
+    setting = "fit_attack_precision" if fit else "attack_precision"
+    precision = config.get(setting, "fp32")
     if precision == "auto":
         return "bf16" if native_bf16(resolve_device(config["device"])) else "fp32"
     if precision not in ATTACK_PRECISIONS:
-        raise ConfigError(f"attack_precision must be auto, fp32 or bf16, got {precision!r}")
+        raise ConfigError(f"{setting} must be auto, fp32 or bf16, got {precision!r}")
     return precision
 
 
-def precision_parts(config: dict) -> dict:
+def precision_parts(config: dict, fit: bool = False) -> dict:
     """What changes numbers slightly without changing the method: device kind, mixed
     precision, harness version and, where set, the thread count and a sign-gradient
-    precision other than fp32 (absent by default, so keys made before they existed
-    still hold)."""
+    precision other than fp32 (of fits where `fit`; absent by default, so keys made
+    before they existed still hold). The CPU model and torch's default thread count are
+    not in it: they change rounding alone, and a fit made on one CPU serves every other."""
     kind = device_kind(config)
     parts = {"device": kind, "amp": bool(config["amp"]) and kind == "cuda", "harness": bench.__version__}
     if config.get("threads"):
         parts["threads"] = config["threads"]
-    if (attack := attack_precision_of(config)) != "fp32":
+    if (attack := attack_precision_of(config, fit)) != "fp32":
         parts["attack_precision"] = attack
     return parts
 
@@ -220,6 +224,7 @@ class Planner:
     def __init__(self, config: dict, names: dict, metrics: list[str], metric_identities: dict):
         self.config, self.names = config, names
         self.precision = precision_parts(config)
+        self.fit_precision = precision_parts(config, fit=True)
         self.metric_identities = metric_identities
         self.plan = Plan(names=dict(names), metrics=list(metrics), metric_identities=metric_identities)
         self._faces = None
@@ -275,7 +280,7 @@ class Planner:
         bypass = self.plugin("bypasses", label)
         if not bypass.trainable:
             return None
-        parts = {"step": "fit", "generator": self.generator(g)[1], **self.precision, "bypass": bypass.identity(),
+        parts = {"step": "fit", "generator": self.generator(g)[1], **self.fit_precision, "bypass": bypass.identity(),
                  "images": self.split("finetune").identity, "conditions": self.conditions(g, "finetune"),
                  "seed": self.config["seed"]}
         if bypass.fit_scope == "images":  # the same fit serves every generator
@@ -320,7 +325,7 @@ class Planner:
         conditions = [self.conditions(n, "defense") for n in fitted_on]
         parts = {"step": "defense_fit", "defense": defense.identity(), "images": split.identity,
                  "generators": [identity for _, identity, _ in targets], "seed": self.config["seed"],
-                 "conditions": conditions, **self.precision}
+                 "conditions": conditions, **self.fit_precision}
         task = {"defense": d, "scope": scope, "scenario": LEAKAGE if leaked else STANDARD, "against": leaked,
                 "targets": [{"generator": n, "pipeline": ref} for n, (ref, _, _) in zip(fitted_on, targets)]}
         where = f" against {leaked}" if leaked else ""

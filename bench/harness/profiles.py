@@ -119,6 +119,13 @@ QUICK = {
     # bf16 where the device computes it natively, else fp32. Other than fp32 it enters
     # the cache keys.
     "attack_precision": "auto",
+    # the same inside fits (LoRA patching's, GAT's, MaGAT's and RI's adversarial examples,
+    # leakage fits): float32 by default on every machine, so that a fit's recipe, and the
+    # fit released with bench for it, is the same on a CPU with AVX-512 BF16 and without
+    "fit_attack_precision": "fp32",
+    # fits of exactly the recipe a step asks for that come with bench (the quick profile's
+    # on the demo faces, `bench/released`) are used instead of fitting (`--refit`: false)
+    "released_fits": True,
     "metrics": METRICS,
     "cache": True,
     "generators": {name: {"weights": "shipped"} for name in GENERATORS},
@@ -264,6 +271,8 @@ SETTINGS: dict[str, Any] = {
     "batch_size": Count,
     "threads": Count | None,
     "attack_precision": Literal[("auto", *ATTACK_PRECISIONS)],
+    "fit_attack_precision": Literal[("auto", *ATTACK_PRECISIONS)],
+    "released_fits": bool,
     "metrics": Annotated[list[str], MinLen(1)],
     "cache": bool,
     "bypass_sets": dict[str, Annotated[list[str], MinLen(1)]],

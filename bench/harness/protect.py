@@ -92,7 +92,8 @@ def fitted_defense(config: dict, defense: str, generator: str):
     from bench.harness.steps import Workspace, execute
 
     plan, _ = plan_run(config, defense, NONE, generator)
-    ws = Workspace(config, str(cache_root(config)[0]), device_kind(config), attack_precision_of(config))
+    ws = Workspace(config, str(cache_root(config)[0]), device_kind(config), attack_precision_of(config),
+                   attack_precision_of(config, fit=True))
     fit = next(s.task["defense_fit"] for s in plan.steps.values()
                if s.kind == "protect" and s.task["generator"] == generator and s.task["pipeline"] is None)
     execute(plan.steps[fit], ws)

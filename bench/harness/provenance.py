@@ -54,7 +54,8 @@ def package_versions() -> dict:
 
 def environment(device: torch.device) -> dict:
     env = {"python": sys.version.split()[0], "platform": platform.platform(),
-           "machine": platform.machine(), "device": str(device), "torch_threads": torch.get_num_threads(),
+           "machine": platform.machine(), "cpu": cpu_name(), "device": str(device),
+           "torch_threads": torch.get_num_threads(),
            "packages": package_versions()}
     if device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)

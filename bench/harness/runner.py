@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -29,14 +28,28 @@ from pathlib import Path
 import torch
 
 from bench.contract.errors import ConfigError
-from bench.contract.io import atomic_write_json, atomic_write_text, save_tensors, writable_folder
+from bench.contract.io import (
+    atomic_write_json,
+    atomic_write_text,
+    save_tensors,
+    writable_folder,
+)
 from bench.contract.registry import registry
 from bench.contract.results import BYPASS_FIT, DEFENSE_FIT, STANDARD
 from bench.harness.cache import default_cache_dir
+from bench.harness.estimates import TIMINGS, Estimator
 from bench.harness.executors import LocalExecutor
 from bench.harness.inputs import make_plugin, plugin_origins, usable_metrics
-from bench.harness.plan import STEP_KINDS, Plan, attack_precision_of, build_plan, device_kind, resolve_names
+from bench.harness.plan import (
+    FIT_KINDS,
+    Plan,
+    attack_precision_of,
+    build_plan,
+    device_kind,
+    resolve_names,
+)
 from bench.harness.provenance import git_state, peak_memory_mb, run_metadata
+from bench.harness.released import is_released, open_cache, released_root
 from bench.harness.results import RowLog, figure_grids
 from bench.harness.steps import Receipt
 from bench.toolkit.device import resolve_device
@@ -76,13 +89,19 @@ def run(config: dict, output_dir: Path, plan: Plan, skipped: dict, command: str 
     if done:
         print(f"resuming {output_dir}: the rows of {len(done)} of {len(plan.units)} cells and budgets are there")
     settings = {"config": config, "cache_root": str(root), "device_kind": device_kind(config),
-                "attack_precision": attack_precision_of(config)}
+                "attack_precision": attack_precision_of(config),
+                "fit_attack_precision": attack_precision_of(config, fit=True)}
     receipts: dict[str, Receipt] = {}
     units_of = {}
     for unit in plan.units:
         units_of.setdefault(unit.step, []).append(unit)
+    needed = plan.needed(done)
+    cache = open_cache(root, config)
+    print(released_line(plan, needed, cache), end="")
+    estimates = Estimator(cache, released_root() / TIMINGS).of(plan.steps[sid] for sid in needed)
+    print(opening_line(estimates))
     try:
-        for receipt in executor.run(plan, plan.needed(done), settings):
+        for receipt in executor.run(plan, needed, settings, estimates):
             receipts[receipt.step] = receipt
             for unit in units_of.get(receipt.step, []):
                 if unit.name() not in done:
@@ -103,9 +122,8 @@ def run(config: dict, output_dir: Path, plan: Plan, skipped: dict, command: str 
 def finish(plan: Plan, output_dir: Path, receipts: dict, settings: dict, skipped: dict, command: str, git: dict,
            started: float, executor: str) -> None:
     """Everything besides the rows: costs, provenance, fitted states, loss curves, grids."""
-    from bench.harness.cache import Cache
-
-    config, cache = settings["config"], Cache(settings["cache_root"])
+    config = settings["config"]
+    cache = open_cache(settings["cache_root"], config)
     # the environment recorded is this process's; on a cluster the steps ran on workers of
     # the plan's device kind (run.json "plan"), and this process may have no GPU
     device = resolve_device(config["device"]) if executor == "local" else torch.device("cpu")
@@ -130,6 +148,7 @@ def finish(plan: Plan, output_dir: Path, receipts: dict, settings: dict, skipped
     record.plan = {"id": plan.identity(), "executor": executor, "cache": settings["cache_root"],
                    "device_kind": settings["device_kind"], "threads": config.get("threads"),
                    "attack_precision": settings["attack_precision"],
+                   "fit_attack_precision": settings["fit_attack_precision"],
                    "steps": step_summary(plan, receipts)}
     record.wall_seconds = round(time.time() - started, 2)
     record.peak_memory = peak_memory_mb(device)
@@ -160,13 +179,14 @@ def fit_records(plan: Plan, manifests: dict, receipts: dict) -> tuple[dict, list
             costs.append({"kind": BYPASS_FIT, "generator": g, "plugin": label, "scenario": STANDARD,
                           "train_seconds": info.get("train_seconds"), "trainable_params": info.get("trainable_params"),
                           "faces": info.get("faces"), "epochs": info.get("epochs"), "device": info.get("device"),
-                          "seconds": info.get("seconds"), "cache_hit": hit})
+                          "seconds": info.get("seconds"), "cache_hit": hit, "released": is_released(info)})
     for sid, step in plan.steps.items():
         if step.kind == "defense_fit":
             record = defense_fit_record(step, manifests[sid], receipts.get(sid))
             costs.append({"kind": DEFENSE_FIT, "generator": ",".join(record["generators"]) or None,
                           "plugin": record["defense"], "scenario": record["scenario"], "train_seconds": None,
-                          "trainable_params": None, "seconds": record["fit_seconds"], "cache_hit": record["cache_hit"]})
+                          "trainable_params": None, "seconds": record["fit_seconds"], "cache_hit": record["cache_hit"],
+                          "released": is_released(manifests[sid])})
     return fits, costs
 
 
@@ -180,19 +200,43 @@ def defense_fit_record(step, info: dict, receipt: Receipt | None) -> dict:
 
 
 def step_summary(plan: Plan, receipts: dict) -> dict:
-    """Which steps ran and which came from the cache (steps that no unscored cell needed
-    are listed as not needed)."""
-    ran, cached = {}, {}
+    """Which steps ran, which came from the cache and which were fits released with bench
+    (steps that no unscored cell needed are listed as not needed)."""
+    counts: dict[str, dict] = {"ran": {}, "from_cache": {}, "released": {}}
     listed = []
     for sid, step in plan.steps.items():
         receipt = receipts.get(sid)
-        status = "not needed" if receipt is None else ("cache" if receipt.cache_hit else "ran")
+        status = "not needed" if receipt is None else \
+            "released" if receipt.released else "cache" if receipt.cache_hit else "ran"
         if receipt is not None:
-            counter = cached if receipt.cache_hit else ran
+            counter = counts[{"cache": "from_cache"}.get(status, status)]
             counter[step.kind] = counter.get(step.kind, 0) + 1
         listed.append({"id": sid, "what": step.label, "status": status,
                        "seconds": round(receipt.seconds, 3) if receipt else None})
-    return {"ran": ran, "from_cache": cached, "list": listed}
+    return {**counts, "list": listed}
+
+
+def released_line(plan: Plan, needed: list[str], cache) -> str:
+    """One line naming how many fits this run reads from the release instead of fitting."""
+    infos = [(cache.manifest(step.kind, step.key) or {}).get("info", {})
+             for step in (plan.steps[sid] for sid in needed) if step.kind in FIT_KINDS]
+    released = [info["released"] for info in infos if is_released(info)]
+    if not released:
+        return ""
+    commits = sorted({(made["commit"] or "?")[:7] for made in released})
+    return (f"{len(released)} fits of this recipe come released with bench (made at {', '.join(commits)}): "
+            "used instead of fitting; --refit fits them anew\n")
+
+
+def opening_line(estimates: dict[str, float | None]) -> str:
+    known = [s for s in estimates.values() if s is not None]
+    unknown = len(estimates) - len(known)
+    more = f", plus {unknown} steps with nothing to go by" if unknown else ""
+    return f"{len(estimates)} steps to run or read; expected to take about {minutes(sum(known))} on this machine{more}"
+
+
+def minutes(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
 
 
 def export_fitted(plan: Plan, cache, output_dir: Path, config: dict) -> None:
@@ -220,70 +264,36 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
 
 # --- dry run: what a run would do -------------------------------------------------------
 def describe_plan(config: dict, plan: Plan, skipped: dict, output_dir: Path | None) -> str:
-    """How many steps of each kind the run has, how many the cache holds already, how
-    many cells the run folder has scored, and an estimate of the time left (from the
-    cached steps of the same kinds and plugins)."""
-    from bench.harness.cache import Cache
-
+    """How many steps of each kind the run has, how many the cache holds already (and of
+    those, how many are released fits), how many cells the run folder has scored, and an
+    estimate of the time left (`bench.harness.estimates`)."""
     root, temporary = cache_root(config)
-    cache = Cache(root)
+    cache = open_cache(root, config)
     done = RowLog(output_dir).peek(plan) if output_dir else set()
     needed = set(plan.needed(done))
-    history = step_history(cache)
+    estimator = Estimator(cache, released_root() / TIMINGS)
     lines = [f"plan {plan.identity()}: {len(plan.units)} row-making units over {len(plan.names['generators'])} "
              f"generators, {len(plan.steps)} steps (cache {root}{', temporary' if temporary else ''})"]
     if done:
         lines.append(f"{output_dir}: {len(done)} of {len(plan.units)} units already scored")
-    lines.append(f"{'step':<12} {'total':>6} {'cached':>7} {'to run':>7} {'estimate':>10}")
-    total_estimate, unknown = 0.0, 0
+    lines.append(f"{'step':<12} {'total':>6} {'cached':>7} {'released':>9} {'to run':>7} {'estimate':>10}")
+    total_estimate = 0.0
     for kind, count in plan.count().items():
         steps = [s for s in plan.steps.values() if s.kind == kind]
-        missing = [s for s in steps if cache.manifest(s.kind, s.key) is None]
-        cached = len(steps) - len(missing)
-        todo = [s for s in missing if s.id in needed]
-        guesses = [history.get((kind, plugin_of(s))) for s in todo]
-        known = [g for g in guesses if g is not None]
-        unknown += len(guesses) - len(known)
+        manifests = [cache.manifest(s.kind, s.key) for s in steps]
+        released = sum(m is not None and is_released(m.get("info", {})) for m in manifests)
+        todo = [s for s, m in zip(steps, manifests) if m is None and s.id in needed]
+        known = [g for g in (estimator.seconds(s) for s in todo) if g is not None]
         total_estimate += sum(known)
         estimate = f"{sum(known) / 60:.1f} min" if known else ("?" if todo else "-")
-        lines.append(f"{kind:<12} {count:>6} {cached:>7} {len(todo):>7} {estimate:>10}")
-    note = f" (+ {unknown} steps with no cached step of their kind to go by)" if unknown else ""
-    lines.append(f"estimated time left: {total_estimate / 60:.1f} min on this machine's past speed{note}")
+        cached = count - released - sum(m is None for m in manifests)
+        lines.append(f"{kind:<12} {count:>6} {cached:>7} {released:>9} {len(todo):>7} {estimate:>10}")
+    lines.append(f"estimated time left: {total_estimate / 60:.1f} min ({estimator.note() or 'nothing to run'})")
     for name, why in skipped.items():
         lines.append(f"metric {name} skipped: {why}")
     if temporary:
         shutil.rmtree(root, ignore_errors=True)
     return "\n".join(lines)
-
-
-def plugin_of(step) -> str | None:
-    for part in ("bypass", "defense"):
-        if isinstance(step.parts.get(part), dict):
-            return step.parts[part].get("name")
-    return None
-
-
-def step_history(cache, per_kind: int = 400) -> dict:
-    """(kind, plugin) -> median seconds of the cached steps of that kind and plugin."""
-    seconds: dict[tuple, list[float]] = {}
-    for kind in STEP_KINDS:
-        folder = cache.root / kind
-        if not folder.is_dir():
-            continue
-        for i, manifest_path in enumerate(folder.glob("*/*/manifest.json")):
-            if i >= per_kind:
-                break
-            try:
-                manifest = json.loads(manifest_path.read_text())
-            except (OSError, json.JSONDecodeError):
-                continue
-            info, parts = manifest.get("info", {}), manifest.get("parts", {})
-            took = info.get("seconds", info.get("fit_seconds"))
-            if took is None:
-                continue
-            plugin = next((parts[p].get("name") for p in ("bypass", "defense") if isinstance(parts.get(p), dict)), None)
-            seconds.setdefault((kind, plugin), []).append(float(took))
-    return {key: statistics.median(values) for key, values in seconds.items()}
 
 
 def find_unfinished(base: Path, plan: Plan) -> Path | None:

@@ -28,7 +28,7 @@ from bench.contract.results import (
     Row,
     transfer_source,
 )
-from bench.harness.cache import Cache, tensor_digest
+from bench.harness.cache import tensor_digest
 from bench.harness.inputs import (
     Split,
     fit_target,
@@ -37,7 +37,8 @@ from bench.harness.inputs import (
     load_split,
     make_plugin,
 )
-from bench.harness.plan import PREVIEW_FACES, Step, precision_parts
+from bench.harness.plan import FIT_KINDS, PREVIEW_FACES, Step, precision_parts
+from bench.harness.released import is_released, open_cache
 from bench.toolkit.attacks import attack_precision, chunked
 from bench.toolkit.budget import SPECS, measure
 from bench.toolkit.device import resolve_device
@@ -58,19 +59,21 @@ class Receipt:
     seconds: float
     rows: list[dict] = field(default_factory=list)
     metric_seconds: dict = field(default_factory=dict)
+    released: bool = False  # a fit that came with bench (`bench.harness.released`)
 
 
 class Workspace:
     """What one process needs to run steps: the configuration, its device, the cache, and
     what it has loaded (generators, splits, recent values)."""
 
-    def __init__(self, config: dict, cache_root: str, device_kind: str, attack_precision: str = "fp32"):
-        self.config, self.attack_precision = config, attack_precision
+    def __init__(self, config: dict, cache_root: str, device_kind: str, attack_precision: str = "fp32",
+                 fit_attack_precision: str = "fp32"):
+        self.config, self.attack_precision, self.fit_attack_precision = config, attack_precision, fit_attack_precision
         self.device = resolve_device(config["device"])
         if self.device.type != device_kind:
             raise BenchError(f"the plan was made for device {device_kind!r} but this worker has {self.device.type!r}: "
                              f"run `bench run --device {self.device.type}` (the device kind is part of every key)")
-        self.cache = Cache(cache_root)
+        self.cache = open_cache(cache_root, config)
         self.amp = bool(config["amp"]) and self.device.type == "cuda"
         self._values: OrderedDict[str, tuple[dict, dict]] = OrderedDict()
         self._faces = None
@@ -362,7 +365,7 @@ def execute(step: Step, ws: Workspace) -> Receipt:
             if not hit:
                 started = time.time()
                 torch.manual_seed(ws.config["seed"])  # a step's value depends on its inputs, not on what ran before
-                with attack_precision(ws.attack_precision):
+                with attack_precision(ws.fit_attack_precision if step.kind in FIT_KINDS else ws.attack_precision):
                     tensors, info = COMPUTE[step.kind](step, ws)
                 info = {**info, "seconds": time.time() - started}
                 ws.cache.put(step.kind, step.parts, tensors, info)
@@ -378,7 +381,7 @@ def execute(step: Step, ws: Workspace) -> Receipt:
         if step.task["protect"]:  # a cell's rows report its cost with making its protected images
             row_seconds += step_seconds(ws.info(step.task["protect"]))
     rows = [replace(r, cache_hit=hit, seconds=round(row_seconds, 3)).to_json() for r in rows]
-    return Receipt(step.id, hit, seconds, rows, {} if hit else info.get("metric_seconds", {}))
+    return Receipt(step.id, hit, seconds, rows, {} if hit else info.get("metric_seconds", {}), is_released(info))
 
 
 # one workspace per process and run settings: Dask workers keep theirs between steps
@@ -392,7 +395,8 @@ def workspace(settings: dict) -> Workspace:
     if key not in _WORKSPACES:
         _WORKSPACES.clear()
         _WORKSPACES[key] = Workspace(settings["config"], settings["cache_root"], settings["device_kind"],
-                                      settings.get("attack_precision", "fp32"))
+                                      settings.get("attack_precision", "fp32"),
+                                      settings.get("fit_attack_precision", "fp32"))
     return _WORKSPACES[key]
 
 

@@ -74,9 +74,11 @@ class FinetuneLoop:
         order_rng = torch.Generator().manual_seed(self.seed)
         n, step = self.images.size(0), 0
         self.started = time.time()
-        self.bar = tqdm(total=self.total_steps, desc=self.desc, unit="step", dynamic_ncols=True, mininterval=2.0)
+        self.bar = tqdm(total=self.total_steps, desc=self.desc, unit="step", dynamic_ncols=True, mininterval=2.0,
+                        leave=False)
         try:
-            for _ in range(self.epochs):
+            for epoch in range(self.epochs):
+                self.bar.set_description(f"{self.desc}, epoch {epoch + 1}/{self.epochs}")
                 order = torch.randperm(n, generator=order_rng)
                 for start in range(0, n, self.batch_size):
                     idx = order[start:start + self.batch_size]

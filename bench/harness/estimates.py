@@ -1,0 +1,156 @@
+"""How long a plan's steps should take on this machine, for the dry run, the run's
+opening line and its progress bar (weighted by these estimates, so that a ten-minute
+fit moves it as much as ten minutes of cells).
+
+A step's estimate is the median time of the cached steps of its signature (kind,
+plugin, generators) on this machine; where this machine has none, the reference run's
+(`bench/released/timings.json`, made with the released fits) scaled by how much slower
+this machine runs a fixed probe than the reference machine did.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from bench.harness.plan import STEP_KINDS
+
+TIMINGS = "timings.json"
+CACHED_STEP_SECONDS = 0.05  # reading a cached value: next to nothing
+
+
+def signature(kind: str, parts: dict) -> tuple[str, str | None, str | None]:
+    """(kind, plugin, generators) of a step from its key parts: what its time depends on.
+    A cell's plugin is its scenario (transfer cells score fewer metrics)."""
+    plugin = next((parts[p].get("name") for p in ("bypass", "defense") if isinstance(parts.get(p), dict)), None)
+    if kind == "cell" and isinstance(parts.get("labels"), list):
+        generator, scenario = parts["labels"][0], parts["labels"][3].split(":")[0]
+        return kind, scenario, generator
+    if isinstance(parts.get("generators"), list):
+        return kind, plugin, "+".join(g.get("name", "?") for g in parts["generators"] if isinstance(g, dict))
+    generator = parts.get("generator")
+    return kind, plugin, generator.get("name") if isinstance(generator, dict) else None
+
+
+def medians(samples: dict[tuple, list[float]]) -> dict[tuple, float]:
+    """Median seconds by full signature and by (kind, plugin)."""
+    grouped: dict[tuple, list[float]] = {}
+    for (kind, plugin, generators), values in samples.items():
+        grouped.setdefault((kind, plugin, generators), []).extend(values)
+        grouped.setdefault((kind, plugin), []).extend(values)
+    return {key: statistics.median(values) for key, values in grouped.items()}
+
+
+def cached_samples(root: Path, per_kind: int = 400) -> dict[tuple, list[float]]:
+    """Seconds of up to `per_kind` cached steps of each kind, by signature."""
+    samples: dict[tuple, list[float]] = {}
+    for kind in STEP_KINDS:
+        folder = root / kind
+        if not folder.is_dir():
+            continue
+        for i, path in enumerate(folder.glob("*/*/manifest.json")):
+            if i >= per_kind:
+                break
+            try:
+                manifest = json.loads(path.read_text())
+            except (OSError, json.JSONDecodeError):
+                continue
+            info = manifest.get("info", {})
+            took = info.get("seconds", info.get("fit_seconds"))
+            if took is not None and "released" not in info:
+                samples.setdefault(signature(kind, manifest.get("parts", {})), []).append(float(took))
+    return samples
+
+
+def probe_seconds(repeats: int = 3) -> float:
+    """Seconds this machine takes for a fixed convolution forward and backward (the bulk
+    of every step), the median of `repeats`."""
+    x = torch.randn(4, 64, 64, 64, requires_grad=True)
+    weight = torch.randn(64, 64, 3, 3, requires_grad=True)
+    F.conv2d(x, weight, padding=1).square().mean().backward()  # warm-up
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        for _ in range(2):
+            F.conv2d(x, weight, padding=1).square().mean().backward()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+class Estimator:
+    """Estimated seconds of steps: this machine's history first, then the reference's."""
+
+    def __init__(self, cache, reference: Path | None = None):
+        self.cache = cache
+        self.local = medians(cached_samples(cache.root))
+        self.reference_file = reference
+        self.sources: dict[str, int] = {"this machine": 0, "reference": 0, "none": 0}
+
+    @functools.cached_property
+    def reference(self) -> tuple[dict, float, str]:
+        """The reference run's medians, this machine's slowdown against its machine, and
+        that machine's CPU ({} where there is no timings file)."""
+        try:
+            timings = json.loads(self.reference_file.read_text())
+        except (OSError, AttributeError, json.JSONDecodeError):
+            return {}, 1.0, ""
+        table = {tuple(entry["signature"]): entry["seconds"] for entry in timings["steps"]}
+        return table, probe_seconds() / timings["probe_seconds"], timings.get("cpu", "")
+
+    def cached(self, step) -> bool:
+        return self.cache.manifest(step.kind, step.key) is not None
+
+    def seconds(self, step) -> float | None:
+        """The step's estimate (next to nothing where the cache or a release holds it)."""
+        if self.cached(step):
+            return CACHED_STEP_SECONDS
+        sig = signature(step.kind, step.parts)
+        for key in (sig, sig[:2]):
+            if key in self.local:
+                self.sources["this machine"] += 1
+                return self.local[key]
+        table, slowdown, _ = self.reference
+        for key in (sig, sig[:2]):
+            if key in table:
+                self.sources["reference"] += 1
+                return table[key] * slowdown
+        self.sources["none"] += 1
+        return None
+
+    def of(self, steps) -> dict[str, float | None]:
+        return {step.id: self.seconds(step) for step in steps}
+
+    def note(self) -> str:
+        """Where the estimates came from, for people."""
+        parts = []
+        if self.sources["this machine"]:
+            parts.append(f"{self.sources['this machine']} steps from this machine's past speed")
+        if self.sources["reference"]:
+            _, slowdown, cpu = self.reference
+            parts.append(f"{self.sources['reference']} from the reference machine's ({cpu}) times x{slowdown:.2f}, "
+                         "this machine's measured speed")
+        if self.sources["none"]:
+            parts.append(f"{self.sources['none']} steps with nothing to go by")
+        return "; ".join(parts)
+
+
+def reference_timings(run_steps: list[dict], cache, cpu: str) -> dict:
+    """The timings file of a reference run: each signature's median over the steps the run
+    computed itself (its `run.json` step list), with this machine's probe time."""
+    samples: dict[tuple, list[float]] = {}
+    for step in run_steps:
+        if step["status"] != "ran" or step["seconds"] is None:
+            continue
+        kind, key = step["id"].split("/")
+        manifest = cache.manifest(kind, key) or {}
+        samples.setdefault(signature(kind, manifest.get("parts", {})), []).append(step["seconds"])
+    table = medians(samples)
+    return {"cpu": cpu, "probe_seconds": probe_seconds(),
+            "steps": [{"signature": list(key), "seconds": round(seconds, 3)} for key, seconds in sorted(
+                table.items(), key=lambda item: tuple(str(part) for part in item[0]))]}

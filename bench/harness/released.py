@@ -1,0 +1,121 @@
+"""Fits released with bench: the quick profile's fitted states on the demo faces (each
+generator's LoRA patch, PG's and ID-Guard's generators, CMUA's perturbation, and the
+fits of the transfer and leakage scenarios), the same for every user of that recipe.
+
+They live in `bench/released/` in the cache's own layout (`<kind>/<key[:2]>/<key>/`,
+tensors and manifest): a step whose key (the hash of its whole recipe: plugin and
+parameters, generator weights, the faces' pixels, seed, device kind, precision) names a
+released entry reads it from there, verified by its hash, instead of fitting, unless
+`released_fits` is false (`bench run --refit`). The run's own cache is unchanged: what a
+run fits itself is stored there as always. Each released manifest's `info.released`
+records the commit, command and machine that made it.
+
+`python -m bench.harness.released RUN_DIR [--into FOLDER]` releases the fits of a
+finished run (`results/make.sh released-fits` re-makes them all).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+from pathlib import Path
+
+from bench.contract.errors import BenchError
+from bench.contract.io import atomic_write_json, file_sha256
+from bench.harness.cache import MANIFEST, TENSORS, Cache
+from bench.harness.estimates import TIMINGS, reference_timings
+from bench.harness.plan import FIT_KINDS
+from bench.harness.provenance import cpu_name
+
+RELEASED = Path(__file__).resolve().parents[1] / "released"
+INDEX = "index.json"
+
+
+def released_root() -> Path:
+    """The released fits' folder: $BENCH_RELEASED_FITS or the package's own."""
+    return Path(os.environ.get("BENCH_RELEASED_FITS", RELEASED)).expanduser()
+
+
+def released_store(config: dict) -> Cache | None:
+    return Cache(released_root(), read_only=True) if config.get("released_fits", True) else None
+
+
+def open_cache(root: str | Path, config: dict) -> Cache:
+    """The cache at `root`, reading the released fits where it lacks them (unless the
+    configuration refits)."""
+    return Cache(root, released=released_store(config))
+
+
+def is_released(info: dict) -> bool:
+    return "released" in info
+
+
+def release(run_dir: Path, into: Path, allow_dirty: bool = False) -> list[dict]:
+    """Copy the fits a finished run made into `into` (replacing what it held), each
+    manifest with what made it, and the run's step timings (the estimates of machines with
+    no history); returns the index entries (also written to index.json). The run must come
+    from a committed checkout, unless `allow_dirty`."""
+    record = read_run(run_dir)
+    cache = Cache(record["plan"]["cache"])
+    made_by = {"commit": record["git"]["commit"], "dirty": record["git"]["dirty"], "command": record["command"],
+               "finished": record["finished"], "cpu": record["environment"].get("cpu"),
+               "torch": record["environment"]["packages"].get("torch"), "plan": record["plan"]["id"]}
+    if made_by["dirty"] is not False and not allow_dirty:
+        raise BenchError(f"{run_dir} was run from a checkout with uncommitted changes (or none): release fits made "
+                         "by a commit")
+    if record["environment"].get("cpu") != cpu_name():
+        raise BenchError(f"{run_dir} ran on {record['environment'].get('cpu')}: release its fits on that machine, "
+                         "where its timings can be scaled by the same probe")
+    for kind in FIT_KINDS:  # the release replaces the last one whole
+        shutil.rmtree(into / kind, ignore_errors=True)
+    index = []
+    for step in record["plan"]["steps"]["list"]:
+        kind, key = step["id"].split("/")
+        if kind not in FIT_KINDS or step["status"] == "not needed":
+            continue
+        source = cache.path(kind, key)
+        manifest = cache.manifest(kind, key)
+        if manifest is None or cache.load(kind, key) is None:
+            raise BenchError(f"fit {step['what']} ({step['id']}) is not in the run's cache {cache.root} "
+                             "(release the fits of a run made with --refit)")
+        manifest["info"] = {**manifest["info"], "released": made_by}
+        target = Cache(into).path(kind, key)
+        shutil.rmtree(target, ignore_errors=True)
+        target.mkdir(parents=True)
+        shutil.copyfile(source / TENSORS, target / TENSORS)
+        atomic_write_json(target / MANIFEST, manifest)
+        index.append({"what": step["what"], "id": step["id"], "sha256": file_sha256(target / TENSORS),
+                      "bytes": (target / TENSORS).stat().st_size, "fit_seconds": round(step_seconds(manifest), 1)})
+    atomic_write_json(into / INDEX, {"made_by": made_by, "fits": index})
+    atomic_write_json(into / TIMINGS, reference_timings(record["plan"]["steps"]["list"], cache, made_by["cpu"]))
+    return index
+
+
+def step_seconds(manifest: dict) -> float:
+    info = manifest.get("info", {})
+    return float(info.get("seconds", info.get("fit_seconds", 0.0)))
+
+
+def read_run(run_dir: Path) -> dict:
+    try:
+        record = json.loads((run_dir / "run.json").read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise BenchError(f"{run_dir} holds no finished run (run.json: {err})") from None
+    return record
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.harness.released", description=__doc__.split("\n\n")[0])
+    parser.add_argument("run", type=Path, help="a finished run folder whose fits to release")
+    parser.add_argument("--into", type=Path, default=RELEASED, help=f"the released fits' folder (default {RELEASED})")
+    args = parser.parse_args(argv)
+    index = release(args.run, args.into)
+    total = sum(entry["bytes"] for entry in index)
+    print(f"released {len(index)} fits ({total / 2**20:.1f} MiB) into {args.into}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
