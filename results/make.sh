@@ -4,7 +4,7 @@
 #   results/make.sh quick-all               # demo faces: the main job's cells + JPEG, and its leaderboard
 #   results/make.sh quick-celebahq          # held-out CelebA-HQ: Table I with every bypass and the LoRA
 #                                           # ablations
-#   results/make.sh cost-ladder             # held-out CelebA-HQ: the six defenses up the attacker's cost
+#   results/make.sh cost-ladder             # held-out CelebA-HQ: the seven defenses up the attacker's cost
 #                                           # ladder, the reference leaderboard and its figures
 #   results/make.sh image-quality           # held-out CelebA-HQ: Tables II, IV and V
 #   results/make.sh attgan-lora-1000-faces  # the AttGAN patch fitted on the paper's 1,000 faces
@@ -15,6 +15,8 @@
 #   results/make.sh facenet-agreement       # the identity metrics' FaceNet against OpenCV 4.8 running its
 #                                           # graph, on 32 held-out CelebA-HQ faces ($OPENCV_PYTHON, or a
 #                                           # virtual environment made for it under $RUNS)
+#   results/make.sh released-fits           # the fits that come with bench (bench/released): the main job
+#                                           # fitted anew on an empty cache, its fits and step times released
 #   results/make.sh all
 #   results/make.sh tables                  # no run: every table and board again from the committed
 #                                           # rows (after a change to `bench report` or the leaderboard)
@@ -133,6 +135,13 @@ transfer_identity() {
   report results/quick-celebahq/transfer-identity/antiforgery-500-steps run-af500
 }
 
+released_fits() {
+  # the main job's fits on the demo faces (LoRA, PG, ID-Guard, CMUA, and the transfer scenario's
+  # universal fits), made anew on an empty cache so that every step's time is this machine's
+  (export BENCH_CACHE=$RUNS/released-fits-cache && run released-fits --defenses all --bypass lora --refit)
+  python -m bench.harness.released "$RUNS/released-fits" --into bench/released
+}
+
 facenet_agreement() {
   # OpenCV 4.10 and later refuse FaceNet's frozen graph; 4.8.1 wants numpy 1
   local python=${OPENCV_PYTHON:-$RUNS/opencv-4.8/bin/python}
@@ -143,7 +152,7 @@ facenet_agreement() {
     --out results/identity/facenet_agreement.json
 }
 
-[ $# -gt 0 ] || { sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+[ $# -gt 0 ] || { sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 for target in "$@"; do
   case $target in
     quick-all) quick_all ;;
@@ -154,11 +163,12 @@ for target in "$@"; do
     protect-photos) protect_photos ;;
     transfer-identity) transfer_identity ;;
     facenet-agreement) facenet_agreement ;;
-    all) quick_all; quick_celebahq; cost_ladder; image_quality; attgan_lora_1000_faces; protect_photos
+    released-fits) released_fits ;;
+    all) released_fits; quick_all; quick_celebahq; cost_ladder; image_quality; attgan_lora_1000_faces; protect_photos
       transfer_identity; facenet_agreement ;;
     tables)  # no run: every committed table and board again from the committed rows
       for rows in results/*/runs results/*/*/runs; do [ ! -d "$rows" ] || tables "$(dirname "$rows")"; done
       for rows in results/*/leaderboard/run results/*/*/leaderboard/run; do [ ! -d "$rows" ] || board "$(dirname "$rows")"; done ;;
-    *) echo "results/make.sh: unknown result '$target' (quick-all, quick-celebahq, cost-ladder, image-quality, attgan-lora-1000-faces, protect-photos, transfer-identity, facenet-agreement, all, tables)" >&2; exit 2 ;;
+    *) echo "results/make.sh: unknown result '$target' (quick-all, quick-celebahq, cost-ladder, image-quality, attgan-lora-1000-faces, protect-photos, transfer-identity, facenet-agreement, released-fits, all, tables)" >&2; exit 2 ;;
   esac
 done

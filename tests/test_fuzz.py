@@ -233,7 +233,7 @@ CASES = [
     Case("--output with damaged run.json and plan.json", ["run", *TINY, "--output", "{w}/damaged_bookkeeping"], OK),
     Case("validate a plugin", ["validate", "jpeg"], OK),
     Case("ls", ["ls"], OK),
-    Case("download", ["download"], OK),
+    Case("download", ["download"], OK, env={"BENCH_WEIGHTS": "{w}/empty", "TORCH_HOME": "{w}/empty"}),
 ]
 
 

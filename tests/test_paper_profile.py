@@ -19,7 +19,7 @@ SMALLEST = {
     "defenses.disrupting.steps": 1, "defenses.cmua.steps": 1, "defenses.cmua.batch_size": 2,
     "defenses.dfrap.steps": 1, "defenses.raw.steps": 1, "defenses.raw.eot_samples": 1,
     "defenses.pg.iterations": 1, "defenses.pg.batch_size": 1,
-    "defenses.idguard.iterations": 1, "defenses.idguard.batch_size": 1,
+    "defenses.idguard.iterations": 1, "defenses.idguard.batch_size": 1, "defenses.antiforgery.steps": 1,
     "bypasses.lora.pgd_steps": 1, "bypasses.lora.batch_size": 2,
     "bypasses.lora_warning.epochs": 1, "bypasses.lora_warning_pixel.epochs": 1,
     "bypasses.gat.epochs": 1, "bypasses.gat.d_warmup": 1, "bypasses.gat.pgd_steps": 1, "bypasses.gat.batch_size": 2,
@@ -37,6 +37,7 @@ def test_the_paper_profile_runs_end_to_end_on_random_official_weights(tmp_path, 
     monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "run"
     settings = [arg for key, value in SMALLEST.items() for arg in ("--set", f"{key}={value}")]
+    settings += ["--set", "allow_unverified_weights=true"]  # random weights: not the released files
     assert main(["run", "--profile", "paper", "--data", str(data), "--dataset", "celebahq", "--defenses", "all",
                  "--bypass", ",".join(registry("bypasses").names()), "--generators", "all", *settings,
                  "--output", str(out)]) == 0
@@ -45,7 +46,7 @@ def test_the_paper_profile_runs_end_to_end_on_random_official_weights(tmp_path, 
     meta = json.loads((out / "run.json").read_text())
     cells = {(r["generator"], r["defense"], r["bypass"], r["scenario"]) for r in rows}
     generators, defenses, bypasses = (meta["selected"][k] for k in ("generators", "defenses", "bypasses"))
-    assert sorted(generators) == ["attgan", "hisd", "stargan"] and len(defenses) == 6 and "lora" in bypasses
+    assert sorted(generators) == ["attgan", "hisd", "stargan"] and len(defenses) == 7 and "lora" in bypasses
     for g in generators:
         for d in defenses:
             for b in bypasses:
@@ -53,5 +54,6 @@ def test_the_paper_profile_runs_end_to_end_on_random_official_weights(tmp_path, 
     assert any(c[3] == "leakage" for c in cells)
     assert meta["config"]["resolution"] == 256 and all(w["weights"] == "official"
                                                        for w in meta["config"]["generators"].values())
+    assert {found["state"] for found in meta["official_weights"].values()} == {"different"}
     assert all(math.isfinite(r["value"]) for r in rows if r["value"] is not None)
     assert (out / "table1.csv").exists() and (out / "report.md").exists()

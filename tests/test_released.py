@@ -8,6 +8,7 @@ import json
 
 import pytest
 
+from bench.contract.errors import BenchError
 from bench.harness.cli import main
 from bench.harness.released import release
 from tests.conftest import make_face_folder
@@ -88,5 +89,25 @@ def test_release_refuses_a_run_that_read_released_fits(tmp_path, tiny_stargan_fi
     made = run_cli(tmp_path, tiny_stargan_file, tmp_path / "made", "cache-a", monkeypatch)
     release(made, released_folder, allow_dirty=True)
     served = run_cli(tmp_path, tiny_stargan_file, tmp_path / "served", "cache-b", monkeypatch)
-    with pytest.raises(Exception, match="--refit"):
+    with pytest.raises(BenchError, match="--refit"):
         release(served, tmp_path / "again", allow_dirty=True)
+
+
+def test_the_release_covers_the_main_jobs_fits_and_each_file_is_its_hash():
+    """Every fit of `bench run --defenses all --bypass lora` (the quick profile on the demo
+    faces) comes released, on any CPU (fits' sign steps are float32 everywhere)."""
+    from bench.harness.cache import Cache
+    from bench.harness.plan import FIT_KINDS
+    from bench.harness.profiles import get_profile
+    from bench.harness.released import RELEASED
+    from bench.harness.runner import plan_run
+
+    index = json.loads((RELEASED / "index.json").read_text())
+    plan, _ = plan_run(get_profile("quick"), "all", "lora", "all")
+    fits = {sid for sid, s in plan.steps.items() if s.kind in FIT_KINDS}
+    assert fits and fits <= {entry["id"] for entry in index["fits"]}
+    store = Cache(RELEASED, read_only=True, kinds=FIT_KINDS)
+    for entry in index["fits"]:
+        kind, key = entry["id"].split("/")
+        assert store.load(kind, key) is not None, entry["what"]
+    assert index["made_by"]["dirty"] is False and index["made_by"]["commit"]

@@ -273,7 +273,10 @@ class Generator(nn.Module):
     paper: ClassVar[str] = ""
     licence: ClassVar[str] = ""
     configs: ClassVar[dict[str, dict]] = {}
-    # file name, wrapper key (None for a bare state dict), resolution, where to get it
+    # file name, wrapper key (None for a bare state dict), resolution, where to get it; and,
+    # where known, the released file's `bytes` and `sha256` (what `bench download` and the
+    # paper profile verify), `others` (sha256 -> which other release a file with it is) and
+    # `alternatives` (other releases' file names, accepted, unverified)
     official_checkpoint: ClassVar[dict] = {}
     optional_state_keys: ClassVar[tuple[str, ...]] = ()
     recipe_module: ClassVar[str | None] = None  # "package.module" of its training recipe, if it has one
@@ -471,7 +474,12 @@ class Generator(nn.Module):
 
     @classmethod
     def official_weights_path(cls) -> Path:
-        return weights_root() / cls.name / cls.official_checkpoint.get("file", f"{cls.name}.ckpt")
+        """Where the official checkpoint goes: its file, or the first of its accepted
+        `alternatives` (another release's name) found beside it."""
+        folder = weights_root() / cls.name
+        names = [cls.official_checkpoint.get("file", f"{cls.name}.ckpt"),
+                 *cls.official_checkpoint.get("alternatives", [])]
+        return next((folder / name for name in names if (folder / name).exists()), folder / names[0])
 
     @classmethod
     def load(cls, weights: str, resolution: int) -> "Generator":

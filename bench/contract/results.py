@@ -178,6 +178,7 @@ class RunRecord:
     selected: dict = field(default_factory=dict)  # the names the run chose, by kind
     plugins: dict = field(default_factory=dict)  # kind -> label -> identity (name, version, params)
     plugin_origins: dict = field(default_factory=dict)  # kind -> label -> distribution, entry point, paper...
+    official_weights: dict = field(default_factory=dict)  # generator -> its official checkpoint: path, state, sha256
     defense_fits: list = field(default_factory=list)
     bypass_costs: dict = field(default_factory=dict)  # label -> what the bypass declares it costs (rung...)
     fits: dict = field(default_factory=dict)  # "generator/bypass" -> the bypass fit's info
@@ -193,7 +194,7 @@ class RunRecord:
     extra: dict = field(default_factory=dict)
 
     ORDER = ("schema_version", "harness_version", "finished", "command", "git", "environment", "seed", "config",
-             "selected", "plugins", "plugin_origins", "data", "defense_fits", "bypass_costs", "fits", "plan",
+             "selected", "plugins", "plugin_origins", "official_weights", "data", "defense_fits", "bypass_costs", "fits", "plan",
              "wall_seconds", "peak_memory", "cache_hits", "metrics", "metrics_skipped", "skipped_metric_specs",
              "metric_seconds", "finished_plan")
     REQUIRED = ("config", "data", "harness_version", "seed", "git")  # what reports and boards read

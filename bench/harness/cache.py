@@ -48,23 +48,36 @@ def make_key(parts: dict) -> str:
 
 
 class Cache:
-    """Entries under `root`; `released`: a read-only store of the same layout (the fits
-    that come with bench) that entries of its kinds are read from where `root` lacks them."""
+    """Entries under `root`. `released`: a read-only store of the same layout (the fits
+    that come with bench) read where `root` lacks an entry; a read-only store serves only
+    its `kinds`, and only an entry whose manifest hashes to the key asked for."""
 
     def __init__(self, root: str | Path | None = None, enabled: bool = True, released: Cache | None = None,
-                 read_only: bool = False):
+                 read_only: bool = False, kinds: tuple[str, ...] | None = None):
         self.root = Path(root) if root is not None else default_cache_dir()
-        self.enabled, self.released, self.read_only = enabled, released, read_only
+        self.enabled, self.released, self.read_only, self.kinds = enabled, released, read_only, kinds
 
     def path(self, kind: str, key: str) -> Path:
         return self.root / kind / key[:2] / key
 
+    def serves(self, kind: str) -> bool:
+        return self.enabled and (self.kinds is None or kind in self.kinds)
+
     def manifest(self, kind: str, key: str) -> dict | None:
         """An entry's manifest (parts, info) without reading its tensors; None if absent."""
+        if not self.serves(kind):
+            return None
         try:
-            return json.loads((self.path(kind, key) / MANIFEST).read_text())
+            manifest = json.loads((self.path(kind, key) / MANIFEST).read_text())
         except (OSError, json.JSONDecodeError):
             return self.released.manifest(kind, key) if self.released is not None else None
+        return manifest if not self.read_only or self.names(manifest, key) else None
+
+    @staticmethod
+    def names(manifest: dict, key: str) -> bool:
+        """Whether a manifest is the entry of `key` (a read-only store's is checked: it was
+        copied, not written by `put`)."""
+        return manifest.get("key") == key and make_key(manifest.get("parts", {})) == key
 
     @contextlib.contextmanager
     def claim(self, kind: str, key: str):
@@ -85,7 +98,7 @@ class Cache:
 
     def load(self, kind: str, key: str) -> tuple[dict[str, torch.Tensor], dict] | None:
         """(tensors, info) of the verified entry (kind, key), or None."""
-        if not self.enabled:
+        if not self.serves(kind):
             return None
         entry = self.path(kind, key)
         manifest_path = entry / MANIFEST
@@ -93,12 +106,14 @@ class Cache:
             return self.released.load(kind, key) if self.released is not None else None
         try:
             manifest = json.loads(manifest_path.read_text())
+            if self.read_only and not self.names(manifest, key):
+                raise ValueError("its manifest is not that of its key")
             if file_sha256(entry / TENSORS) != manifest["sha256"]:
                 raise ValueError("tensor file hash does not match its manifest")
             tensors, _ = load_tensors(entry / TENSORS)
         except Exception as err:  # any damage: report, drop (unless read-only), recompute
             warnings.warn(f"{'released fit' if self.read_only else 'cache entry'} {entry} is damaged ({err}); "
-                          "recomputing", stacklevel=2)
+                          "recomputing", stacklevel=3 if self.read_only else 2)
             if not self.read_only:
                 shutil.rmtree(entry, ignore_errors=True)
             return None

@@ -186,7 +186,7 @@ def resolved_config(args) -> dict:
         raise ConfigError(f"--dataset {args.dataset} describes the layout of --data, which is missing")
     if getattr(args, "no_cache", False):
         config["cache"] = False
-    if getattr(args, "refit", False):
+    if getattr(args, "refit", False) or getattr(args, "no_cache", False):
         config["released_fits"] = False
     return check_settings(merge(config, parse_overrides(args.set)))
 
@@ -314,46 +314,22 @@ def cmd_validate(args) -> int:
 
 
 def cmd_download(args) -> int:
+    """Each file the paper profile reads: where it goes, where to get it, and whether the
+    file there is the released one (`bench.harness.downloads`); 1 where one is different."""
     from bench.contract.registry import registry
+    from bench.harness.downloads import DIFFERENT, check, generator_checkpoint, other_files
 
-    generators = registry("generators")
-    for name in args.names or generators.names():
-        cls = generators.get(name)
-        facts = cls.official_checkpoint
-        path = cls.official_weights_path()
-        print(f"{name}: {facts.get('file')} ({presence(path)}) -> {path}\n    source: {facts.get('source')}")
+    expected = [generator_checkpoint(name) for name in args.names or registry("generators").names()]
     if not args.names:
-        for name, path, source in other_paper_weights():
-            print(f"{name}: ({presence(path)}) -> {path}\n    source: {source}")
+        expected += other_files()
+    states = []
+    for item in expected:
+        finding = check(item)
+        states.append(finding.state)
+        print(f"{item.name}: {finding.state}: {finding.detail}\n    source: {item.source}")
     print("bench does not download weights itself: fetch the files from their sources and place them at the paths above "
           "(or set BENCH_WEIGHTS to the folder holding <generator>/<file>).")
-    return 0
-
-
-def presence(path: Path) -> str:
-    return "present" if path.exists() else "missing"
-
-
-def other_paper_weights() -> list[tuple[str, Path, str]]:
-    """What runs read besides the generators: the metrics' networks (FID/KID's Inception,
-    the CLIP score's ViT-B-32, the identity metrics' FaceNet), ComDefend's official weights
-    (`bypasses.comdefend.weights=official`) and MMFA's feature networks."""
-    from bench.contract.plugins import weights_root
-    from bench.toolkit import clip_score, facenet, inception
-    from bench.toolkit.features import BLIP_FOLDER, resnet50_weights_path
-
-    return [("inception (FID, KID)", inception.weights_file() or inception.expected_place(), inception.HOW_TO_GET),
-            ("clip (CLIP score)", clip_score.weights_path(),
-             "OpenAI's CLIP ViT-B/32 in open_clip's layout (open_clip_model.safetensors of "
-             "timm/vit_base_patch32_clip_224.openai, saved here as ViT-B-32-openai.safetensors) or OpenAI's own "
-             "ViT-B-32.pt; without it runs report classifier_cosine in its place"),
-            ("facenet (identity metrics)", facenet.weights_file() or facenet.expected_place(), facenet.HOW_TO_GET),
-            ("comdefend", weights_root() / "comdefend" / "enc20_0.0001.npy",
-             "jiaxiaojunQAQ/Comdefend checkpoints/enc20_0.0001.npy and dec20_0.0001.npy (same folder)"),
-            ("resnet50 (MMFA image features)", resnet50_weights_path(),
-             "torchvision ResNet50_Weights.IMAGENET1K_V1 (torch's hub cache works too)"),
-            ("blip (MMFA semantic features)", weights_root() / BLIP_FOLDER,
-             "a local copy (config.json + weights) of Salesforce/blip-image-captioning-base")]
+    return 1 if DIFFERENT in states else 0
 
 
 def add_data_options(p: argparse.ArgumentParser, data: bool = True) -> None:
@@ -399,7 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="results folder; an unfinished run of the same plan there resumes "
                                     "(default: the newest unfinished run of this plan under bench-results/, "
                                     "else bench-results/<time>)")
-    p.add_argument("--no-cache", action="store_true", help="recompute everything, store nothing")
+    p.add_argument("--no-cache", action="store_true", help="recompute everything (released fits too), store nothing")
     p.add_argument("--refit", action="store_true",
                    help="fit anew what comes released with bench (the quick profile's fits on the demo faces); "
                         "the same as --set released_fits=false")

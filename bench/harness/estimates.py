@@ -3,9 +3,10 @@ opening line and its progress bar (weighted by these estimates, so that a ten-mi
 fit moves it as much as ten minutes of cells).
 
 A step's estimate is the median time of the cached steps of its signature (kind,
-plugin, generators) on this machine; where this machine has none, the reference run's
-(`bench/released/timings.json`, made with the released fits) scaled by how much slower
-this machine runs a fixed probe than the reference machine did.
+plugin, generators, device) on this machine; where this machine has none, the reference
+run's (`timings.json` beside the released fits, the run that made them; used for runs of
+its profile and resolution) scaled by how much slower this machine runs a fixed probe
+than the reference machine did; failing both, the same by kind and plugin alone.
 """
 
 from __future__ import annotations
@@ -25,25 +26,27 @@ TIMINGS = "timings.json"
 CACHED_STEP_SECONDS = 0.05  # reading a cached value: next to nothing
 
 
-def signature(kind: str, parts: dict) -> tuple[str, str | None, str | None]:
-    """(kind, plugin, generators) of a step from its key parts: what its time depends on.
-    A cell's plugin is its scenario (transfer cells score fewer metrics)."""
+def signature(kind: str, parts: dict) -> tuple[str, str | None, str | None, str | None]:
+    """(kind, plugin, generators, device) of a step from its key parts: what its time
+    depends on. A cell's plugin is its scenario (transfer cells score fewer metrics)."""
+    device = parts.get("device")
     plugin = next((parts[p].get("name") for p in ("bypass", "defense") if isinstance(parts.get(p), dict)), None)
     if kind == "cell" and isinstance(parts.get("labels"), list):
         generator, scenario = parts["labels"][0], parts["labels"][3].split(":")[0]
-        return kind, scenario, generator
+        return kind, scenario, generator, device
     if isinstance(parts.get("generators"), list):
-        return kind, plugin, "+".join(g.get("name", "?") for g in parts["generators"] if isinstance(g, dict))
+        names = "+".join(g.get("name", "?") for g in parts["generators"] if isinstance(g, dict))
+        return kind, plugin, names, device
     generator = parts.get("generator")
-    return kind, plugin, generator.get("name") if isinstance(generator, dict) else None
+    return kind, plugin, generator.get("name") if isinstance(generator, dict) else None, device
 
 
 def medians(samples: dict[tuple, list[float]]) -> dict[tuple, float]:
     """Median seconds by full signature and by (kind, plugin)."""
     grouped: dict[tuple, list[float]] = {}
-    for (kind, plugin, generators), values in samples.items():
-        grouped.setdefault((kind, plugin, generators), []).extend(values)
-        grouped.setdefault((kind, plugin), []).extend(values)
+    for full, values in samples.items():
+        grouped.setdefault(full, []).extend(values)
+        grouped.setdefault(full[:2], []).extend(values)
     return {key: statistics.median(values) for key, values in grouped.items()}
 
 
@@ -71,8 +74,9 @@ def cached_samples(root: Path, per_kind: int = 400) -> dict[tuple, list[float]]:
 def probe_seconds(repeats: int = 3) -> float:
     """Seconds this machine takes for a fixed convolution forward and backward (the bulk
     of every step), the median of `repeats`."""
-    x = torch.randn(4, 64, 64, 64, requires_grad=True)
-    weight = torch.randn(64, 64, 3, 3, requires_grad=True)
+    with torch.random.fork_rng(devices=[]):  # the run's own random stream stays as it was
+        x = torch.randn(4, 64, 64, 64, requires_grad=True)
+        weight = torch.randn(64, 64, 3, 3, requires_grad=True)
     F.conv2d(x, weight, padding=1).square().mean().backward()  # warm-up
     times = []
     for _ in range(repeats):
@@ -86,22 +90,27 @@ def probe_seconds(repeats: int = 3) -> float:
 class Estimator:
     """Estimated seconds of steps: this machine's history first, then the reference's."""
 
-    def __init__(self, cache, reference: Path | None = None):
-        self.cache = cache
+    def __init__(self, cache, config: dict):
+        from bench.harness.released import released_folder
+
+        self.cache, self.config = cache, config
         self.local = medians(cached_samples(cache.root))
-        self.reference_file = reference
+        self.reference_file = released_folder() / TIMINGS
         self.sources: dict[str, int] = {"this machine": 0, "reference": 0, "none": 0}
 
     @functools.cached_property
     def reference(self) -> tuple[dict, float, str]:
         """The reference run's medians, this machine's slowdown against its machine, and
-        that machine's CPU ({} where there is no timings file)."""
+        that machine's CPU; nothing where there is no usable timings file, or it was made
+        with another profile or resolution."""
         try:
             timings = json.loads(self.reference_file.read_text())
-        except (OSError, AttributeError, json.JSONDecodeError):
+            if (timings["profile"], timings["resolution"]) != (self.config["profile"], self.config["resolution"]):
+                return {}, 1.0, ""
+            table = {tuple(entry["signature"]): float(entry["seconds"]) for entry in timings["steps"]}
+            return table, probe_seconds() / float(timings["probe_seconds"]), str(timings.get("cpu", ""))
+        except (OSError, ValueError, KeyError, TypeError, ZeroDivisionError):
             return {}, 1.0, ""
-        table = {tuple(entry["signature"]): entry["seconds"] for entry in timings["steps"]}
-        return table, probe_seconds() / timings["probe_seconds"], timings.get("cpu", "")
 
     def cached(self, step) -> bool:
         return self.cache.manifest(step.kind, step.key) is not None
@@ -110,13 +119,12 @@ class Estimator:
         """The step's estimate (next to nothing where the cache or a release holds it)."""
         if self.cached(step):
             return CACHED_STEP_SECONDS
-        sig = signature(step.kind, step.parts)
-        for key in (sig, sig[:2]):
+        full = signature(step.kind, step.parts)
+        for key in (full, full[:2]):
             if key in self.local:
                 self.sources["this machine"] += 1
                 return self.local[key]
-        table, slowdown, _ = self.reference
-        for key in (sig, sig[:2]):
+            table, slowdown, _ = self.reference
             if key in table:
                 self.sources["reference"] += 1
                 return table[key] * slowdown
@@ -140,9 +148,10 @@ class Estimator:
         return "; ".join(parts)
 
 
-def reference_timings(run_steps: list[dict], cache, cpu: str) -> dict:
-    """The timings file of a reference run: each signature's median over the steps the run
-    computed itself (its `run.json` step list), with this machine's probe time."""
+def reference_timings(run_steps: list[dict], cache, record: dict) -> dict:
+    """The timings file of a reference run (its `run.json` record and step list): each
+    signature's median over the steps the run computed itself, with its profile,
+    resolution and CPU, and this machine's probe time."""
     samples: dict[tuple, list[float]] = {}
     for step in run_steps:
         if step["status"] != "ran" or step["seconds"] is None:
@@ -151,6 +160,7 @@ def reference_timings(run_steps: list[dict], cache, cpu: str) -> dict:
         manifest = cache.manifest(kind, key) or {}
         samples.setdefault(signature(kind, manifest.get("parts", {})), []).append(step["seconds"])
     table = medians(samples)
-    return {"cpu": cpu, "probe_seconds": probe_seconds(),
+    return {"profile": record["config"]["profile"], "resolution": record["config"]["resolution"],
+            "cpu": record["environment"].get("cpu"), "probe_seconds": probe_seconds(),
             "steps": [{"signature": list(key), "seconds": round(seconds, 3)} for key, seconds in sorted(
                 table.items(), key=lambda item: tuple(str(part) for part in item[0]))]}

@@ -20,6 +20,7 @@ import torch
 from tqdm import tqdm
 
 from bench.contract.errors import ConfigError
+from bench.harness.estimates import CACHED_STEP_SECONDS
 from bench.harness.plan import Plan
 from bench.harness.steps import Receipt, run_step
 
@@ -29,26 +30,35 @@ WORKER_WAIT = 120  # seconds to wait for the first worker
 
 class Progress:
     """The run's bar, weighted by each step's estimated seconds (`bench.harness.estimates`;
-    a step with no estimate weighs the mean of those with one), naming the step running:
-    its time left is the estimate scaled by how fast the run has gone so far."""
+    a step with no estimate weighs the mean of the steps to compute that have one), naming
+    the step running: its time left is the estimate scaled by the run's speed so far."""
 
     def __init__(self, step_ids: list[str], estimates: dict[str, float | None] | None, desc: str):
-        known = [s for s in (estimates or {}).values() if s is not None]
-        fallback = sum(known) / len(known) if known else 1.0
-        self.weights = {sid: (estimates or {}).get(sid) or fallback for sid in step_ids}
-        total = sum(self.weights.values())
-        self.bar = tqdm(total=total, desc=desc, dynamic_ncols=True, disable=not step_ids,
-                        bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining} {postfix}")
+        estimates = estimates or {}
+        computed = [s for s in estimates.values() if s is not None and s > CACHED_STEP_SECONDS]
+        fallback = sum(computed) / len(computed) if computed else 1.0
+        self.known = {sid for sid in step_ids if estimates.get(sid) is not None}
+        self.weights = {sid: fallback if estimates.get(sid) is None else estimates[sid] for sid in step_ids}
+        self.bar = tqdm(total=sum(self.weights.values()), desc=desc, dynamic_ncols=True, disable=not step_ids,
+                        smoothing=0, bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}{postfix}")
         self.steps_left = len(step_ids)
 
     def running(self, label: str, sid: str) -> None:
         seconds = self.weights.get(sid, 0.0)
-        guess = f" (~{seconds / 60:.0f} min)" if seconds >= 90 else ""
-        self.bar.set_postfix_str(f"{self.steps_left} steps left: {label}{guess}", refresh=True)
+        guess = f" (~{seconds / 60:.0f} min)" if sid in self.known and seconds >= 90 else ""
+        self.show(f"{label}{guess}")
 
     def done(self, sid: str) -> None:
         self.steps_left -= 1
         self.bar.update(self.weights.get(sid, 0.0))
+
+    def finished(self, label: str, sid: str) -> None:
+        """A step done elsewhere (a Dask worker), named as it ends."""
+        self.done(sid)
+        self.show(f"finished {label}")
+
+    def show(self, text: str) -> None:
+        self.bar.set_postfix_str(f"{self.steps_left} steps left: {text}", refresh=True)
 
     def __enter__(self) -> Progress:
         return self
@@ -127,8 +137,7 @@ class DaskExecutor:
             with Progress(step_ids, estimates, f"run on {workers} dask workers") as bar:
                 for future in as_completed(list(futures.values())):
                     receipt = future.result()
-                    bar.running(f"finished {plan.steps[receipt.step].label}", receipt.step)
-                    bar.done(receipt.step)
+                    bar.finished(plan.steps[receipt.step].label, receipt.step)
                     yield receipt
         finally:
             client.close()

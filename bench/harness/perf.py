@@ -175,6 +175,7 @@ def small_config(config: dict, scale: float) -> tuple[dict, dict]:
     """The profile with its data, fine-tuning images and defense fits divided by `scale`;
     and, per defense label, the fit-length parameter it shrank (name, full, small)."""
     small = copy.deepcopy(config)
+    small["released_fits"] = False  # its cold run fits everything, as a first run of this size would
     for key in ("limit", "finetune_limit", "defense_fit_limit"):
         small[key] = max(2, shrunk(config[key], scale))
     lengths = {}

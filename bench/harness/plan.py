@@ -46,6 +46,7 @@ from bench.contract.results import (
 )
 from bench.contract.results import across as fitted_across
 from bench.harness.cache import make_key, tensor_digest
+from bench.harness.downloads import verified_checkpoint
 from bench.harness.inputs import (
     Split,
     load_data,
@@ -109,6 +110,7 @@ class Plan:
     defensive: list[str] = field(default_factory=list)  # bypass labels that are defensive patches
     target_names: dict = field(default_factory=dict)  # generator -> its edit targets' names
     preview: torch.Tensor | None = None  # the first evaluation images, for the run's image grids
+    official_weights: dict = field(default_factory=dict)  # generator -> its official checkpoint's check
 
     def identity(self) -> str:
         """A hash of every row-making step: equal plans write equal rows."""
@@ -245,6 +247,8 @@ class Planner:
 
     def generator(self, name: str) -> tuple[object, dict]:
         if name not in self._generators:
+            if checked := verified_checkpoint(self.config, name):  # every generator the run loads, fits included
+                self.plan.official_weights[name] = checked
             generator = load_generator(self.config, name)
             self._generators[name] = (generator, generator.identity())
             self.plan.identities[name] = self._generators[name][1]
@@ -383,7 +387,8 @@ class Planner:
 
     # --- the matrix -----------------------------------------------------------------
     def check_weights(self) -> None:
-        """Every checkpoint the run needs is found and loads before an image is read."""
+        """Every checkpoint the run needs is found (verified where it is official: `generator`)
+        and loads before an image is read."""
         for g in self.names["generators"]:
             self.generator(g)
         for kind in ("defenses", "bypasses"):

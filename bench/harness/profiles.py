@@ -129,6 +129,9 @@ QUICK = {
     "metrics": METRICS,
     "cache": True,
     "generators": {name: {"weights": "shipped"} for name in GENERATORS},
+    # official checkpoints are checked by size and SHA-256 (`bench download`): a run refuses
+    # one that is not the released file unless this is set (recorded in run.json)
+    "allow_unverified_weights": False,
     # per-plugin parameter overrides, e.g. {"disrupting": {"steps": 20}}. Sized for a CPU:
     # small perturbation generators trained a few hundred steps at lr 1e-3 (published:
     # 1e-4 for thousands of steps; PG at 1e-4 reached DSR 0.63 on StarGAN after 500
@@ -273,6 +276,7 @@ SETTINGS: dict[str, Any] = {
     "attack_precision": Literal[("auto", *ATTACK_PRECISIONS)],
     "fit_attack_precision": Literal[("auto", *ATTACK_PRECISIONS)],
     "released_fits": bool,
+    "allow_unverified_weights": bool,
     "metrics": Annotated[list[str], MinLen(1)],
     "cache": bool,
     "bypass_sets": dict[str, Annotated[list[str], MinLen(1)]],

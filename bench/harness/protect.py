@@ -88,12 +88,14 @@ def fitted_defense(config: dict, defense: str, generator: str):
     if plugin.fit_scope() is None:
         return plugin
     from bench.harness.plan import attack_precision_of, device_kind
+    from bench.harness.released import released_root
     from bench.harness.runner import cache_root, plan_run
     from bench.harness.steps import Workspace, execute
 
     plan, _ = plan_run(config, defense, NONE, generator)
+    released = released_root(config)
     ws = Workspace(config, str(cache_root(config)[0]), device_kind(config), attack_precision_of(config),
-                   attack_precision_of(config, fit=True))
+                   attack_precision_of(config, fit=True), str(released) if released else None)
     fit = next(s.task["defense_fit"] for s in plan.steps.values()
                if s.kind == "protect" and s.task["generator"] == generator and s.task["pipeline"] is None)
     execute(plan.steps[fit], ws)
@@ -230,21 +232,27 @@ def protect_photos(config: dict, defense: str, generators: str, photos: str, out
     names = resolve_names(config, defense, NONE, generators)["generators"]
     protector = Protector(config, defense, names, out, jitter)
     identity = protector.identity()
-    records = []
-    for file, name in tqdm(list(zip(files, copy_names(files))), desc="protect", unit="photo"):
-        kept = out / REPORT / "photos" / f"{name}.json"
-        record = read_kept(kept, identity, file, [protector.folders[g] / name for g in names])
-        if record is None:
-            try:
-                record = protector.one_photo(file, name)
-            except DataError as err:
-                record = {"photo": str(file), "source": source_stamp(file), "copy": name, "error": str(err),
-                          "faces": 0, "generators": {}}
-            atomic_write_json(kept, {"identity": identity, "record": record})
-        if not record["faces"]:
-            tqdm.write(f"{file}: {record.get('error', 'no face found')}; no copy written", file=sys.stderr)
-        records.append(record)
-    return write_protect_report(records, protector, defense, config, photos, out, command)
+    photos_named = list(zip(files, copy_names(files)))
+    records = {name: read_kept(out / REPORT / "photos" / f"{name}.json", identity, file,
+                               [protector.folders[g] / name for g in names]) for file, name in photos_named}
+    todo = [(file, name) for file, name in photos_named if records[name] is None]
+    kept = f" ({len(files) - len(todo)} kept from an earlier run)" if len(todo) < len(files) else ""
+    print(f"protecting {len(todo)} photos{kept} with {defense} against {', '.join(names)}; the time left shows "
+          "after the first")
+    bar = tqdm(todo, desc="protect", unit="photo", dynamic_ncols=True)
+    for file, name in bar:
+        bar.set_postfix_str(file.name)
+        try:
+            record = protector.one_photo(file, name)
+        except DataError as err:
+            record = {"photo": str(file), "source": source_stamp(file), "copy": name, "error": str(err),
+                      "faces": 0, "generators": {}}
+        atomic_write_json(out / REPORT / "photos" / f"{name}.json", {"identity": identity, "record": record})
+        records[name] = record
+    for file, name in photos_named:
+        if not records[name]["faces"]:
+            tqdm.write(f"{file}: {records[name].get('error', 'no face found')}; no copy written", file=sys.stderr)
+    return write_protect_report(list(records.values()), protector, defense, config, photos, out, command)
 
 
 def read_kept(path: Path, identity: dict, photo: Path, copies: list[Path]) -> dict | None:

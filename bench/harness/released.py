@@ -1,14 +1,14 @@
 """Fits released with bench: the quick profile's fitted states on the demo faces (each
 generator's LoRA patch, PG's and ID-Guard's generators, CMUA's perturbation, and the
-fits of the transfer and leakage scenarios), the same for every user of that recipe.
+transfer scenario's universal fits), the same for every user of that recipe.
 
 They live in `bench/released/` in the cache's own layout (`<kind>/<key[:2]>/<key>/`,
-tensors and manifest): a step whose key (the hash of its whole recipe: plugin and
-parameters, generator weights, the faces' pixels, seed, device kind, precision) names a
-released entry reads it from there, verified by its hash, instead of fitting, unless
-`released_fits` is false (`bench run --refit`). The run's own cache is unchanged: what a
-run fits itself is stored there as always. Each released manifest's `info.released`
-records the commit, command and machine that made it.
+tensors and manifest): a fit step whose key (the hash of its whole recipe: plugin and
+parameters, generator weights, the faces' pixels, seed, device kind, precision, harness
+version) names a released entry reads it from there, verified by its hash, instead of
+fitting, unless `released_fits` is false (`bench run --refit`, `--no-cache`). The run's
+own cache is unchanged: what a run fits itself is stored there as always. Each released
+manifest's `info.released` records the commit, command and machine that made it.
 
 `python -m bench.harness.released RUN_DIR [--into FOLDER]` releases the fits of a
 finished run (`results/make.sh released-fits` re-makes them all).
@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 from bench.contract.errors import BenchError
@@ -33,19 +34,22 @@ RELEASED = Path(__file__).resolve().parents[1] / "released"
 INDEX = "index.json"
 
 
-def released_root() -> Path:
+def released_folder() -> Path:
     """The released fits' folder: $BENCH_RELEASED_FITS or the package's own."""
     return Path(os.environ.get("BENCH_RELEASED_FITS", RELEASED)).expanduser()
 
 
-def released_store(config: dict) -> Cache | None:
-    return Cache(released_root(), read_only=True) if config.get("released_fits", True) else None
+def released_root(config: dict) -> Path | None:
+    """The folder a run reads released fits from, or None where it refits; resolved once
+    by the run, which hands it to every process that runs its steps."""
+    return released_folder() if config.get("released_fits", True) else None
 
 
-def open_cache(root: str | Path, config: dict) -> Cache:
-    """The cache at `root`, reading the released fits where it lacks them (unless the
-    configuration refits)."""
-    return Cache(root, released=released_store(config))
+def open_cache(root: str | Path, released: str | Path | None) -> Cache:
+    """The cache at `root`, reading the fits released in folder `released` (None: none)
+    where it lacks them."""
+    store = Cache(released, read_only=True, kinds=FIT_KINDS) if released is not None else None
+    return Cache(root, released=store)
 
 
 def is_released(info: dict) -> bool:
@@ -53,10 +57,11 @@ def is_released(info: dict) -> bool:
 
 
 def release(run_dir: Path, into: Path, allow_dirty: bool = False) -> list[dict]:
-    """Copy the fits a finished run made into `into` (replacing what it held), each
-    manifest with what made it, and the run's step timings (the estimates of machines with
-    no history); returns the index entries (also written to index.json). The run must come
-    from a committed checkout, unless `allow_dirty`."""
+    """Release the fits a finished run made itself (status "ran": on an empty cache, as
+    `--refit` does) into `into`, replacing what it held, each manifest with what made it,
+    with the run's step timings (the estimates of machines with no history of their own);
+    returns the index entries (also written to index.json). The run must come from a
+    committed checkout, unless `allow_dirty`, and this must be the machine it ran on."""
     record = read_run(run_dir)
     cache = Cache(record["plan"]["cache"])
     made_by = {"commit": record["git"]["commit"], "dirty": record["git"]["dirty"], "command": record["command"],
@@ -65,37 +70,40 @@ def release(run_dir: Path, into: Path, allow_dirty: bool = False) -> list[dict]:
     if made_by["dirty"] is not False and not allow_dirty:
         raise BenchError(f"{run_dir} was run from a checkout with uncommitted changes (or none): release fits made "
                          "by a commit")
-    if record["environment"].get("cpu") != cpu_name():
-        raise BenchError(f"{run_dir} ran on {record['environment'].get('cpu')}: release its fits on that machine, "
-                         "where its timings can be scaled by the same probe")
-    for kind in FIT_KINDS:  # the release replaces the last one whole
-        shutil.rmtree(into / kind, ignore_errors=True)
-    index = []
-    for step in record["plan"]["steps"]["list"]:
+    if made_by["cpu"] != cpu_name():
+        raise BenchError(f"{run_dir} ran on {made_by['cpu']}: release its fits on that machine, where its timings "
+                         "can be scaled by the same probe")
+    fits = [step for step in record["plan"]["steps"]["list"] if step["id"].split("/")[0] in FIT_KINDS
+            and step["status"] != "not needed"]
+    for step in fits:
         kind, key = step["id"].split("/")
-        if kind not in FIT_KINDS or step["status"] == "not needed":
-            continue
-        source = cache.path(kind, key)
-        manifest = cache.manifest(kind, key)
-        if manifest is None or cache.load(kind, key) is None:
-            raise BenchError(f"fit {step['what']} ({step['id']}) is not in the run's cache {cache.root} "
-                             "(release the fits of a run made with --refit)")
-        manifest["info"] = {**manifest["info"], "released": made_by}
-        target = Cache(into).path(kind, key)
-        shutil.rmtree(target, ignore_errors=True)
-        target.mkdir(parents=True)
-        shutil.copyfile(source / TENSORS, target / TENSORS)
-        atomic_write_json(target / MANIFEST, manifest)
-        index.append({"what": step["what"], "id": step["id"], "sha256": file_sha256(target / TENSORS),
-                      "bytes": (target / TENSORS).stat().st_size, "fit_seconds": round(step_seconds(manifest), 1)})
-    atomic_write_json(into / INDEX, {"made_by": made_by, "fits": index})
-    atomic_write_json(into / TIMINGS, reference_timings(record["plan"]["steps"]["list"], cache, made_by["cpu"]))
+        if step["status"] != "ran" or cache.load(kind, key) is None:
+            raise BenchError(f"fit {step['what']} was not made by {run_dir} itself, or is no longer in its cache "
+                             f"{cache.root}: release the fits of a run made with --refit on an empty cache")
+    into.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".release.", dir=into.parent))
+    try:
+        index = [copy_entry(cache, step, staging, made_by) for step in fits]
+        atomic_write_json(staging / INDEX, {"made_by": made_by, "fits": index})
+        atomic_write_json(staging / TIMINGS, reference_timings(record["plan"]["steps"]["list"], cache, record))
+        shutil.rmtree(into, ignore_errors=True)  # the release replaces the last one whole
+        shutil.move(str(staging), into)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return index
 
 
-def step_seconds(manifest: dict) -> float:
-    info = manifest.get("info", {})
-    return float(info.get("seconds", info.get("fit_seconds", 0.0)))
+def copy_entry(cache: Cache, step: dict, into: Path, made_by: dict) -> dict:
+    """Copy one fit's cache entry into the release folder `into`; its index entry."""
+    kind, key = step["id"].split("/")
+    manifest = cache.manifest(kind, key)
+    manifest["info"] = {**manifest["info"], "released": made_by}
+    target = Cache(into).path(kind, key)
+    target.mkdir(parents=True)
+    shutil.copyfile(cache.path(kind, key) / TENSORS, target / TENSORS)
+    atomic_write_json(target / MANIFEST, manifest)
+    return {"what": step["what"], "id": step["id"], "sha256": file_sha256(target / TENSORS),
+            "bytes": (target / TENSORS).stat().st_size, "fit_seconds": round(step["seconds"], 1)}
 
 
 def read_run(run_dir: Path) -> dict:

@@ -28,26 +28,14 @@ from pathlib import Path
 import torch
 
 from bench.contract.errors import ConfigError
-from bench.contract.io import (
-    atomic_write_json,
-    atomic_write_text,
-    save_tensors,
-    writable_folder,
-)
+from bench.contract.io import atomic_write_json, atomic_write_text, save_tensors, writable_folder
 from bench.contract.registry import registry
 from bench.contract.results import BYPASS_FIT, DEFENSE_FIT, STANDARD
 from bench.harness.cache import default_cache_dir
-from bench.harness.estimates import TIMINGS, Estimator
+from bench.harness.estimates import Estimator
 from bench.harness.executors import LocalExecutor
 from bench.harness.inputs import make_plugin, plugin_origins, usable_metrics
-from bench.harness.plan import (
-    FIT_KINDS,
-    Plan,
-    attack_precision_of,
-    build_plan,
-    device_kind,
-    resolve_names,
-)
+from bench.harness.plan import FIT_KINDS, Plan, attack_precision_of, build_plan, device_kind, resolve_names
 from bench.harness.provenance import git_state, peak_memory_mb, run_metadata
 from bench.harness.released import is_released, open_cache, released_root
 from bench.harness.results import RowLog, figure_grids
@@ -88,19 +76,22 @@ def run(config: dict, output_dir: Path, plan: Plan, skipped: dict, command: str 
     done = log.resume(plan, trust=not temporary, fresh=fresh)
     if done:
         print(f"resuming {output_dir}: the rows of {len(done)} of {len(plan.units)} cells and budgets are there")
+    released = released_root(config)
     settings = {"config": config, "cache_root": str(root), "device_kind": device_kind(config),
                 "attack_precision": attack_precision_of(config),
-                "fit_attack_precision": attack_precision_of(config, fit=True)}
+                "fit_attack_precision": attack_precision_of(config, fit=True),
+                "released": str(released) if released else None}
     receipts: dict[str, Receipt] = {}
     units_of = {}
     for unit in plan.units:
         units_of.setdefault(unit.step, []).append(unit)
     needed = plan.needed(done)
-    cache = open_cache(root, config)
-    print(released_line(plan, needed, cache), end="")
-    estimates = Estimator(cache, released_root() / TIMINGS).of(plan.steps[sid] for sid in needed)
-    print(opening_line(estimates))
     try:
+        cache = open_cache(root, released)
+        if line := released_line(plan, needed, cache):
+            print(line)
+        estimates = Estimator(cache, config).of(plan.steps[sid] for sid in needed)
+        print(opening_line(estimates))
         for receipt in executor.run(plan, needed, settings, estimates):
             receipts[receipt.step] = receipt
             for unit in units_of.get(receipt.step, []):
@@ -123,12 +114,12 @@ def finish(plan: Plan, output_dir: Path, receipts: dict, settings: dict, skipped
            started: float, executor: str) -> None:
     """Everything besides the rows: costs, provenance, fitted states, loss curves, grids."""
     config = settings["config"]
-    cache = open_cache(settings["cache_root"], config)
+    cache = open_cache(settings["cache_root"], settings["released"])
     # the environment recorded is this process's; on a cluster the steps ran on workers of
     # the plan's device kind (run.json "plan"), and this process may have no GPU
     device = resolve_device(config["device"]) if executor == "local" else torch.device("cpu")
     manifests = {sid: (cache.manifest(step.kind, step.key) or {}).get("info", {})
-                 for sid, step in plan.steps.items() if step.kind in ("fit", "defense_fit")}
+                 for sid, step in plan.steps.items() if step.kind in FIT_KINDS}
     fits, costs = fit_records(plan, manifests, receipts)
     write_jsonl(output_dir / "costs.jsonl", costs)
     export_fitted(plan, cache, output_dir, config)
@@ -138,6 +129,7 @@ def finish(plan: Plan, output_dir: Path, receipts: dict, settings: dict, skipped
     record = run_metadata(config, plan.names, plan.plugins | {"generators": {
         g: plan.identities[g] for g in plan.names["generators"]}}, device, command, git)
     record.plugin_origins = plugin_origins(config, plan.names)
+    record.official_weights = plan.official_weights
     record.data = {name: plan.identities.get(f"split:{split}")
                    for name, split in (("eval", "eval"), ("finetune", "finetune"), ("defense_fit", "defense"))}
     record.defense_fits = [defense_fit_record(plan.steps[sid], manifests[sid], receipts.get(sid))
@@ -206,31 +198,41 @@ def step_summary(plan: Plan, receipts: dict) -> dict:
     listed = []
     for sid, step in plan.steps.items():
         receipt = receipts.get(sid)
-        status = "not needed" if receipt is None else \
-            "released" if receipt.released else "cache" if receipt.cache_hit else "ran"
+        status = step_status(receipt)
         if receipt is not None:
-            counter = counts[{"cache": "from_cache"}.get(status, status)]
+            counter = counts["from_cache" if status == "cache" else status]
             counter[step.kind] = counter.get(step.kind, 0) + 1
         listed.append({"id": sid, "what": step.label, "status": status,
                        "seconds": round(receipt.seconds, 3) if receipt else None})
     return {**counts, "list": listed}
 
 
-def released_line(plan: Plan, needed: list[str], cache) -> str:
+def step_status(receipt: Receipt | None) -> str:
+    if receipt is None:
+        return "not needed"
+    if receipt.released:
+        return "released"
+    return "cache" if receipt.cache_hit else "ran"
+
+
+def released_line(plan: Plan, needed: list[str], cache) -> str | None:
     """One line naming how many fits this run reads from the release instead of fitting."""
     infos = [(cache.manifest(step.kind, step.key) or {}).get("info", {})
              for step in (plan.steps[sid] for sid in needed) if step.kind in FIT_KINDS]
     released = [info["released"] for info in infos if is_released(info)]
     if not released:
-        return ""
+        return None
     commits = sorted({(made["commit"] or "?")[:7] for made in released})
     return (f"{len(released)} fits of this recipe come released with bench (made at {', '.join(commits)}): "
-            "used instead of fitting; --refit fits them anew\n")
+            "used instead of fitting; --refit fits them anew")
 
 
 def opening_line(estimates: dict[str, float | None]) -> str:
+    """How long the run should take here, and how many steps that leaves out."""
     known = [s for s in estimates.values() if s is not None]
     unknown = len(estimates) - len(known)
+    if not known:
+        return f"{len(estimates)} steps to run or read; no estimate of their time: nothing to go by on this machine"
     more = f", plus {unknown} steps with nothing to go by" if unknown else ""
     return f"{len(estimates)} steps to run or read; expected to take about {minutes(sum(known))} on this machine{more}"
 
@@ -268,10 +270,10 @@ def describe_plan(config: dict, plan: Plan, skipped: dict, output_dir: Path | No
     those, how many are released fits), how many cells the run folder has scored, and an
     estimate of the time left (`bench.harness.estimates`)."""
     root, temporary = cache_root(config)
-    cache = open_cache(root, config)
+    cache = open_cache(root, released_root(config))
     done = RowLog(output_dir).peek(plan) if output_dir else set()
     needed = set(plan.needed(done))
-    estimator = Estimator(cache, released_root() / TIMINGS)
+    estimator = Estimator(cache, config)
     lines = [f"plan {plan.identity()}: {len(plan.units)} row-making units over {len(plan.names['generators'])} "
              f"generators, {len(plan.steps)} steps (cache {root}{', temporary' if temporary else ''})"]
     if done:

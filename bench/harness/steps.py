@@ -67,13 +67,13 @@ class Workspace:
     what it has loaded (generators, splits, recent values)."""
 
     def __init__(self, config: dict, cache_root: str, device_kind: str, attack_precision: str = "fp32",
-                 fit_attack_precision: str = "fp32"):
+                 fit_attack_precision: str = "fp32", released: str | None = None):
         self.config, self.attack_precision, self.fit_attack_precision = config, attack_precision, fit_attack_precision
         self.device = resolve_device(config["device"])
         if self.device.type != device_kind:
             raise BenchError(f"the plan was made for device {device_kind!r} but this worker has {self.device.type!r}: "
                              f"run `bench run --device {self.device.type}` (the device kind is part of every key)")
-        self.cache = open_cache(cache_root, config)
+        self.cache = open_cache(cache_root, released)
         self.amp = bool(config["amp"]) and self.device.type == "cuda"
         self._values: OrderedDict[str, tuple[dict, dict]] = OrderedDict()
         self._faces = None
@@ -396,7 +396,7 @@ def workspace(settings: dict) -> Workspace:
         _WORKSPACES.clear()
         _WORKSPACES[key] = Workspace(settings["config"], settings["cache_root"], settings["device_kind"],
                                       settings.get("attack_precision", "fp32"),
-                                      settings.get("fit_attack_precision", "fp32"))
+                                      settings.get("fit_attack_precision", "fp32"), settings.get("released"))
     return _WORKSPACES[key]
 
 

@@ -85,15 +85,21 @@ class AttGAN(Generator):
     paper = "He et al., AttGAN, IEEE TIP 2019"
     licence = "architecture after elvisyjlin/AttGAN-PyTorch (MIT); weights: see the weights file"
     configs = {
-        # 256_shortcut1_inject0_none_hq (CMUA-Watermark's setting.txt): 43,352,707 parameters
+        # 256_shortcut1_inject0_none (and _hq; CMUA-Watermark's setting.txt): 43,352,707 parameters
         "official": dict(dim=64, layers=5, max_dim=1024, shortcut_layers=1, inject_layers=0,
                          attributes=ATTRIBUTES, thres_int=0.5, test_int=1.0),
         "quick": dict(dim=24, layers=4, max_dim=1024, shortcut_layers=1, inject_layers=0,
                       attributes=ATTRIBUTES, thres_int=0.5, test_int=1.0,
                       enc_norm="instancenorm", dec_norm="instancenorm"),
     }
+    # the paper's code loads a bare weights.199.pth; the defenses' code it builds on
+    # (CMUA-Watermark) names the experiment 256_shortcut1_inject0_none (CelebA), whose file
+    # public repositories host (Git LFS pointer: size, SHA-256). The _hq experiment has the
+    # same layout, other training data and no known hash: it loads, unverified
     official_checkpoint = {"file": "weights.199.pth", "key": "G", "resolution": 256,
-                           "source": "elvisyjlin/AttGAN-PyTorch, experiment 256_shortcut1_inject0_none_hq"}
+                           "source": "elvisyjlin/AttGAN-PyTorch, experiment 256_shortcut1_inject0_none",
+                           "bytes": 173_452_774,
+                           "sha256": "05e1d4cb7fa928f2b8cbeaedd727bdc56c9fe7746b520074e018754c0b37ca33"}
 
     def __init__(self, dim: int = 64, layers: int = 5, max_dim: int = 1024, shortcut_layers: int = 1,
                  inject_layers: int = 0, attributes=ATTRIBUTES, thres_int: float = 0.5, test_int: float = 1.0,

@@ -272,8 +272,14 @@ class HiSD(Generator):
                       translators=[32] * 4, extractors=[16, 32, 64, 64, 64],
                       mappers_pre=[64, 64], mappers_post=[64, 64], tags=[HAIR_COLOUR], output="tanh"),
     }
-    official_checkpoint = {"file": "checkpoint_256_celeba-hq.pt", "key": "gen_test", "resolution": 256,
-                           "source": "imlixinyang/HiSD release (configs/celeba-hq_256.yaml)"}
+    # the paper's code (and CMUA-Watermark's) loads the training snapshot gen_00600000.pt,
+    # whose hash a hosted Git LFS pointer gives; HiSD's own release is named
+    # checkpoint_256_celeba-hq.pt (same keys, no known hash: it loads, unverified)
+    official_checkpoint = {"file": "gen_00600000.pt", "key": "gen_test", "resolution": 256,
+                           "source": "imlixinyang/HiSD, configs/celeba-hq_256.yaml, the 600,000-iteration snapshot",
+                           "bytes": 152_476_951,
+                           "sha256": "39e7b8dcf4f8eb4fc3e1a07b1334b4eb7c83611c179574e7b9c4480c3bc36a8e",
+                           "alternatives": ["checkpoint_256_celeba-hq.pt"]}
 
     def __init__(self, style_dim: int = 256, noise_dim: int = 32, encoder=(64, 128, 256),
                  decoder=(256, 128, 64), translators=(64,) * 8, extractors=(32, 64, 128, 256, 512, 512, 512),

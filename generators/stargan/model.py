@@ -70,8 +70,13 @@ class StarGAN(Generator):
         "official": dict(conv_dim=64, repeat_num=6, attributes=ATTRIBUTES),
         "quick": dict(conv_dim=32, repeat_num=3, attributes=ATTRIBUTES),
     }
+    # download.sh's two CelebA releases share name and size: the hash tells them apart
     official_checkpoint = {"file": "200000-G.ckpt", "key": None, "resolution": 256,
-                           "source": "yunjey/stargan download.sh pretrained-celeba-256x256"}
+                           "source": "yunjey/stargan download.sh pretrained-celeba-256x256",
+                           "bytes": 33_764_594,
+                           "sha256": "399a26023ec159fd3a9ddd04603bcb0fb34b647588a9e4e8acc9bf7da3774d44",
+                           "others": {"5d8ee48fa2f5232f4bc0919a9ec795409041181688a1e0f596adec754b3ddd5c":
+                                      "the 128 px release (download.sh pretrained-celeba-128x128)"}}
     # Checkpoints from PyTorch 0.4 predate this buffer; current PyTorch fills it in.
     optional_state_keys = ("num_batches_tracked",)
 

@@ -1,0 +1,80 @@
+"""Step estimates: this machine's history first, then the reference run's timings scaled
+by the probe (only for its profile and resolution); the run's bar weighted by them."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from bench.harness import estimates
+from bench.harness.cache import Cache
+from bench.harness.estimates import CACHED_STEP_SECONDS, Estimator, signature
+from bench.harness.executors import Progress
+from bench.harness.plan import Step
+
+CONFIG = {"profile": "quick", "resolution": 64}
+
+
+def fit_parts(generator: str, rank: int = 8) -> dict:
+    return {"step": "fit", "device": "cpu", "bypass": {"name": "lora", "params": {"rank": rank}},
+            "generator": {"name": generator}}
+
+
+def step(parts: dict, kind: str = "fit") -> Step:
+    from bench.harness.cache import make_key
+
+    return Step(kind, make_key(parts), parts, {}, (), "a step")
+
+
+@pytest.fixture
+def reference(tmp_path, monkeypatch):
+    folder = tmp_path / "released"
+    folder.mkdir()
+    monkeypatch.setenv("BENCH_RELEASED_FITS", str(folder))
+    monkeypatch.setattr(estimates, "probe_seconds", lambda: 2.0)  # this machine: twice as slow as the reference
+    timings = {"profile": "quick", "resolution": 64, "cpu": "the reference CPU", "probe_seconds": 1.0,
+               "steps": [{"signature": ["fit", "lora", "stargan", "cpu"], "seconds": 300.0},
+                         {"signature": ["fit", "lora"], "seconds": 200.0}]}
+    (folder / "timings.json").write_text(json.dumps(timings))
+    return folder
+
+
+def test_the_signature_names_kind_plugin_generators_and_device():
+    assert signature("fit", fit_parts("attgan")) == ("fit", "lora", "attgan", "cpu")
+    cell = {"labels": ["hisd", "pg", "none", "transfer:stargan"], "device": "cpu"}
+    assert signature("cell", cell) == ("cell", "transfer", "hisd", "cpu")
+    fit = {"defense": {"name": "cmua"}, "generators": [{"name": "attgan"}, {"name": "hisd"}], "device": "cpu"}
+    assert signature("defense_fit", fit) == ("defense_fit", "cmua", "attgan+hisd", "cpu")
+
+
+def test_this_machine_first_then_the_reference_scaled_then_by_kind_and_plugin(tmp_path, reference):
+    cache = Cache(tmp_path / "cache")
+    cache.put("fit", fit_parts("attgan", rank=4), {"value": torch.ones(1)}, {"seconds": 50.0})
+    estimator = Estimator(cache, CONFIG)
+    assert estimator.seconds(step(fit_parts("attgan"))) == 50.0  # this machine's attgan fits
+    assert estimator.seconds(step(fit_parts("stargan"))) == 600.0  # the reference's, x2
+    assert estimator.seconds(step(fit_parts("hisd"))) == 50.0  # by kind and plugin: this machine's first
+    assert estimator.seconds(step(fit_parts("attgan", rank=4))) == CACHED_STEP_SECONDS  # in the cache
+    assert estimator.seconds(step({"step": "clean", "device": "cpu"}, "clean")) is None
+    assert estimator.sources == {"this machine": 2, "reference": 1, "none": 1}
+    assert "the reference CPU" in estimator.note() and "x2.00" in estimator.note()
+
+
+def test_the_reference_serves_its_profile_and_resolution_only(tmp_path, reference):
+    paper = Estimator(Cache(tmp_path / "cache"), {"profile": "paper", "resolution": 256})
+    assert paper.seconds(step(fit_parts("stargan"))) is None
+    (reference / "timings.json").write_text("{not json")
+    assert Estimator(Cache(tmp_path / "cache"), CONFIG).seconds(step(fit_parts("stargan"))) is None
+
+
+def test_the_bar_moves_by_estimated_seconds():
+    with Progress(["a", "b", "c"], {"a": 600.0, "b": None, "c": CACHED_STEP_SECONDS}, "run") as bar:
+        assert bar.weights == {"a": 600.0, "b": 600.0, "c": CACHED_STEP_SECONDS}  # b: the mean of computed steps
+        bar.running("fit lora on stargan", "a")
+        assert "3 steps left: fit lora on stargan (~10 min)" in bar.bar.postfix
+        bar.done("a")
+        assert bar.bar.n == 600.0 and bar.steps_left == 2
+        bar.running("a step with no estimate", "b")
+        assert "(~" not in bar.bar.postfix
