@@ -141,8 +141,8 @@ class Estimator:
             parts.append(f"{self.sources['this machine']} steps from this machine's past speed")
         if self.sources["reference"]:
             _, slowdown, cpu = self.reference
-            parts.append(f"{self.sources['reference']} from the reference machine's ({cpu}) times x{slowdown:.2f}, "
-                         "this machine's measured speed")
+            parts.append(f"{self.sources['reference']} from the reference machine's times ({cpu}) x{slowdown:.2f}, "
+                         "by this machine's probe")
         if self.sources["none"]:
             parts.append(f"{self.sources['none']} steps with nothing to go by")
         return "; ".join(parts)
