@@ -3,6 +3,7 @@ imported by the tensor functions only, so that reading and reporting runs stays 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -89,6 +90,18 @@ def file_sha256(path: str | Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def file_sha256_once(path: str | Path) -> str:
+    """A file's SHA-256, computed once per process for its (path, size, time): weights
+    files run to hundreds of MB and are checked more than once."""
+    stat = Path(path).stat()
+    return _hashed(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=32)
+def _hashed(path: str, size: int, mtime_ns: int) -> str:
+    return file_sha256(path)
 
 
 def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:

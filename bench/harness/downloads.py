@@ -15,12 +15,11 @@ checkpoint's state. A file is hashed once per process (by path, size and time).
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.contract.errors import WeightsError
-from bench.contract.io import file_sha256
+from bench.contract.io import file_sha256_once
 from bench.contract.plugins import weights_root
 from bench.contract.registry import registry
 
@@ -60,20 +59,13 @@ def check(expected: Expected) -> Finding:
     size = path.stat().st_size
     if expected.sha256 is None:
         return Finding(UNVERIFIED, f"{path} ({size:,} bytes): its release publishes no hash to check it by")
-    digest = hashed(str(path.resolve()), size, path.stat().st_mtime_ns)
+    digest = file_sha256_once(path)
     if digest.startswith(expected.sha256) and expected.bytes in (None, size):
         return Finding(VERIFIED, f"{path} ({size:,} bytes, sha256 {digest[:16]}...)", digest)
     which = expected.others.get(digest, "a file of unknown origin")
     wanted = f"sha256 {expected.sha256[:16]}..." + (f", {expected.bytes:,} bytes" if expected.bytes else "")
     return Finding(DIFFERENT, f"{path}: expected {wanted}; found sha256 {digest[:16]}..., {size:,} bytes "
                               f"({which}): results will not be comparable with the paper's", digest)
-
-
-@functools.lru_cache(maxsize=32)
-def hashed(path: str, size: int, mtime_ns: int) -> str:
-    """A file's SHA-256, computed once for its (path, size, time): a plan is built more
-    than once per process (dry run, protect) and official checkpoints run to 170 MB."""
-    return file_sha256(path)
 
 
 def generator_checkpoint(name: str) -> Expected:

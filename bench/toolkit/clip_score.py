@@ -61,7 +61,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.contract.errors import WeightsError
-from bench.contract.io import file_sha256
+from bench.contract.io import file_sha256_once
 from bench.contract.plugins import weights_root
 from bench.toolkit.figures import eight_bit, to_unit
 
@@ -101,16 +101,11 @@ def file_key(path: Path) -> tuple[str, int, int]:
     return str(path.resolve()), stat.st_mtime_ns, stat.st_size
 
 
-@functools.lru_cache(maxsize=4)
-def _sha256(key: tuple[str, int, int]) -> str:
-    return file_sha256(key[0])
-
-
 def weights_sha256(path: str | Path) -> str:
     path = Path(path)
     if not path.is_file():
         raise WeightsError(missing_line())
-    return _sha256(file_key(path))
+    return file_sha256_once(path)
 
 
 def clip_network() -> nn.Module:
