@@ -148,7 +148,7 @@ class Estimator:
         return "; ".join(parts)
 
 
-def reference_timings(run_steps: list[dict], cache, record: dict) -> dict:
+def reference_timings(run_steps: list[dict], cache, record) -> dict:
     """The timings file of a reference run (its `run.json` record and step list): each
     signature's median over the steps the run computed itself, with its profile,
     resolution and CPU, and this machine's probe time."""
@@ -160,7 +160,7 @@ def reference_timings(run_steps: list[dict], cache, record: dict) -> dict:
         manifest = cache.manifest(kind, key) or {}
         samples.setdefault(signature(kind, manifest.get("parts", {})), []).append(step["seconds"])
     table = medians(samples)
-    return {"profile": record["config"]["profile"], "resolution": record["config"]["resolution"],
-            "cpu": record["environment"].get("cpu"), "probe_seconds": probe_seconds(),
+    return {"profile": record.profile, "resolution": record.config["resolution"],
+            "cpu": record.environment.get("cpu"), "probe_seconds": probe_seconds(),
             "steps": [{"signature": list(key), "seconds": round(seconds, 3)} for key, seconds in sorted(
                 table.items(), key=lambda item: tuple(str(part) for part in item[0]))]}

@@ -17,7 +17,6 @@ finished run (`results/make.sh released-fits` re-makes them all).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import tempfile
@@ -25,6 +24,7 @@ from pathlib import Path
 
 from bench.contract.errors import BenchError
 from bench.contract.io import atomic_write_json, file_sha256
+from bench.contract.results import RunRecord
 from bench.harness.cache import MANIFEST, TENSORS, Cache
 from bench.harness.estimates import TIMINGS, reference_timings
 from bench.harness.plan import FIT_KINDS
@@ -62,18 +62,20 @@ def release(run_dir: Path, into: Path, allow_dirty: bool = False) -> list[dict]:
     with the run's step timings (the estimates of machines with no history of their own);
     returns the index entries (also written to index.json). The run must come from a
     committed checkout, unless `allow_dirty`, and this must be the machine it ran on."""
-    record = read_run(run_dir)
-    cache = Cache(record["plan"]["cache"])
-    made_by = {"commit": record["git"]["commit"], "dirty": record["git"]["dirty"], "command": record["command"],
-               "finished": record["finished"], "cpu": record["environment"].get("cpu"),
-               "torch": record["environment"]["packages"].get("torch"), "plan": record["plan"]["id"]}
+    record = RunRecord.read(run_dir)
+    if record is None or record.finished is None:
+        raise BenchError(f"{run_dir} holds no finished run (no run.json, or one without its finish time)")
+    cache = Cache(record.plan["cache"])
+    made_by = {"commit": record.git["commit"], "dirty": record.git["dirty"], "command": record.command,
+               "finished": record.finished, "cpu": record.environment.get("cpu"),
+               "torch": record.environment.get("packages", {}).get("torch"), "plan": record.plan["id"]}
     if made_by["dirty"] is not False and not allow_dirty:
         raise BenchError(f"{run_dir} was run from a checkout with uncommitted changes (or none): release fits made "
                          "by a commit")
     if made_by["cpu"] != cpu_name():
         raise BenchError(f"{run_dir} ran on {made_by['cpu']}: release its fits on that machine, where its timings "
                          "can be scaled by the same probe")
-    fits = [step for step in record["plan"]["steps"]["list"] if step["id"].split("/")[0] in FIT_KINDS
+    fits = [step for step in record.plan["steps"]["list"] if step["id"].split("/")[0] in FIT_KINDS
             and step["status"] != "not needed"]
     for step in fits:
         kind, key = step["id"].split("/")
@@ -85,7 +87,7 @@ def release(run_dir: Path, into: Path, allow_dirty: bool = False) -> list[dict]:
     try:
         index = [copy_entry(cache, step, staging, made_by) for step in fits]
         atomic_write_json(staging / INDEX, {"made_by": made_by, "fits": index})
-        atomic_write_json(staging / TIMINGS, reference_timings(record["plan"]["steps"]["list"], cache, record))
+        atomic_write_json(staging / TIMINGS, reference_timings(record.plan["steps"]["list"], cache, record))
         shutil.rmtree(into, ignore_errors=True)  # the release replaces the last one whole
         shutil.move(str(staging), into)
     finally:
@@ -105,13 +107,6 @@ def copy_entry(cache: Cache, step: dict, into: Path, made_by: dict) -> dict:
     return {"what": step["what"], "id": step["id"], "sha256": file_sha256(target / TENSORS),
             "bytes": (target / TENSORS).stat().st_size, "fit_seconds": round(step["seconds"], 1)}
 
-
-def read_run(run_dir: Path) -> dict:
-    try:
-        record = json.loads((run_dir / "run.json").read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise BenchError(f"{run_dir} holds no finished run (run.json: {err})") from None
-    return record
 
 
 def main(argv: list[str] | None = None) -> int:
