@@ -9,7 +9,8 @@ expectation over transformation (EOT) inside per-image PGD, and these choices:
   one perturbation per image and target) so that rows compare like for like; 10 steps
   by default (the quick profile uses 40, see `bench/profiles.py`);
 - at every step the loss is the mean over `eot_samples` (4) draws of the channel T of
-  MSE(G(T(x + d), c), G(x, c));
+  MSE(G(T(x + d), c), G(x, c)), back-propagated one draw at a time (the same gradient,
+  with the memory of one draw's graph);
 - the channel: one distortion, its kind drawn uniformly from `transforms`, applied to
   the whole batch, then JPEG, since images shared online are always re-compressed:
   - "identity": none;
@@ -95,8 +96,8 @@ class RAW(Defense):
         p = self.params
         channel = Channel(p.transforms, p.jpeg_qualities, seed + 1)
 
-        def distortion(x_adv, c, y):
-            return sum(per_sample_mse(generator(channel(x_adv), c), y) for _ in range(p.eot_samples)) / p.eot_samples
+        def distortion(x_adv, c, y):  # the mean over draws as terms: PGD back-propagates one draw at a time
+            return (per_sample_mse(generator(channel(x_adv), c), y) / p.eot_samples for _ in range(p.eot_samples))
 
         attack = joint_pgd if p.variant == "joint" else per_target_pgd
         return attack(x, generator, conditions, seed, p, distortion)

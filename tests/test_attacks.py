@@ -105,6 +105,39 @@ def test_bf16_attack_precision_runs_the_steps_under_autocast_and_keeps_the_signs
     assert set(seen) == {torch.float32}
 
 
+def test_a_loss_given_as_terms_takes_the_steps_of_their_sum_one_graph_at_a_time(tiny_stargan):
+    """RAW's expectation over transformations: terms back-propagated one by one give the
+    very steps of the summed loss (same draws, same order), and run under the attack's
+    precision like any loss."""
+    from bench.toolkit.attacks import PGDSettings, attack_precision, joint_pgd, per_target_pgd
+
+    torch.manual_seed(0)
+    x = torch.rand(4, 3, 16, 16) * 2 - 1
+    conditions = torch.randint(0, 2, (2, 4, 5)).float()
+    settings, draws, seen = PGDSettings(steps=3), 3, []
+
+    def noisy_mse(x_adv, c, y, rng):
+        out = tiny_stargan(x_adv + 0.05 * torch.randn(x_adv.shape, generator=rng), c)
+        seen.append(out.dtype)
+        return per_sample_mse(out, y) / draws
+
+    def make(as_terms):
+        rng = torch.Generator().manual_seed(1)
+        if as_terms:
+            return lambda xa, c, y: (noisy_mse(xa, c, y, rng) for _ in range(draws))
+        return lambda xa, c, y: sum(noisy_mse(xa, c, y, rng) for _ in range(draws))
+
+    for attack in (per_target_pgd, joint_pgd):
+        summed = attack(x, tiny_stargan, conditions, 0, settings, make(as_terms=False))
+        termwise = attack(x, tiny_stargan, conditions, 0, settings, make(as_terms=True))
+        assert torch.equal(summed, termwise), attack.__name__
+        assert (termwise - x.unsqueeze(0)).abs().max() > settings.step_size  # it moved
+    seen.clear()
+    with attack_precision("bf16"):
+        per_target_pgd(x, tiny_stargan, conditions, 0, settings, make(as_terms=True))
+    assert set(seen) == {torch.bfloat16}
+
+
 def test_differentiable_jpeg_stays_float32_inside_a_bf16_attack():
     from bench.toolkit.attacks import attack_precision, sign_step_passes
     from bench.toolkit.codecs import differentiable_jpeg

@@ -3,14 +3,18 @@ fine-tuning. Images live in [-1, 1]; every step is projected to the eps-ball aro
 the clean image and to [-1, 1].
 
 The loss function returns one value per sample, so samples (image x target pairs,
-flattened into the batch) are optimised independently and in one batched pass.
+flattened into the batch) are optimised independently and in one batched pass. It may
+instead return an iterable of such per-sample terms whose sum is the loss (an expectation
+over random transformations): each term is back-propagated before the next is built, so
+memory holds one term's graph, not all of them.
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
-from collections.abc import Callable
+import itertools
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
@@ -65,11 +69,35 @@ def pgd(x: torch.Tensor, loss_fn: Callable[[torch.Tensor], torch.Tensor], eps: f
     direction = 1.0 if maximize else -1.0
     for _ in range(steps):
         x_adv.requires_grad_(True)
-        with sign_step_passes(x_adv.device):
-            loss = loss_fn(x_adv)
-        (grad,) = torch.autograd.grad(loss.float().sum(), x_adv)
+        grad = loss_gradient(loss_fn, x_adv)
         x_adv = project(x_adv.detach() + direction * step_size * grad.sign(), x, eps)
     return x_adv.detach()
+
+
+def loss_gradient(loss_fn: Callable, x_adv: torch.Tensor) -> torch.Tensor:
+    """The gradient at x_adv of the summed loss, term by term where loss_fn returns terms
+    (each term's passes under `sign_step_passes`, its graph freed before the next)."""
+    with sign_step_passes(x_adv.device):
+        terms = iter(as_terms(loss_fn(x_adv)))
+    grad = None
+    while True:
+        with sign_step_passes(x_adv.device):
+            term = next(terms, None)
+        if term is None:
+            return grad
+        (term_grad,) = torch.autograd.grad(term.float().sum(), x_adv)
+        grad = term_grad if grad is None else grad + term_grad
+
+
+def as_terms(loss: torch.Tensor | Iterable[torch.Tensor]) -> Iterable[torch.Tensor]:
+    return [loss] if isinstance(loss, torch.Tensor) else loss
+
+
+def summed(losses: list) -> torch.Tensor | Iterable[torch.Tensor]:
+    """The sum of losses: one tensor where each is one, else all their terms in turn."""
+    if all(isinstance(loss, torch.Tensor) for loss in losses):
+        return sum(losses)
+    return itertools.chain.from_iterable(as_terms(loss) for loss in losses)
 
 
 def per_sample_mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -153,7 +181,8 @@ def joint_pgd(x: torch.Tensor, generator: torch.nn.Module, conditions: torch.Ten
     def attack(xb, ib, *cb):
         with torch.no_grad():
             ys = [generator(xb, c) for c in cb]
-        return pgd(xb, lambda xa: sum(distortion(xa, c, y) for c, y in zip(cb, ys)), s.eps, s.step_size, s.steps, ib)
+        return pgd(xb, lambda xa: summed([distortion(xa, c, y) for c, y in zip(cb, ys)]), s.eps, s.step_size, s.steps,
+                   ib)
 
     protected = chunked(attack, x, x_init, *conditions.unbind(0), batch_size=max(1, s.batch_size // conditions.size(0)),
                         device=device_of(generator))
