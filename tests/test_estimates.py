@@ -47,6 +47,11 @@ def test_the_signature_names_kind_plugin_generators_and_device():
     assert signature("cell", cell) == ("cell", "transfer", "hisd", "cpu")
     fit = {"defense": {"name": "cmua"}, "generators": [{"name": "attgan"}, {"name": "hisd"}], "device": "cpu"}
     assert signature("defense_fit", fit) == ("defense_fit", "cmua", "attgan+hisd", "cpu")
+    patched = {"name": "stargan", "bypassed_by": {"bypass": {"name": "lora", "version": "1"}}}
+    behind = {"defense": {"name": "idguard"}, "generators": [{"name": "attgan"}, patched], "device": "cpu"}
+    assert signature("defense_fit", behind) == ("defense_fit", "idguard", "attgan+stargan<lora", "cpu")
+    protect = {"defense": {"name": "disrupting"}, "generator": patched, "device": "cpu"}
+    assert signature("protect", protect) == ("protect", "disrupting", "stargan<lora", "cpu")
 
 
 def test_this_machine_first_then_the_reference_scaled_then_by_kind_and_plugin(tmp_path, reference):

@@ -28,17 +28,24 @@ CACHED_STEP_SECONDS = 0.05  # reading a cached value: next to nothing
 
 def signature(kind: str, parts: dict) -> tuple[str, str | None, str | None, str | None]:
     """(kind, plugin, generators, device) of a step from its key parts: what its time
-    depends on. A cell's plugin is its scenario (transfer cells score fewer metrics)."""
+    depends on. A cell's plugin is its scenario (transfer cells score fewer metrics); a
+    generator behind a bypass (the leakage scenario's) is named with it: "stargan<lora"."""
     device = parts.get("device")
     plugin = next((parts[p].get("name") for p in ("bypass", "defense") if isinstance(parts.get(p), dict)), None)
     if kind == "cell" and isinstance(parts.get("labels"), list):
         generator, scenario = parts["labels"][0], parts["labels"][3].split(":")[0]
         return kind, scenario, generator, device
     if isinstance(parts.get("generators"), list):
-        names = "+".join(g.get("name", "?") for g in parts["generators"] if isinstance(g, dict))
-        return kind, plugin, names, device
-    generator = parts.get("generator")
-    return kind, plugin, generator.get("name") if isinstance(generator, dict) else None, device
+        return kind, plugin, "+".join(generator_name(g) or "?" for g in parts["generators"]), device
+    return kind, plugin, generator_name(parts.get("generator")), device
+
+
+def generator_name(identity) -> str | None:
+    """A generator's name in a signature, with the bypass it runs behind, if any."""
+    if not isinstance(identity, dict):
+        return None
+    behind = ((identity.get("bypassed_by") or {}).get("bypass") or {}).get("name")
+    return identity.get("name", "?") + (f"<{behind}" if behind else "")
 
 
 def medians(samples: dict[tuple, list[float]]) -> dict[tuple, float]:
