@@ -108,7 +108,6 @@ def copy_entry(cache: Cache, step: dict, into: Path, made_by: dict) -> dict:
             "bytes": (target / TENSORS).stat().st_size, "fit_seconds": round(step["seconds"], 1)}
 
 
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.harness.released", description=__doc__.split("\n\n")[0])
     parser.add_argument("run", type=Path, help="a finished run folder whose fits to release")

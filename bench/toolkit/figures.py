@@ -77,7 +77,6 @@ def save_titled_grid(columns: list[tuple[str, torch.Tensor]], path: str | Path, 
     atomic_write(path, lambda tmp: canvas.save(tmp, format="PNG"))
 
 
-
 def text_height(text: str, font) -> int:
     """The height of `text` (lines and all) drawn from the top in `font`, in pixels."""
     from PIL import Image, ImageDraw
