@@ -155,12 +155,12 @@ class Estimator:
         return "; ".join(parts)
 
 
-def reference_timings(run_steps: list[dict], cache, record) -> dict:
-    """The timings file of a reference run (its `run.json` record and step list): each
-    signature's median over the steps the run computed itself, with its profile,
-    resolution and CPU, and this machine's probe time."""
+def reference_timings(record, cache) -> dict:
+    """The timings file of a reference run (its `run.json` record): each signature's
+    median over the steps the run computed itself, with its profile, resolution and CPU,
+    and this machine's probe time."""
     samples: dict[tuple, list[float]] = {}
-    for step in run_steps:
+    for step in record.plan["steps"]["list"]:
         if step["status"] != "ran" or step["seconds"] is None:
             continue
         kind, key = step["id"].split("/")

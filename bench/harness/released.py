@@ -87,7 +87,7 @@ def release(run_dir: Path, into: Path, allow_dirty: bool = False) -> list[dict]:
     try:
         index = [copy_entry(cache, step, staging, made_by) for step in fits]
         atomic_write_json(staging / INDEX, {"made_by": made_by, "fits": index})
-        atomic_write_json(staging / TIMINGS, reference_timings(record.plan["steps"]["list"], cache, record))
+        atomic_write_json(staging / TIMINGS, reference_timings(record, cache))
         shutil.rmtree(into, ignore_errors=True)  # the release replaces the last one whole
         shutil.move(str(staging), into)
     finally:
