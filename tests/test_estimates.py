@@ -12,7 +12,7 @@ from bench.harness import estimates
 from bench.harness.cache import Cache
 from bench.harness.estimates import CACHED_STEP_SECONDS, Estimator, signature
 from bench.harness.executors import Progress
-from bench.harness.plan import Step
+from bench.harness.plan import Plan, Step
 
 CONFIG = {"profile": "quick", "resolution": 64}
 
@@ -35,23 +35,23 @@ def reference(tmp_path, monkeypatch):
     monkeypatch.setenv("BENCH_RELEASED_FITS", str(folder))
     monkeypatch.setattr(estimates, "probe_seconds", lambda: 2.0)  # this machine: twice as slow as the reference
     timings = {"profile": "quick", "resolution": 64, "cpu": "the reference CPU", "probe_seconds": 1.0,
-               "steps": [{"signature": ["fit", "lora", "stargan", "cpu"], "seconds": 300.0},
+               "steps": [{"signature": ["fit", "lora", "stargan", "cpu", None], "seconds": 300.0},
                          {"signature": ["fit", "lora"], "seconds": 200.0}]}
     (folder / "timings.json").write_text(json.dumps(timings))
     return folder
 
 
 def test_the_signature_names_kind_plugin_generators_and_device():
-    assert signature("fit", fit_parts("attgan")) == ("fit", "lora", "attgan", "cpu")
-    cell = {"labels": ["hisd", "pg", "none", "transfer:stargan"], "device": "cpu"}
-    assert signature("cell", cell) == ("cell", "transfer", "hisd", "cpu")
+    assert signature("fit", fit_parts("attgan")) == ("fit", "lora", "attgan", "cpu", None)
+    cell = {"labels": ["hisd", "pg", "jpeg", "transfer:stargan"], "device": "cpu", "metrics": {"ssim": {}, "fid": {}}}
+    assert signature("cell", cell) == ("cell", "transfer/jpeg", "hisd", "cpu", "fid+ssim")
     fit = {"defense": {"name": "cmua"}, "generators": [{"name": "attgan"}, {"name": "hisd"}], "device": "cpu"}
-    assert signature("defense_fit", fit) == ("defense_fit", "cmua", "attgan+hisd", "cpu")
+    assert signature("defense_fit", fit) == ("defense_fit", "cmua", "attgan+hisd", "cpu", None)
     patched = {"name": "stargan", "bypassed_by": {"bypass": {"name": "lora", "version": "1"}}}
     behind = {"defense": {"name": "idguard"}, "generators": [{"name": "attgan"}, patched], "device": "cpu"}
-    assert signature("defense_fit", behind) == ("defense_fit", "idguard", "attgan+stargan<lora", "cpu")
+    assert signature("defense_fit", behind) == ("defense_fit", "idguard", "attgan+stargan<lora", "cpu", None)
     protect = {"defense": {"name": "disrupting"}, "generator": patched, "device": "cpu"}
-    assert signature("protect", protect) == ("protect", "disrupting", "stargan<lora", "cpu")
+    assert signature("protect", protect) == ("protect", "disrupting", "stargan<lora", "cpu", None)
 
 
 def test_this_machine_first_then_the_reference_scaled_then_by_kind_and_plugin(tmp_path, reference):
@@ -65,6 +65,30 @@ def test_this_machine_first_then_the_reference_scaled_then_by_kind_and_plugin(tm
     assert estimator.seconds(step({"step": "clean", "device": "cpu"}, "clean")) is None
     assert estimator.sources == {"this machine": 2, "reference": 1, "none": 1}
     assert "the reference CPU" in estimator.note() and "x2.00" in estimator.note()
+
+
+def cell_parts(clean: dict, bypass: str = "none", metrics=("fid", "l2")) -> dict:
+    from bench.harness.cache import make_key
+
+    return {"step": "cell", "clean": make_key(clean), "device": "cpu", "labels": ["hisd", "pg", bypass, "standard"],
+            "metrics": {m: {"name": m} for m in metrics}}
+
+
+def test_steps_are_estimated_by_seconds_per_image_of_their_own_bypass_and_metrics(tmp_path):
+    cache = Cache(tmp_path / "cache")
+    demo, celebahq = ({"step": "clean", "device": "cpu", "images": {"n": n}} for n in (32, 256))
+    cache.put("clean", demo, {"value": torch.ones(1)}, {"seconds": 1.0})
+    for parts, seconds in ((cell_parts(demo), 16.0), (cell_parts(demo, "comdefend"), 64.0),
+                           (cell_parts(demo, metrics=("l2",)), 0.5)):
+        cache.put("cell", parts, {"value": torch.ones(1)}, {"seconds": seconds})
+    plan = Plan()
+    plan.steps["clean/x"] = step(celebahq, "clean")
+    estimator = Estimator(cache, CONFIG, plan)
+    assert estimator.seconds(step(cell_parts(celebahq), "cell")) == 128.0  # 0.5 s an image, 256 images
+    assert estimator.seconds(step(cell_parts(celebahq, "comdefend"), "cell")) == 512.0
+    assert estimator.seconds(step(cell_parts(celebahq, metrics=("l2",)), "cell")) == 4.0
+    unplanned = {"step": "clean", "device": "cpu", "images": {"n": 8}}  # neither planned nor cached
+    assert estimator.seconds(step(cell_parts(unplanned), "cell")) == 16.0  # images unknown: the median step
 
 
 def test_the_reference_serves_its_profile_and_resolution_only(tmp_path, reference):

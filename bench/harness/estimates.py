@@ -2,11 +2,13 @@
 opening line and its progress bar (weighted by these estimates, so that a ten-minute
 fit moves it as much as ten minutes of cells).
 
-A step's estimate is the median time of the cached steps of its signature (kind,
-plugin, generators, device) on this machine; where this machine has none, the reference
-run's (`timings.json` beside the released fits, the run that made them; used for runs of
-its profile and resolution) scaled by how much slower this machine runs a fixed probe
-than the reference machine did; failing both, the same by kind and plugin alone.
+A step's time is taken to grow with the images it handles: its estimate is the median
+seconds per image of the cached steps of its signature (kind, plugin, generators,
+device, and for a cell its bypass and metrics) on this machine, times its own images;
+where this machine has none, the reference run's (`timings.json` beside the released
+fits, the run that made them; used for runs of its profile and resolution) scaled by
+how much slower this machine runs a fixed probe than the reference machine did; failing
+both, the same by kind and plugin alone.
 """
 
 from __future__ import annotations
@@ -26,18 +28,31 @@ TIMINGS = "timings.json"
 CACHED_STEP_SECONDS = 0.05  # reading a cached value: next to nothing
 
 
-def signature(kind: str, parts: dict) -> tuple[str, str | None, str | None, str | None]:
-    """(kind, plugin, generators, device) of a step from its key parts: what its time
-    depends on. A cell's plugin is its scenario (transfer cells score fewer metrics); a
-    generator behind a bypass (the leakage scenario's) is named with it: "stargan<lora"."""
+def signature(kind: str, parts: dict) -> tuple:
+    """(kind, plugin, generators, device, metrics) of a step from its key parts: what its
+    time per image depends on. A cell's plugin is its scenario and bypass
+    ("standard/comdefend": purifying costs more than JPEG), and its metrics are named
+    (FID's network dwarfs the rest); a generator behind a bypass (the leakage
+    scenario's) is named with it: "stargan<lora"."""
     device = parts.get("device")
     plugin = next((parts[p].get("name") for p in ("bypass", "defense") if isinstance(parts.get(p), dict)), None)
     if kind == "cell" and isinstance(parts.get("labels"), list):
-        generator, scenario = parts["labels"][0], parts["labels"][3].split(":")[0]
-        return kind, scenario, generator, device
+        generator, _, bypass, scenario = parts["labels"]
+        metrics = "+".join(sorted(parts.get("metrics") or {}))
+        return kind, f"{scenario.split(':')[0]}/{bypass}", generator, device, metrics
     if isinstance(parts.get("generators"), list):
-        return kind, plugin, "+".join(generator_name(g) or "?" for g in parts["generators"]), device
-    return kind, plugin, generator_name(parts.get("generator")), device
+        return kind, plugin, "+".join(generator_name(g) or "?" for g in parts["generators"]), device, None
+    return kind, plugin, generator_name(parts.get("generator")), device, None
+
+
+def images_of(parts: dict, clean_parts) -> int | None:
+    """How many images a step handles: its own split's, or for a cell its clean step's
+    (`clean_parts`: a clean step's key -> its parts, None where unknown)."""
+    if "clean" in parts:
+        parts = clean_parts(parts["clean"]) or {}
+    images = parts.get("images")
+    n = images.get("n") if isinstance(images, dict) else None
+    return n if isinstance(n, int) and n > 0 else None
 
 
 def generator_name(identity) -> str | None:
@@ -48,20 +63,33 @@ def generator_name(identity) -> str | None:
     return identity.get("name", "?") + (f"<{behind}" if behind else "")
 
 
-def medians(samples: dict[tuple, list[float]]) -> dict[tuple, float]:
-    """Median seconds by full signature and by (kind, plugin)."""
-    grouped: dict[tuple, list[float]] = {}
+Sample = tuple[float, int | None]  # (seconds, images)
+
+
+def medians(samples: dict[tuple, list[Sample]]) -> dict[tuple, dict]:
+    """By full signature and by (kind, plugin): the median seconds, and the median seconds
+    per image over the samples whose images are known (None where none are)."""
+    grouped: dict[tuple, list[Sample]] = {}
     for full, values in samples.items():
         grouped.setdefault(full, []).extend(values)
         grouped.setdefault(full[:2], []).extend(values)
-    return {key: statistics.median(values) for key, values in grouped.items()}
+    return {key: {"seconds": statistics.median(s for s, _ in values),
+                  "seconds_per_image": statistics.median(per) if (per := [s / n for s, n in values if n]) else None}
+            for key, values in grouped.items()}
 
 
-def cached_samples(root: Path, per_kind: int = 400) -> dict[tuple, list[float]]:
-    """Seconds of up to `per_kind` cached steps of each kind, by signature."""
-    samples: dict[tuple, list[float]] = {}
+def scaled(entry: dict, images: int | None) -> float:
+    """An entry's estimate for a step of `images` images."""
+    if images and entry.get("seconds_per_image") is not None:
+        return entry["seconds_per_image"] * images
+    return entry["seconds"]
+
+
+def cached_samples(cache, per_kind: int = 400) -> dict[tuple, list[Sample]]:
+    """Seconds and images of up to `per_kind` cached steps of each kind, by signature."""
+    samples: dict[tuple, list[Sample]] = {}
     for kind in STEP_KINDS:
-        folder = root / kind
+        folder = cache.root / kind
         if not folder.is_dir():
             continue
         for i, path in enumerate(folder.glob("*/*/manifest.json")):
@@ -71,11 +99,16 @@ def cached_samples(root: Path, per_kind: int = 400) -> dict[tuple, list[float]]:
                 manifest = json.loads(path.read_text())
             except (OSError, json.JSONDecodeError):
                 continue
-            info = manifest.get("info", {})
+            info, parts = manifest.get("info", {}), manifest.get("parts", {})
             took = info.get("seconds", info.get("fit_seconds"))
             if took is not None and "released" not in info:
-                samples.setdefault(signature(kind, manifest.get("parts", {})), []).append(float(took))
+                images = images_of(parts, functools.partial(manifest_parts, cache, "clean"))
+                samples.setdefault(signature(kind, parts), []).append((float(took), images))
     return samples
+
+
+def manifest_parts(cache, kind: str, key: str) -> dict | None:
+    return (cache.manifest(kind, key) or {}).get("parts")
 
 
 def probe_seconds(repeats: int = 3) -> float:
@@ -95,26 +128,30 @@ def probe_seconds(repeats: int = 3) -> float:
 
 
 class Estimator:
-    """Estimated seconds of steps: this machine's history first, then the reference's."""
+    """Estimated seconds of steps: this machine's history first, then the reference's.
+    `plan`: the run's plan, whose clean steps tell its cells' images."""
 
-    def __init__(self, cache, config: dict):
+    def __init__(self, cache, config: dict, plan=None):
         from bench.harness.released import released_folder
 
         self.cache, self.config = cache, config
-        self.local = medians(cached_samples(cache.root))
+        self.clean_parts = {s.key: s.parts for s in plan.steps.values() if s.kind == "clean"} if plan else {}
+        self.local = medians(cached_samples(cache))
         self.reference_file = released_folder() / TIMINGS
         self.sources: dict[str, int] = {"this machine": 0, "reference": 0, "none": 0}
 
     @functools.cached_property
     def reference(self) -> tuple[dict, float, str]:
-        """The reference run's medians, this machine's slowdown against its machine, and
+        """The reference run's entries, this machine's slowdown against its machine, and
         that machine's CPU; nothing where there is no usable timings file, or it was made
         with another profile or resolution."""
         try:
             timings = json.loads(self.reference_file.read_text())
             if (timings["profile"], timings["resolution"]) != (self.config["profile"], self.config["resolution"]):
                 return {}, 1.0, ""
-            table = {tuple(entry["signature"]): float(entry["seconds"]) for entry in timings["steps"]}
+            table = {tuple(entry["signature"]): {"seconds": float(entry["seconds"]),
+                                                 "seconds_per_image": entry.get("seconds_per_image")}
+                     for entry in timings["steps"]}
             return table, probe_seconds() / float(timings["probe_seconds"]), str(timings.get("cpu", ""))
         except (OSError, ValueError, KeyError, TypeError, ZeroDivisionError):
             return {}, 1.0, ""
@@ -122,19 +159,22 @@ class Estimator:
     def cached(self, step) -> bool:
         return self.cache.manifest(step.kind, step.key) is not None
 
+    def images(self, step) -> int | None:
+        return images_of(step.parts, lambda key: self.clean_parts.get(key) or manifest_parts(self.cache, "clean", key))
+
     def seconds(self, step) -> float | None:
         """The step's estimate (next to nothing where the cache or a release holds it)."""
         if self.cached(step):
             return CACHED_STEP_SECONDS
-        full = signature(step.kind, step.parts)
+        full, images = signature(step.kind, step.parts), self.images(step)
         for key in (full, full[:2]):
             if key in self.local:
                 self.sources["this machine"] += 1
-                return self.local[key]
+                return scaled(self.local[key], images)
             table, slowdown, _ = self.reference
             if key in table:
                 self.sources["reference"] += 1
-                return table[key] * slowdown
+                return scaled(table[key], images) * slowdown
         self.sources["none"] += 1
         return None
 
@@ -157,17 +197,20 @@ class Estimator:
 
 def reference_timings(record, cache) -> dict:
     """The timings file of a reference run (its `run.json` record): each signature's
-    median over the steps the run computed itself, with its profile, resolution and CPU,
-    and this machine's probe time."""
-    samples: dict[tuple, list[float]] = {}
+    median seconds and seconds per image over the steps the run computed itself, with its
+    profile, resolution and CPU, and this machine's probe time."""
+    samples: dict[tuple, list[Sample]] = {}
     for step in record.plan["steps"]["list"]:
         if step["status"] != "ran" or step["seconds"] is None:
             continue
         kind, key = step["id"].split("/")
-        manifest = cache.manifest(kind, key) or {}
-        samples.setdefault(signature(kind, manifest.get("parts", {})), []).append(step["seconds"])
+        parts = manifest_parts(cache, kind, key) or {}
+        images = images_of(parts, functools.partial(manifest_parts, cache, "clean"))
+        samples.setdefault(signature(kind, parts), []).append((step["seconds"], images))
     table = medians(samples)
     return {"profile": record.profile, "resolution": record.config["resolution"],
             "cpu": record.environment.get("cpu"), "probe_seconds": probe_seconds(),
-            "steps": [{"signature": list(key), "seconds": round(seconds, 3)} for key, seconds in sorted(
-                table.items(), key=lambda item: tuple(str(part) for part in item[0]))]}
+            "steps": [{"signature": list(key), "seconds": round(entry["seconds"], 3),
+                       "seconds_per_image": None if entry["seconds_per_image"] is None
+                       else round(entry["seconds_per_image"], 5)}
+                      for key, entry in sorted(table.items(), key=lambda item: tuple(str(p) for p in item[0]))]}

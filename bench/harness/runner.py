@@ -90,7 +90,7 @@ def run(config: dict, output_dir: Path, plan: Plan, skipped: dict, command: str 
         cache = open_cache(root, released)
         if line := released_line(plan, needed, cache):
             print(line)
-        estimates = Estimator(cache, config).of(plan.steps[sid] for sid in needed)
+        estimates = Estimator(cache, config, plan).of(plan.steps[sid] for sid in needed)
         print(opening_line(estimates))
         for receipt in executor.run(plan, needed, settings, estimates):
             receipts[receipt.step] = receipt
@@ -273,7 +273,7 @@ def describe_plan(config: dict, plan: Plan, skipped: dict, output_dir: Path | No
     cache = open_cache(root, released_root(config))
     done = RowLog(output_dir).peek(plan) if output_dir else set()
     needed = set(plan.needed(done))
-    estimator = Estimator(cache, config)
+    estimator = Estimator(cache, config, plan)
     lines = [f"plan {plan.identity()}: {len(plan.units)} row-making units over {len(plan.names['generators'])} "
              f"generators, {len(plan.steps)} steps (cache {root}{', temporary' if temporary else ''})"]
     if done:
