@@ -17,7 +17,6 @@ import functools
 import json
 import statistics
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
