@@ -133,6 +133,29 @@ def test_run_metadata_keeps_the_git_state_taken_at_the_start():
     assert record.git == start and record.to_json()["git"] == start
 
 
+def test_the_git_state_names_the_changed_files(tmp_path, monkeypatch):
+    import subprocess
+
+    import bench
+    from bench.harness.provenance import git_state
+
+    def git(*args):
+        subprocess.run(["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t", *args],
+                       check=True, capture_output=True)
+
+    (tmp_path / "bench").mkdir()
+    (tmp_path / "bench" / "__init__.py").write_text("")
+    (tmp_path / "results.md").write_text("a table")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "start")
+    monkeypatch.setattr(bench, "__file__", str(tmp_path / "bench" / "__init__.py"))
+    assert git_state()["dirty"] is False and "changed" not in git_state()
+    (tmp_path / "results.md").write_text("a table made again")
+    (tmp_path / "untracked.txt").write_text("not the checkout's")
+    assert git_state()["dirty"] is True and git_state()["changed"] == ["results.md"]
+
+
 def quality_cells():
     """Benign outputs of two bypasses, and a defensive patch with and without MMFA."""
     rows = []

@@ -29,17 +29,27 @@ def cpu_name() -> str:
     return model + (" (AVX-512 BF16)" if "avx512_bf16" in info else " (no AVX-512 BF16)")
 
 
+CHANGED_LISTED = 50  # changed files named in a result; more are counted
+
+
 def git_state() -> dict:
-    """Commit and dirty flag of the checkout the bench package runs from, if any."""
+    """Commit of the checkout the bench package runs from, if any, whether tracked files
+    differ from it, and which (a run made by `results/make.sh` after another target's
+    report sees that report's tables changed: code or only results, the list tells)."""
     root = Path(bench.__file__).resolve().parent.parent
     try:
         commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
                                 text=True, timeout=5, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=5).stdout.strip() != ""
-        return {"commit": commit, "dirty": dirty}
+        status = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                                capture_output=True, text=True, timeout=5).stdout.splitlines()
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}
+    changed = [line[3:] for line in status if line.strip()]
+    state = {"commit": commit, "dirty": bool(changed)}
+    if changed:
+        state["changed"] = changed[:CHANGED_LISTED] + ([f"... {len(changed) - CHANGED_LISTED} more"]
+                                                       if len(changed) > CHANGED_LISTED else [])
+    return state
 
 
 def package_versions() -> dict:
