@@ -156,6 +156,16 @@ def test_the_git_state_names_the_changed_files(tmp_path, monkeypatch):
     assert git_state()["dirty"] is True and git_state()["changed"] == ["results.md"]
 
 
+def test_the_provenance_line_tells_a_changed_report_from_changed_code():
+    from bench.harness.reporting.report import tree_state
+
+    assert tree_state({"commit": "abc", "dirty": False}) == ""
+    assert tree_state({"commit": "abc", "dirty": True}) == " (dirty)"
+    assert tree_state({"dirty": True, "changed": ["results/a/table1.csv", "results/a/report.md"]}) == \
+        " (only results/ changed: 2 files)"
+    assert tree_state({"dirty": True, "changed": ["results/a/table1.csv", "bench/cli.py"]}) == " (dirty)"
+
+
 def quality_cells():
     """Benign outputs of two bypasses, and a defensive patch with and without MMFA."""
     rows = []

@@ -81,8 +81,18 @@ def provenance_line(records: list[RunRecord]) -> str:
     peak = first.peak_memory.get("host_rss_mb")
     git = first.git
     return (f"profile {first.profile}, seed {first.seed}, {first.evaluation['n']} evaluation images "
-            f"({first.evaluation['name']}), git {str(git['commit'])[:10]}{' (dirty)' if git['dirty'] else ''}, "
+            f"({first.evaluation['name']}), git {str(git['commit'])[:10]}{tree_state(git)}, "
             f"wall time {wall_times(records)}" + (f", peak memory {peak:.0f} MB" if peak else "") + "\n")
+
+
+def tree_state(git: dict) -> str:
+    """How the checkout differed from its commit: nothing, only results/ files, or more."""
+    if not git.get("dirty"):
+        return ""
+    changed = git.get("changed")
+    if changed and all(path.startswith("results/") for path in changed):
+        return f" (only results/ changed: {len(changed)} files)"
+    return " (dirty)"
 
 
 def wall_times(records: list[RunRecord]) -> str:
