@@ -87,6 +87,8 @@ def test_steps_are_estimated_by_seconds_per_image_of_their_own_bypass_and_metric
     assert estimator.seconds(step(cell_parts(celebahq), "cell")) == 128.0  # 0.5 s an image, 256 images
     assert estimator.seconds(step(cell_parts(celebahq, "comdefend"), "cell")) == 512.0
     assert estimator.seconds(step(cell_parts(celebahq, metrics=("l2",)), "cell")) == 4.0
+    # a bypass never seen: the median of the others with these metrics (0.5 and 2 s an image)
+    assert estimator.seconds(step(cell_parts(celebahq, "lora_r4"), "cell")) == 320.0
     unplanned = {"step": "clean", "device": "cpu", "images": {"n": 8}}  # neither planned nor cached
     assert estimator.seconds(step(cell_parts(unplanned), "cell")) == 16.0  # images unknown: the median step
 

@@ -8,7 +8,7 @@ device, and for a cell its bypass and metrics) on this machine, times its own im
 where this machine has none, the reference run's (`timings.json` beside the released
 fits, the run that made them; used for runs of its profile and resolution) scaled by
 how much slower this machine runs a fixed probe than the reference machine did; failing
-both, the same by kind and plugin alone.
+both, the same with any bypass (cells), then by kind and plugin alone.
 """
 
 from __future__ import annotations
@@ -44,6 +44,17 @@ def signature(kind: str, parts: dict) -> tuple:
     return kind, plugin, generator_name(parts.get("generator")), device, None
 
 
+def lookups(full: tuple) -> list[tuple]:
+    """The keys a step's estimate is looked up by, most specific first: its signature;
+    for a cell the same with any bypass (a bypass never seen before still costs about
+    what the others do); then kind and plugin (for a cell, its scenario)."""
+    kind, plugin = full[:2]
+    if kind != "cell":
+        return [full, full[:2]]
+    scenario = plugin.split("/")[0]
+    return [full, (kind, scenario, *full[2:]), (kind, scenario)]
+
+
 def images_of(parts: dict, clean_parts) -> int | None:
     """How many images a step handles: its own split's, or for a cell its clean step's
     (`clean_parts`: a clean step's key -> its parts, None where unknown)."""
@@ -66,12 +77,12 @@ Sample = tuple[float, int | None]  # (seconds, images)
 
 
 def medians(samples: dict[tuple, list[Sample]]) -> dict[tuple, dict]:
-    """By full signature and by (kind, plugin): the median seconds, and the median seconds
+    """By each lookup key of the signatures: the median seconds, and the median seconds
     per image over the samples whose images are known (None where none are)."""
     grouped: dict[tuple, list[Sample]] = {}
     for full, values in samples.items():
-        grouped.setdefault(full, []).extend(values)
-        grouped.setdefault(full[:2], []).extend(values)
+        for key in lookups(full):
+            grouped.setdefault(key, []).extend(values)
     return {key: {"seconds": statistics.median(s for s, _ in values),
                   "seconds_per_image": statistics.median(per) if (per := [s / n for s, n in values if n]) else None}
             for key, values in grouped.items()}
@@ -166,7 +177,7 @@ class Estimator:
         if self.cached(step):
             return CACHED_STEP_SECONDS
         full, images = signature(step.kind, step.parts), self.images(step)
-        for key in (full, full[:2]):
+        for key in lookups(full):
             if key in self.local:
                 self.sources["this machine"] += 1
                 return scaled(self.local[key], images)
