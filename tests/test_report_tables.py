@@ -85,6 +85,18 @@ def test_rank_table_and_table1_keep_their_bypasses_only():
     assert set(t1.index.get_level_values(1)) == {"no bypass", "lora"}
 
 
+def test_the_rank_table_averages_over_the_defenses_every_rank_was_scored_with():
+    from bench.harness.reporting.tables import protected_by_common_defenses
+
+    extra = pd.DataFrame([cell("stargan", "antiforgery", "lora", m, v) for m, v in (("dsr", 0.9), ("l2", 0.5),
+                                                                                    ("ssim", 0.1))])
+    cells = pd.concat([synthetic_cells(), extra])  # a run of more defenses merged with the rank sweep's
+    t6 = averaged_over_defenses(cells, ["lora_r4", "lora"]).value
+    assert t6.loc["lora", ("stargan", "DSR↓")] == pytest.approx((0.02 + 0.012) / 2)
+    assert protected_by_common_defenses(cells, ["lora_r4", "lora"])[1] == ["antiforgery"]
+    assert protected_by_common_defenses(cells, ["lora"])[1] == []
+
+
 def test_defensive_rows_are_split_by_reference():
     rows = [cell("stargan", d, "lora_warning", m, v, reference=r)
             for d in ("none", "disrupting") for m, v in (("ssim", 0.9), ("l2", 0.01))

@@ -171,6 +171,12 @@ def table6(ctx: Context) -> Table:
     return tables.averaged_over_defenses(ctx.cells, ranks) if len(ranks) > 1 else EMPTY
 
 
+def table6_note(ctx: Context, _: Table) -> str:
+    _, left_out = tables.protected_by_common_defenses(ctx.cells, ctx.bypasses("table6"))
+    note = "Mean over the defenses scored with every rank on the generator."
+    return note + (f" Left out, scored with only some ranks: {', '.join(left_out)}." if left_out else "")
+
+
 def has_leakage(ctx: Context) -> bool:
     return (scored(ctx.cells, LEAKAGE).metric == "dsr").any()
 
@@ -218,7 +224,7 @@ REPORT = [
               note=lambda ctx, t: quality_note("the marked fakes (the original generator's outputs with the warning "
                                                "mark); adversarial: mean over the run's defenses") + na_note(ctx, t)),
     TableSpec("table5", "Table V: MMFA loss in defensive LoRA patching", table5, note=table5_note),
-    TableSpec("table6", "Table VI: LoRA rank (mean over the defenses)", table6),
+    TableSpec("table6", "Table VI: LoRA rank (mean over the defenses)", table6, note=table6_note),
     TableSpec("leakage", "Fig. 5: leakage scenario, mean DSR over its defenses (the defender perturbs against the "
                          "bypassed pipeline)",
               lambda ctx: tables.leakage_comparison(ctx.cells),

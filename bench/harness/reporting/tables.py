@@ -103,10 +103,23 @@ def table3(cells: pd.DataFrame, costs: pd.DataFrame, defense: str, bypasses: lis
     return Table.of(shape)
 
 
-def averaged_over_defenses(cells: pd.DataFrame, bypasses: list[str], scenario: str = STANDARD) -> Table:
-    """Rows bypass; columns (generator, L2/SSIM/DSR) averaged over the protected cells."""
+def protected_by_common_defenses(cells: pd.DataFrame, bypasses: list[str], scenario: str = STANDARD
+                                 ) -> tuple[pd.DataFrame, list[str]]:
+    """The protected cells of the defenses scored with every one of `bypasses` on their
+    generator (a report merging runs of other defense sets compares bypasses over the
+    same defenses), and the defenses left out."""
     df = scored(cells, scenario, bypasses=bypasses)
     df = df[df.defense != NONE]
+    present = df.groupby(["generator", "bypass"]).defense.agg(frozenset)
+    common = {g: frozenset.intersection(*sets) for g, sets in present.groupby(level=0)}
+    keep = pd.Series([d in common[g] for g, d in zip(df.generator, df.defense)], index=df.index, dtype=bool)
+    return df[keep], sorted(set(df.defense[~keep]))
+
+
+def averaged_over_defenses(cells: pd.DataFrame, bypasses: list[str], scenario: str = STANDARD) -> Table:
+    """Rows bypass; columns (generator, L2/SSIM/DSR) averaged over the protected cells of
+    the defenses scored with every bypass."""
+    df, _ = protected_by_common_defenses(cells, bypasses, scenario)
     if df.empty:
         return EMPTY
     df = estimates(df, ["bypass", "generator", "metric"], "mean")
