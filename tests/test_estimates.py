@@ -93,6 +93,21 @@ def test_steps_are_estimated_by_seconds_per_image_of_their_own_bypass_and_metric
     assert estimator.seconds(step(cell_parts(unplanned), "cell")) == 16.0  # images unknown: the median step
 
 
+def test_a_fit_counts_its_faces_and_epochs(tmp_path):
+    from bench.harness.estimates import images_of
+
+    def fit(epochs, faces=None):
+        return {"bypass": {"name": "lora", "params": {"epochs": epochs, "faces": faces}}, "images": {"n": 256}}
+
+    assert images_of(fit(4), None) == 1024
+    assert images_of(fit(4, faces=8), None) == 32  # the cost ladder's patch on 8 of the split's faces
+    assert images_of({"defense": {"name": "pg", "params": {}}, "images": {"n": 128}}, None) == 128
+    cache = Cache(tmp_path / "cache")
+    cache.put("fit", {**fit_parts("hisd"), **fit(4)}, {"value": torch.ones(1)}, {"seconds": 400.0})
+    warning = {**fit_parts("hisd"), **fit(5)}  # a defensive patch: five epochs
+    assert Estimator(cache, CONFIG).seconds(step(warning)) == 500.0
+
+
 def test_the_reference_serves_its_profile_and_resolution_only(tmp_path, reference):
     paper = Estimator(Cache(tmp_path / "cache"), {"profile": "paper", "resolution": 256})
     assert paper.seconds(step(fit_parts("stargan"))) is None

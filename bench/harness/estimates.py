@@ -2,13 +2,14 @@
 opening line and its progress bar (weighted by these estimates, so that a ten-minute
 fit moves it as much as ten minutes of cells).
 
-A step's time is taken to grow with the images it handles: its estimate is the median
-seconds per image of the cached steps of its signature (kind, plugin, generators,
-device, and for a cell its bypass and metrics) on this machine, times its own images;
-where this machine has none, the reference run's (`timings.json` beside the released
-fits, the run that made them; used for runs of its profile and resolution) scaled by
-how much slower this machine runs a fixed probe than the reference machine did; failing
-both, the same with any bypass (cells), then by kind and plugin alone.
+A step's time is taken to grow with the images it handles (a fit: the faces it uses
+times its epochs): its estimate is the median seconds per image of the cached steps of
+its signature (kind, plugin, generators, device, and for a cell its bypass and metrics)
+on this machine, times its own images; where this machine has none, the reference run's
+(`timings.json` beside the released fits, the run that made them; used for runs of its
+profile and resolution) scaled by how much slower this machine runs a fixed probe than
+the reference machine did; failing both, the same with any bypass (cells), then by kind
+and plugin alone.
 """
 
 from __future__ import annotations
@@ -56,13 +57,22 @@ def lookups(full: tuple) -> list[tuple]:
 
 
 def images_of(parts: dict, clean_parts) -> int | None:
-    """How many images a step handles: its own split's, or for a cell its clean step's
-    (`clean_parts`: a clean step's key -> its parts, None where unknown)."""
+    """How many images a step handles, counted once per pass over them: its own split's
+    (a plugin's `faces` setting may take fewer of it; its `epochs`, that many passes),
+    or for a cell its clean step's (`clean_parts`: a clean step's key -> its parts, None
+    where unknown)."""
     if "clean" in parts:
         parts = clean_parts(parts["clean"]) or {}
     images = parts.get("images")
     n = images.get("n") if isinstance(images, dict) else None
-    return n if isinstance(n, int) and n > 0 else None
+    if not (isinstance(n, int) and n > 0):
+        return None
+    for plugin in ("bypass", "defense"):
+        params = (parts.get(plugin) or {}).get("params") if isinstance(parts.get(plugin), dict) else None
+        faces, epochs = (params.get("faces"), params.get("epochs")) if isinstance(params, dict) else (None, None)
+        n = min(n, faces) if isinstance(faces, int) and faces > 0 else n
+        n = n * epochs if isinstance(epochs, int) and epochs > 0 else n
+    return n
 
 
 def generator_name(identity) -> str | None:
