@@ -108,6 +108,7 @@ def scaled(entry: dict, images: int | None) -> float:
 def cached_samples(cache, per_kind: int = 400) -> dict[tuple, list[Sample]]:
     """Seconds and images of up to `per_kind` cached steps of each kind, by signature."""
     samples: dict[tuple, list[Sample]] = {}
+    clean_parts = functools.lru_cache(maxsize=None)(functools.partial(manifest_parts, cache, "clean"))  # shared by cells
     for kind in STEP_KINDS:
         folder = cache.root / kind
         if not folder.is_dir():
@@ -122,7 +123,7 @@ def cached_samples(cache, per_kind: int = 400) -> dict[tuple, list[Sample]]:
             info, parts = manifest.get("info", {}), manifest.get("parts", {})
             took = info.get("seconds", info.get("fit_seconds"))
             if took is not None and "released" not in info:
-                images = images_of(parts, functools.partial(manifest_parts, cache, "clean"))
+                images = images_of(parts, clean_parts)
                 samples.setdefault(signature(kind, parts), []).append((float(took), images))
     return samples
 
