@@ -181,3 +181,27 @@ def test_a_sign_step_precision_other_than_fp32_enters_the_keys_and_a_wrong_one_i
     assert attack_precision_of({**config, "attack_precision": "auto"}) in ("fp32", "bf16")
     with pytest.raises(ConfigError, match="attack_precision"):
         attack_precision_of({**config, "attack_precision": "fp16"})
+
+
+def test_protected_cells_score_fid_and_kid_only_where_the_reports_read_them(tmp_path, tiny_stargan_file):
+    from bench.harness.cli import build_parser, resolved_config
+    from bench.harness.runner import plan_run
+
+    selection = ["--defenses", "disrupting", "--bypass", "none,jpeg,lora_warning", "--generators", "stargan"]
+    base = [*ci_args(tmp_path, tiny_stargan_file, tmp_path / "out", selection), "--set",
+            'metrics=["l2","dsr","fid","kid"]', "--set", 'scenarios=["standard"]']
+
+    def scored(*extra) -> dict:
+        args = build_parser().parse_args([*base, *extra])
+        plan, skipped = plan_run(resolved_config(args), args.defenses, args.bypass, args.generators)
+        if {"fid", "kid"} & set(skipped):
+            pytest.skip("the Inception weights for FID and KID are not installed")
+        return {(s.task["defense"], s.task["bypass"]): set(s.task["metrics"])
+                for s in plan.steps.values() if s.kind == "cell"}
+
+    everything = {"l2", "dsr", "fid", "kid"}
+    default = scored()
+    assert default[("none", "jpeg")] == everything  # a bypass's benign outputs: Table II
+    assert default[("disrupting", "lora_warning")] == everything  # a defensive patch's: Table IV
+    assert default[("disrupting", "jpeg")] == default[("disrupting", "none")] == {"l2", "dsr"}
+    assert all(m == everything for m in scored("--set", "set_metrics_on_protected=true").values())

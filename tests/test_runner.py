@@ -129,7 +129,8 @@ def test_set_and_no_reference_metrics_give_one_row_per_cell(tmp_path, tiny_starg
     monkeypatch.setattr(fid, "set_features", pooled_pixels)
     monkeypatch.setenv("BENCH_WEIGHTS", str(tmp_path / "no-weights"))
     out = tmp_path / "run"
-    assert run_cli(tmp_path, tiny_stargan_file, out, ["--set", f"metrics={QUALITY}"]) == 0
+    assert run_cli(tmp_path, tiny_stargan_file, out, ["--set", f"metrics={QUALITY}",
+                                                      "--set", "set_metrics_on_protected=true"]) == 0
     rows = read_rows(out)
     for metric in ("fid", "kid", "brisque", "classifier_cosine"):
         cells = [r for r in rows if r["metric"] == metric]
@@ -155,7 +156,8 @@ def test_set_and_no_reference_metrics_give_one_row_per_cell(tmp_path, tiny_starg
 
     computed = []  # a second run reads the set metrics' values from the cache
     monkeypatch.setattr(fid, "set_features", lambda images, device="cpu": computed.append(1) or pooled_pixels(images))
-    assert run_cli(tmp_path, tiny_stargan_file, tmp_path / "again", ["--set", f"metrics={QUALITY}"]) == 0
+    assert run_cli(tmp_path, tiny_stargan_file, tmp_path / "again", ["--set", f"metrics={QUALITY}",
+                                                                    "--set", "set_metrics_on_protected=true"]) == 0
     again = {(r["defense"], r["bypass"], r["scenario"]): r["value"] for r in read_rows(tmp_path / "again")
              if r["metric"] == "fid"}
     assert not computed and again == {(r["defense"], r["bypass"], r["scenario"]): r["value"] for r in rows

@@ -385,6 +385,16 @@ class Planner:
         self.plan.units.append(Unit(Cell(g, d, label, scenario), sid))
         return sid
 
+    def protected_metrics(self, bypass: str) -> list[str] | None:
+        """What a protected cell under `bypass` scores (None: the run's metrics). Set
+        metrics (FID, KID) compare the outputs as a distribution, which the reports read
+        on a defensive patch's protected outputs (Table IV) and on no other bypass's: those
+        are left out unless `set_metrics_on_protected` asks for them."""
+        if self.config["set_metrics_on_protected"] or bypass in self.plan.defensive:
+            return None
+        kept = [m for m in self.plan.metrics if self.metric_identities[m]["kind"] != "set"]
+        return None if kept == self.plan.metrics else kept
+
     # --- the matrix -----------------------------------------------------------------
     def check_weights(self) -> None:
         """Every checkpoint the run needs is found (verified where it is official: `generator`)
@@ -410,10 +420,10 @@ class Planner:
             for d in names["defenses"]:
                 protect = self.protect(g, d, None)
                 for label in names["bypasses"]:
-                    self.cell(g, d, label, STANDARD, protect)
+                    self.cell(g, d, label, STANDARD, protect, self.protected_metrics(label))
             for label in plan.names["leakage_bypasses"]:
                 for d in plan.names["leakage_defenses"]:
-                    self.cell(g, d, label, LEAKAGE, self.protect(g, d, label))
+                    self.cell(g, d, label, LEAKAGE, self.protect(g, d, label), self.protected_metrics(label))
         if TRANSFER in self.config["scenarios"]:
             for g in names["generators"]:  # after every standard protect step: they are reused
                 for d in names["defenses"]:
