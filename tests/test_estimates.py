@@ -34,7 +34,8 @@ def reference(tmp_path, monkeypatch):
     folder.mkdir()
     monkeypatch.setenv("BENCH_RELEASED_FITS", str(folder))
     monkeypatch.setattr(estimates, "probe_seconds", lambda: 2.0)  # this machine: twice as slow as the reference
-    timings = {"profile": "quick", "resolution": 64, "cpu": "the reference CPU", "probe_seconds": 1.0,
+    timings = {"profile": "quick", "resolution": 64, "unit": estimates.UNIT, "cpu": "the reference CPU",
+               "probe_seconds": 1.0,
                "steps": [{"signature": ["fit", "lora", "stargan", "cpu", None], "seconds": 300.0},
                          {"signature": ["fit", "lora"], "seconds": 200.0}]}
     (folder / "timings.json").write_text(json.dumps(timings))
@@ -74,7 +75,7 @@ def cell_parts(clean: dict, bypass: str = "none", metrics=("fid", "l2")) -> dict
             "metrics": {m: {"name": m} for m in metrics}}
 
 
-def test_steps_are_estimated_by_seconds_per_image_of_their_own_bypass_and_metrics(tmp_path):
+def test_steps_are_estimated_by_seconds_per_pass_of_their_own_bypass_and_metrics(tmp_path):
     cache = Cache(tmp_path / "cache")
     demo, celebahq = ({"step": "clean", "device": "cpu", "images": {"n": n}} for n in (32, 256))
     cache.put("clean", demo, {"value": torch.ones(1)}, {"seconds": 1.0})
@@ -93,19 +94,41 @@ def test_steps_are_estimated_by_seconds_per_image_of_their_own_bypass_and_metric
     assert estimator.seconds(step(cell_parts(unplanned), "cell")) == 16.0  # images unknown: the median step
 
 
-def test_a_fit_counts_its_faces_and_epochs(tmp_path):
-    from bench.harness.estimates import images_of
+def test_a_cell_of_metrics_never_scored_in_its_scenario_goes_by_the_same_metrics_elsewhere(tmp_path):
+    cache = Cache(tmp_path / "cache")
+    clean = {"step": "clean", "device": "cpu", "images": {"n": 32}}
+    cache.put("clean", clean, {"value": torch.ones(1)}, {"seconds": 1.0})
+    transfer = {**cell_parts(clean, metrics=("l2",)), "labels": ["hisd", "pg", "none", "transfer:stargan"]}
+    cache.put("cell", transfer, {"value": torch.ones(1)}, {"seconds": 2.0})
+    cache.put("cell", cell_parts(clean, metrics=("fid", "l2")), {"value": torch.ones(1)}, {"seconds": 60.0})
+    estimator = Estimator(cache, CONFIG)
+    assert estimator.seconds(step(cell_parts(clean, "jpeg", metrics=("l2",)), "cell")) == 2.0  # not FID's 60 s
+    assert estimator.seconds(step(cell_parts(clean, "jpeg", metrics=("ssim",)), "cell")) == 60.0  # the scenario's
+
+
+def test_a_step_counts_its_faces_and_the_repeats_its_settings_ask(tmp_path):
+    from bench.harness.estimates import image_passes
 
     def fit(epochs, faces=None):
         return {"bypass": {"name": "lora", "params": {"epochs": epochs, "faces": faces}}, "images": {"n": 256}}
 
-    assert images_of(fit(4), None) == 1024
-    assert images_of(fit(4, faces=8), None) == 32  # the cost ladder's patch on 8 of the split's faces
-    assert images_of({"defense": {"name": "pg", "params": {}}, "images": {"n": 128}}, None) == 128
+    def protect(steps, eot_samples=None):
+        params = {"steps": steps, "eps": 0.05} | ({"eot_samples": eot_samples} if eot_samples else {})
+        return {"step": "protect", "device": "cpu", "defense": {"name": "raw", "params": params},
+                "generator": {"name": "stargan"}, "images": {"n": 32}}
+
+    assert image_passes(fit(4), None) == 1024
+    assert image_passes(fit(4, faces=8), None) == 32  # the cost ladder's patch on 8 of the split's faces
+    assert image_passes({"defense": {"name": "pg", "params": {}}, "images": {"n": 128}}, None) == 128
+    assert image_passes({"defense": {"name": "pg", "params": {"iterations": 400}}, "images": {"n": 128}}, None) == 51200
+    assert image_passes(protect(40, eot_samples=4), None) == 5120
     cache = Cache(tmp_path / "cache")
     cache.put("fit", {**fit_parts("hisd"), **fit(4)}, {"value": torch.ones(1)}, {"seconds": 400.0})
     warning = {**fit_parts("hisd"), **fit(5)}  # a defensive patch: five epochs
     assert Estimator(cache, CONFIG).seconds(step(warning)) == 500.0
+    cache.put("protect", protect(40, eot_samples=4), {"value": torch.ones(1)}, {"seconds": 600.0})
+    assert Estimator(cache, CONFIG).seconds(step(protect(10, eot_samples=4), "protect")) == 150.0
+    assert Estimator(cache, CONFIG).seconds(step(protect(40, eot_samples=2), "protect")) == 300.0
 
 
 def test_the_reference_serves_its_profile_and_resolution_only(tmp_path, reference):

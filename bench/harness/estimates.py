@@ -2,14 +2,16 @@
 opening line and its progress bar (weighted by these estimates, so that a ten-minute
 fit moves it as much as ten minutes of cells).
 
-A step's time is taken to grow with the images it handles (a fit: the faces it uses
-times its epochs): its estimate is the median seconds per image of the cached steps of
-its signature (kind, plugin, generators, device, and for a cell its bypass and metrics)
-on this machine, times its own images; where this machine has none, the reference run's
-(`timings.json` beside the released fits, the run that made them; used for runs of its
-profile and resolution) scaled by how much slower this machine runs a fixed probe than
-the reference machine did; failing both, the same with any bypass (cells), then by kind
-and plugin alone.
+A step's time is taken to grow with its passes over images: the images it handles times
+the repeats its plugin's settings ask of each (a fit: the faces it uses times its epochs;
+a PGD defense: its steps times its draws over random transforms). Its estimate is the
+median seconds per image pass of the cached steps of its signature (kind, plugin,
+generators, device, and for a cell its bypass and metrics) on this machine, times its own
+image passes; where this machine has none, the reference run's (`timings.json` beside
+the released fits, the run that made them; used for runs of its profile and resolution)
+scaled by how much slower this machine runs a fixed probe than the reference machine
+did; failing both, a cell's with any bypass, then with its metrics in any scenario, then
+by kind and plugin (for a cell, its scenario) alone.
 """
 
 from __future__ import annotations
@@ -25,12 +27,16 @@ import torch.nn.functional as F
 from bench.harness.plan import STEP_KINDS
 
 TIMINGS = "timings.json"
+UNIT = "image pass"  # what a timings file's seconds_per_pass are counted in: one image by one repeat
+# the settings that repeat a step's work over every image: fine-tuning epochs, PGD steps,
+# a generator's training iterations, draws of an expectation over random transforms
+REPEATS = ("epochs", "steps", "iterations", "eot_samples")
 CACHED_STEP_SECONDS = 0.05  # reading a cached value: next to nothing
 
 
 def signature(kind: str, parts: dict) -> tuple:
     """(kind, plugin, generators, device, metrics) of a step from its key parts: what its
-    time per image depends on. A cell's plugin is its scenario and bypass
+    time per image pass depends on. A cell's plugin is its scenario and bypass
     ("standard/comdefend": purifying costs more than JPEG), and its metrics are named
     (FID's network dwarfs the rest); a generator behind a bypass (the leakage
     scenario's) is named with it: "stargan<lora"."""
@@ -48,19 +54,20 @@ def signature(kind: str, parts: dict) -> tuple:
 def lookups(full: tuple) -> list[tuple]:
     """The keys a step's estimate is looked up by, most specific first: its signature;
     for a cell the same with any bypass (a bypass never seen before still costs about
-    what the others do); then kind and plugin (for a cell, its scenario)."""
+    what the others do), then its metrics in any scenario (FID's network or none of it
+    matters more than the scenario); then kind and plugin (for a cell, its scenario)."""
     kind, plugin = full[:2]
     if kind != "cell":
         return [full, full[:2]]
     scenario = plugin.split("/")[0]
-    return [full, (kind, scenario, *full[2:]), (kind, scenario)]
+    return [full, (kind, scenario, *full[2:]), (kind, "*", *full[2:]), (kind, scenario)]
 
 
-def images_of(parts: dict, clean_parts) -> int | None:
-    """How many images a step handles, counted once per pass over them: its own split's
-    (a plugin's `faces` setting may take fewer of it; its `epochs`, that many passes),
-    or for a cell its clean step's (`clean_parts`: a clean step's key -> its parts, None
-    where unknown)."""
+def image_passes(parts: dict, clean_parts) -> int | None:
+    """How many image passes a step makes: the images of its own split (a plugin's
+    `faces` setting may take fewer of them) times the `REPEATS` its plugin's settings
+    ask of each, or for a cell its clean step's images (`clean_parts`: a clean step's
+    key -> its parts, None where unknown)."""
     if "clean" in parts:
         parts = clean_parts(parts["clean"]) or {}
     images = parts.get("images")
@@ -69,9 +76,13 @@ def images_of(parts: dict, clean_parts) -> int | None:
         return None
     for plugin in ("bypass", "defense"):
         params = (parts.get(plugin) or {}).get("params") if isinstance(parts.get(plugin), dict) else None
-        faces, epochs = (params.get("faces"), params.get("epochs")) if isinstance(params, dict) else (None, None)
+        if not isinstance(params, dict):
+            continue
+        faces = params.get("faces")
         n = min(n, faces) if isinstance(faces, int) and faces > 0 else n
-        n = n * epochs if isinstance(epochs, int) and epochs > 0 else n
+        for repeat in REPEATS:
+            times = params.get(repeat)
+            n = n * times if isinstance(times, int) and times > 0 else n
     return n
 
 
@@ -83,30 +94,30 @@ def generator_name(identity) -> str | None:
     return identity.get("name", "?") + (f"<{behind}" if behind else "")
 
 
-Sample = tuple[float, int | None]  # (seconds, images)
+Sample = tuple[float, int | None]  # (seconds, image passes)
 
 
 def medians(samples: dict[tuple, list[Sample]]) -> dict[tuple, dict]:
     """By each lookup key of the signatures: the median seconds, and the median seconds
-    per image over the samples whose images are known (None where none are)."""
+    per image pass over the samples whose passes are known (None where none are)."""
     grouped: dict[tuple, list[Sample]] = {}
     for full, values in samples.items():
         for key in lookups(full):
             grouped.setdefault(key, []).extend(values)
     return {key: {"seconds": statistics.median(s for s, _ in values),
-                  "seconds_per_image": statistics.median(per) if (per := [s / n for s, n in values if n]) else None}
+                  "seconds_per_pass": statistics.median(per) if (per := [s / n for s, n in values if n]) else None}
             for key, values in grouped.items()}
 
 
-def scaled(entry: dict, images: int | None) -> float:
-    """An entry's estimate for a step of `images` images."""
-    if images and entry.get("seconds_per_image") is not None:
-        return entry["seconds_per_image"] * images
+def scaled(entry: dict, passes: int | None) -> float:
+    """An entry's estimate for a step of `passes` image passes."""
+    if passes and entry.get("seconds_per_pass") is not None:
+        return entry["seconds_per_pass"] * passes
     return entry["seconds"]
 
 
 def cached_samples(cache, per_kind: int = 400) -> dict[tuple, list[Sample]]:
-    """Seconds and images of up to `per_kind` cached steps of each kind, by signature."""
+    """Seconds and image passes of up to `per_kind` cached steps of each kind, by signature."""
     samples: dict[tuple, list[Sample]] = {}
     clean_parts = functools.lru_cache(maxsize=None)(functools.partial(manifest_parts, cache, "clean"))  # shared by cells
     for kind in STEP_KINDS:
@@ -123,8 +134,7 @@ def cached_samples(cache, per_kind: int = 400) -> dict[tuple, list[Sample]]:
             info, parts = manifest.get("info", {}), manifest.get("parts", {})
             took = info.get("seconds", info.get("fit_seconds"))
             if took is not None and "released" not in info:
-                images = images_of(parts, clean_parts)
-                samples.setdefault(signature(kind, parts), []).append((float(took), images))
+                samples.setdefault(signature(kind, parts), []).append((float(took), image_passes(parts, clean_parts)))
     return samples
 
 
@@ -168,10 +178,11 @@ class Estimator:
         with another profile or resolution."""
         try:
             timings = json.loads(self.reference_file.read_text())
-            if (timings["profile"], timings["resolution"]) != (self.config["profile"], self.config["resolution"]):
+            if (timings["profile"], timings["resolution"], timings.get("unit")) != \
+                    (self.config["profile"], self.config["resolution"], UNIT):
                 return {}, 1.0, ""
             table = {tuple(entry["signature"]): {"seconds": float(entry["seconds"]),
-                                                 "seconds_per_image": entry.get("seconds_per_image")}
+                                                 "seconds_per_pass": entry.get("seconds_per_pass")}
                      for entry in timings["steps"]}
             return table, probe_seconds() / float(timings["probe_seconds"]), str(timings.get("cpu", ""))
         except (OSError, ValueError, KeyError, TypeError, ZeroDivisionError):
@@ -180,22 +191,25 @@ class Estimator:
     def cached(self, step) -> bool:
         return self.cache.manifest(step.kind, step.key) is not None
 
-    def images(self, step) -> int | None:
-        return images_of(step.parts, lambda key: self.clean_parts.get(key) or manifest_parts(self.cache, "clean", key))
+    def passes(self, step) -> int | None:
+        def clean_parts(key):
+            return self.clean_parts.get(key) or manifest_parts(self.cache, "clean", key)
+
+        return image_passes(step.parts, clean_parts)
 
     def seconds(self, step) -> float | None:
         """The step's estimate (next to nothing where the cache or a release holds it)."""
         if self.cached(step):
             return CACHED_STEP_SECONDS
-        full, images = signature(step.kind, step.parts), self.images(step)
+        full, passes = signature(step.kind, step.parts), self.passes(step)
         for key in lookups(full):
             if key in self.local:
                 self.sources["this machine"] += 1
-                return scaled(self.local[key], images)
+                return scaled(self.local[key], passes)
             table, slowdown, _ = self.reference
             if key in table:
                 self.sources["reference"] += 1
-                return scaled(table[key], images) * slowdown
+                return scaled(table[key], passes) * slowdown
         self.sources["none"] += 1
         return None
 
@@ -218,20 +232,20 @@ class Estimator:
 
 def reference_timings(record, cache) -> dict:
     """The timings file of a reference run (its `run.json` record): each signature's
-    median seconds and seconds per image over the steps the run computed itself, with its
-    profile, resolution and CPU, and this machine's probe time."""
+    median seconds and seconds per image pass over the steps the run computed itself,
+    with its profile, resolution, unit and CPU, and this machine's probe time."""
     samples: dict[tuple, list[Sample]] = {}
     for step in record.plan["steps"]["list"]:
         if step["status"] != "ran" or step["seconds"] is None:
             continue
         kind, key = step["id"].split("/")
         parts = manifest_parts(cache, kind, key) or {}
-        images = images_of(parts, functools.partial(manifest_parts, cache, "clean"))
-        samples.setdefault(signature(kind, parts), []).append((step["seconds"], images))
+        passes = image_passes(parts, functools.partial(manifest_parts, cache, "clean"))
+        samples.setdefault(signature(kind, parts), []).append((step["seconds"], passes))
     table = medians(samples)
-    return {"profile": record.profile, "resolution": record.config["resolution"],
+    return {"profile": record.profile, "resolution": record.config["resolution"], "unit": UNIT,
             "cpu": record.environment.get("cpu"), "probe_seconds": probe_seconds(),
             "steps": [{"signature": list(key), "seconds": round(entry["seconds"], 3),
-                       "seconds_per_image": None if entry["seconds_per_image"] is None
-                       else round(entry["seconds_per_image"], 5)}
+                       "seconds_per_pass": None if entry["seconds_per_pass"] is None
+                       else round(entry["seconds_per_pass"], 5)}
                       for key, entry in sorted(table.items(), key=lambda item: tuple(str(p) for p in item[0]))]}
