@@ -17,6 +17,8 @@
 #                                           # virtual environment made for it under $RUNS)
 #   results/make.sh released-fits           # the fits that come with bench (bench/released): the main job
 #                                           # fitted anew on an empty cache, its fits and step times released
+#   results/make.sh pgd-steps               # demo faces: RAW and DF-RAP with 10, 20 and 40 PGD steps, under
+#                                           # no bypass, channel transforms and LoRA
 #   results/make.sh all
 #   results/make.sh tables                  # no run: every table and board again from the committed
 #                                           # rows (after a change to `bench report` or the leaderboard)
@@ -135,6 +137,17 @@ transfer_identity() {
   report results/quick-celebahq/transfer-identity/antiforgery-500-steps run-af500
 }
 
+pgd_steps() {
+  # the quick profile gives RAW and DF-RAP 40 PGD steps; their published setting is 10
+  local steps
+  for steps in 10 20 40; do
+    run "pgd-steps-$steps" --defenses raw,dfrap --bypass none,jpeg,jpeg_q50,webp,resize,blur,lora --generators all \
+      --set "$QUALITY_METRICS" --set 'scenarios=["standard"]' --set "defenses.raw.steps=$steps" \
+      --set "defenses.dfrap.steps=$steps"
+    report "results/pgd-steps/steps-$steps" "pgd-steps-$steps"
+  done
+}
+
 released_fits() {
   # the main job's fits on the demo faces (LoRA, PG, ID-Guard, CMUA, and the transfer scenario's
   # universal fits), made anew on an empty cache so that every step's time is this machine's
@@ -152,7 +165,7 @@ facenet_agreement() {
     --out results/identity/facenet_agreement.json
 }
 
-[ $# -gt 0 ] || { sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+[ $# -gt 0 ] || { sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 for target in "$@"; do
   case $target in
     quick-all) quick_all ;;
@@ -164,11 +177,12 @@ for target in "$@"; do
     transfer-identity) transfer_identity ;;
     facenet-agreement) facenet_agreement ;;
     released-fits) released_fits ;;
+    pgd-steps) pgd_steps ;;
     all) released_fits; quick_all; quick_celebahq; cost_ladder; image_quality; attgan_lora_1000_faces; protect_photos
-      transfer_identity; facenet_agreement ;;
+      transfer_identity; facenet_agreement; pgd_steps ;;
     tables)  # no run: every committed table and board again from the committed rows
       for rows in results/*/runs results/*/*/runs; do [ ! -d "$rows" ] || tables "$(dirname "$rows")"; done
       for rows in results/*/leaderboard/run results/*/*/leaderboard/run; do [ ! -d "$rows" ] || board "$(dirname "$rows")"; done ;;
-    *) echo "results/make.sh: unknown result '$target' (quick-all, quick-celebahq, cost-ladder, image-quality, attgan-lora-1000-faces, protect-photos, transfer-identity, facenet-agreement, released-fits, all, tables)" >&2; exit 2 ;;
+    *) echo "results/make.sh: unknown result '$target' (quick-all, quick-celebahq, cost-ladder, image-quality, attgan-lora-1000-faces, protect-photos, transfer-identity, facenet-agreement, released-fits, pgd-steps, all, tables)" >&2; exit 2 ;;
   esac
 done

@@ -139,7 +139,8 @@ QUICK = {
     # steps gave 0.57, 200 at lr 3e-3 0.64, 400 at 1e-3 0.83); and 40 PGD steps for the defenses that optimise
     # through random compressions: with 10 (their published setting, kept by the paper
     # profile) they do not converge at 64 px (DF-RAP on AttGAN: DSR 0.15 without any
-    # bypass, 0.39 with 40 steps)
+    # bypass, 0.39 with 40 steps; on the demo faces RAW on StarGAN 0.77, 0.89 with 20 and
+    # 0.94 with 40: `results/make.sh pgd-steps`)
     "defenses": {"pg": {"base_channels": 16, "depth": 3, "iterations": 400, "lr": 1e-3},
                  # MGDA on L2-normalised gradients (its authors' normalisation): on the raw ones the
                  # min-norm weights follow HiSD's tiny gradient and ID-Guard reached StarGAN DSR 0.17
