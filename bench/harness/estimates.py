@@ -247,5 +247,5 @@ def reference_timings(record, cache) -> dict:
             "cpu": record.environment.get("cpu"), "probe_seconds": probe_seconds(),
             "steps": [{"signature": list(key), "seconds": round(entry["seconds"], 3),
                        "seconds_per_pass": None if entry["seconds_per_pass"] is None
-                       else round(entry["seconds_per_pass"], 5)}
+                       else float(f"{entry['seconds_per_pass']:.5g}")}  # 5 digits: a pass can take 1e-5 s
                       for key, entry in sorted(table.items(), key=lambda item: tuple(str(p) for p in item[0]))]}
