@@ -175,7 +175,7 @@ class Estimator:
     def reference(self) -> tuple[dict, float, str]:
         """The reference run's entries, this machine's slowdown against its machine, and
         that machine's CPU; nothing where there is no usable timings file, or it was made
-        with another profile or resolution."""
+        with another profile or resolution, or counts in another unit."""
         try:
             timings = json.loads(self.reference_file.read_text())
             if (timings["profile"], timings["resolution"], timings.get("unit")) != \
